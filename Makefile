@@ -1,0 +1,54 @@
+# Cold Harbour. Quick start: `make demo`, `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/pip -q --disable-pip-version-check
+
+.PHONY: demo test lint bench venv deps dev-deps system-deps clean-db
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.deps: requirements.txt | $(BIN)/python
+	$(PIP) install -r requirements.txt
+	@touch $@
+
+$(VENV)/.dev-deps: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(PIP) install -r requirements-dev.txt
+	@touch $@ $(VENV)/.deps
+
+venv: $(BIN)/python
+deps: $(VENV)/.deps
+dev-deps: $(VENV)/.dev-deps
+
+# Browser tests need Debian's chromium + chromedriver. Installed when missing (root + apt only).
+system-deps:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+		echo "system deps: chromium and chromedriver present"; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "system deps: installing chromium chromium-driver with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else \
+		echo "system deps: chromium/chromedriver missing and cannot install (need root + apt-get)" >&2; exit 1; \
+	fi
+
+## demo: embedded PostgreSQL + simulator + workers + dashboard on http://127.0.0.1:5000 (Ctrl-C stops all)
+demo: deps
+	$(BIN)/python -m scripts.demo
+
+## test: the whole suite (embedded PostgreSQL, or TEST_DATABASE_URL when set)
+test: dev-deps system-deps
+	$(BIN)/python -m pytest -q
+
+## lint: ruff + mypy (strict on core/ and workers/)
+lint: dev-deps
+	$(BIN)/ruff check .
+	$(BIN)/mypy core workers dashboard simulator
+
+## bench: every benchmark's quick variant; writes bench/results/latest.json
+bench: dev-deps
+	$(BIN)/python -m bench all --quick
+
+clean-db:
+	rm -rf .coldharbour/pgdata

@@ -1,0 +1,294 @@
+"""Destinations (broker accounts) and the names derived from them.
+
+Loaded from ``destinations.toml`` plus an optional local override file. Every table and channel
+name comes from :func:`slugify` of the destination name, exactly as the original system names them:
+``open_trades_<slug>``, ``closed_trades_<slug>``, ``equity_full_<slug>``, ``pos_channel_<slug>``,
+``closed_channel_<slug>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from core.errors import ConfigError
+
+PG_IDENTIFIER_MAX_BYTES = 63
+_LONGEST_PREFIX = "closed_channel_"
+SLUG_MAX_LEN = PG_IDENTIFIER_MAX_BYTES - len(_LONGEST_PREFIX)  # 48
+_SLUG_RE = re.compile(r"^[a-z0-9_]+$")
+
+LIVE_URL = "https://api.alpaca.markets"
+PAPER_URL = "https://paper-api.alpaca.markets"
+_URL_ALIASES = {"live": LIVE_URL, "paper": PAPER_URL}
+
+_KNOWN_FIELDS = {
+    "name",
+    "key_id",
+    "secret_key",
+    "key_id_env",
+    "secret_key_env",
+    "base_url",
+    "stream_url",
+    "initial_deposit",
+    "enabled",
+    "price_feed",
+    "description",
+}
+_PRICE_FEED_FIELDS = {"zmq_endpoints", "stale_after_s", "rest_fallback"}
+
+
+def mask_secret(value: str | None) -> str:
+    """``PKAB…1234``-style mask: enough to tell keys apart, never enough to use one."""
+    if not value:
+        return "<unset>"
+    if len(value) <= 8:
+        return "…" + value[-2:]
+    return f"{value[:2]}…{value[-4:]}"
+
+
+def slugify(name: str) -> str:
+    """Stable ``[a-z0-9_]`` slug; long names keep a readable prefix plus a hash so they stay unique."""
+    slug = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+    if len(slug) > SLUG_MAX_LEN:
+        digest = hashlib.sha1(slug.encode()).hexdigest()[:8]
+        slug = slug[: SLUG_MAX_LEN - 9].rstrip("_") + "_" + digest
+    return slug
+
+
+def open_trades_table(slug: str) -> str:
+    return f"open_trades_{_checked(slug)}"
+
+
+def closed_trades_table(slug: str) -> str:
+    return f"closed_trades_{_checked(slug)}"
+
+
+def equity_table(slug: str) -> str:
+    return f"equity_full_{_checked(slug)}"
+
+
+def pos_channel(slug: str) -> str:
+    return f"pos_channel_{_checked(slug)}"
+
+
+def closed_channel(slug: str) -> str:
+    return f"closed_channel_{_checked(slug)}"
+
+
+def _checked(slug: str) -> str:
+    if not _SLUG_RE.match(slug) or len(slug) > SLUG_MAX_LEN:
+        raise ConfigError(f"invalid slug {slug!r}: must be [a-z0-9_]{{1,{SLUG_MAX_LEN}}}")
+    return slug
+
+
+@dataclass(frozen=True, slots=True)
+class PriceFeed:
+    """Where the manager gets live prices for this destination."""
+
+    zmq_endpoints: tuple[str, ...] = ()
+    stale_after_s: float | None = None
+    rest_fallback: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """One broker account. Secrets are kept out of ``repr`` and every rendering."""
+
+    name: str
+    slug: str
+    key_id: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    base_url: str
+    stream_url: str | None = None
+    initial_deposit: Decimal | None = None
+    enabled: bool = True
+    price_feed: PriceFeed = PriceFeed()
+    description: str = ""
+
+    @property
+    def is_live(self) -> bool:
+        return self.base_url.rstrip("/") == LIVE_URL
+
+    @property
+    def masked_key(self) -> str:
+        return mask_secret(self.key_id)
+
+    def __repr__(self) -> str:
+        return f"Destination(name={self.name!r}, slug={self.slug!r}, key_id={self.masked_key!r}, base_url={self.base_url!r})"
+
+    __str__ = __repr__
+
+
+def _err(source: str, entry: str, field_name: str, message: str) -> ConfigError:
+    return ConfigError(f"{source}: destination {entry}: field {field_name!r}: {message}")
+
+
+def _env_or_value(
+    raw: dict[str, Any], key: str, source: str, entry: str, environ: dict[str, str]
+) -> str:
+    env_key = f"{key}_env"
+    value = raw.get(key)
+    if value is None and env_key in raw:
+        var = raw[env_key]
+        if not isinstance(var, str) or not var:
+            raise _err(source, entry, env_key, "must be the name of an environment variable")
+        value = environ.get(var)
+        if not value:
+            raise _err(source, entry, env_key, f"environment variable {var} is not set")
+    if value is None:
+        raise _err(source, entry, key, f"missing (give {key} or {env_key})")
+    if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
+        var = value[2:-1]
+        resolved = environ.get(var)
+        if not resolved:
+            raise _err(source, entry, key, f"environment variable {var} is not set")
+        value = resolved
+    if not isinstance(value, str) or not value.strip():
+        raise _err(source, entry, key, "must be a non-empty string")
+    return value.strip()
+
+
+def _parse_url(value: Any, source: str, entry: str, field_name: str) -> str:
+    if not isinstance(value, str):
+        raise _err(source, entry, field_name, "must be a string")
+    url = _URL_ALIASES.get(value.strip().lower(), value.strip())
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https", "ws", "wss"} or not parts.hostname:
+        raise _err(source, entry, field_name, "invalid URL (expected http(s)://host[:port], 'live' or 'paper')")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise _err(source, entry, field_name, "invalid port in URL") from None
+    return url.rstrip("/")
+
+
+def parse_destination(
+    raw: Any, source: str, index: int, environ: dict[str, str] | None = None
+) -> Destination:
+    """Validate one entry; errors name ``source``, the entry and the field."""
+    env = dict(os.environ if environ is None else environ)
+    entry = f"#{index + 1}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: destination {entry}: must be a table")
+    name = raw.get("name")
+    if isinstance(name, str) and name.strip():
+        entry = f"#{index + 1} ({name.strip()!r})"
+    unknown = sorted(set(raw) - _KNOWN_FIELDS)
+    if unknown:
+        raise _err(source, entry, unknown[0], f"unknown field (known: {', '.join(sorted(_KNOWN_FIELDS))})")
+    if not isinstance(name, str) or not name.strip():
+        raise _err(source, entry, "name", "missing or empty")
+    slug = slugify(name)
+    if not slug:
+        raise _err(source, entry, "name", "slugs to nothing (use at least one letter or digit)")
+    key_id = _env_or_value(raw, "key_id", source, entry, env)
+    secret_key = _env_or_value(raw, "secret_key", source, entry, env)
+    if "base_url" not in raw:
+        raise _err(source, entry, "base_url", "missing (an URL, 'live' or 'paper')")
+    base_url = _parse_url(raw["base_url"], source, entry, "base_url")
+    stream_url = _parse_url(raw["stream_url"], source, entry, "stream_url") if "stream_url" in raw else None
+
+    deposit: Decimal | None = None
+    if raw.get("initial_deposit") is not None:
+        value = raw["initial_deposit"]
+        if isinstance(value, bool):
+            raise _err(source, entry, "initial_deposit", "must be a number")
+        try:
+            deposit = Decimal(str(value))
+        except InvalidOperation:
+            raise _err(source, entry, "initial_deposit", f"not a number: {value!r}") from None
+        if not deposit.is_finite() or deposit < 0:
+            raise _err(source, entry, "initial_deposit", f"must be a finite number >= 0, got {value!r}")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise _err(source, entry, "enabled", "must be true or false")
+    feed = _parse_price_feed(raw.get("price_feed", {}), source, entry)
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise _err(source, entry, "description", "must be a string")
+    return Destination(
+        name=name.strip(),
+        slug=slug,
+        key_id=key_id,
+        secret_key=secret_key,
+        base_url=base_url,
+        stream_url=stream_url,
+        initial_deposit=deposit,
+        enabled=enabled,
+        price_feed=feed,
+        description=description,
+    )
+
+
+def _parse_price_feed(raw: Any, source: str, entry: str) -> PriceFeed:
+    if not isinstance(raw, dict):
+        raise _err(source, entry, "price_feed", "must be a table")
+    unknown = sorted(set(raw) - _PRICE_FEED_FIELDS)
+    if unknown:
+        raise _err(source, entry, f"price_feed.{unknown[0]}", "unknown field")
+    endpoints = raw.get("zmq_endpoints", [])
+    if isinstance(endpoints, str):
+        endpoints = [endpoints]
+    if not isinstance(endpoints, list) or not all(isinstance(e, str) and "://" in e for e in endpoints):
+        raise _err(source, entry, "price_feed.zmq_endpoints", "must be a list of ZMQ endpoints like tcp://host:port")
+    stale = raw.get("stale_after_s")
+    if stale is not None and (isinstance(stale, bool) or not isinstance(stale, int | float) or stale <= 0):
+        raise _err(source, entry, "price_feed.stale_after_s", "must be a number > 0")
+    fallback = raw.get("rest_fallback", True)
+    if not isinstance(fallback, bool):
+        raise _err(source, entry, "price_feed.rest_fallback", "must be true or false")
+    return PriceFeed(tuple(endpoints), float(stale) if stale is not None else None, fallback)
+
+
+def load_destinations(
+    path: str | Path,
+    local_path: str | Path | None = None,
+    environ: dict[str, str] | None = None,
+) -> list[Destination]:
+    """Load and validate destinations. The local file's entries replace same-named ones and add new ones.
+
+    Raises :class:`ConfigError` naming the file, the entry and the field.
+    """
+    main = Path(path)
+    entries: list[tuple[str, int, Any]] = []
+    for file_path in [main, Path(local_path) if local_path else None]:
+        if file_path is None or not file_path.exists():
+            if file_path is main:
+                raise ConfigError(f"{main}: destinations file not found")
+            continue
+        try:
+            data = tomllib.loads(file_path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file_path}: not valid TOML: {exc}") from None
+        unknown_top = sorted(set(data) - {"destinations"})
+        if unknown_top:
+            raise ConfigError(f"{file_path}: unknown top-level key {unknown_top[0]!r} (expected [[destinations]])")
+        items = data.get("destinations", [])
+        if not isinstance(items, list):
+            raise ConfigError(f"{file_path}: 'destinations' must be an array of tables ([[destinations]])")
+        entries.extend((str(file_path), i, item) for i, item in enumerate(items))
+
+    by_slug: dict[str, tuple[str, Destination]] = {}
+    order: list[str] = []
+    for source, index, raw in entries:
+        dest = parse_destination(raw, source, index, environ)
+        if dest.slug in by_slug:
+            prev_source, prev = by_slug[dest.slug]
+            if prev_source != source and prev.name == dest.name:
+                by_slug[dest.slug] = (source, dest)  # local override of the same destination
+                continue
+            raise ConfigError(
+                f"{source}: destination #{index + 1} ({dest.name!r}): field 'name': slug {dest.slug!r} "
+                f"collides with {prev.name!r} from {prev_source}"
+            )
+        by_slug[dest.slug] = (source, dest)
+        order.append(dest.slug)
+    return [by_slug[s][1] for s in order]

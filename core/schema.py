@@ -1,0 +1,285 @@
+"""Schema definitions and versioned, idempotent migrations.
+
+Pure: this module only renders SQL. :mod:`core.db` applies it (psycopg2); the workers may apply the
+same statements through asyncpg. Identifiers are validated (``[a-z0-9_]``) and always double-quoted.
+
+Layout
+- ``<ACCOUNT_SCHEMA>`` (default ``account_activities``): raw broker data, the truth:
+  ``orders``, ``order_events``, ``activities``, ``checkpoints``, ``heartbeats``.
+- ``public``: ``schema_migrations``, ``ch_destinations`` (registry, no secrets), ``ch_versions``
+  (per-destination data version counters) and per destination ``open_trades_<slug>``,
+  ``closed_trades_<slug>``, ``equity_full_<slug>``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from core.destinations import closed_trades_table, equity_table, open_trades_table
+
+_IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def quote_ident(name: str) -> str:
+    """Double-quote a validated identifier; refuses anything but ``[a-z0-9_]`` (max 63 bytes)."""
+    if not _IDENT_RE.match(name):
+        raise ValueError(f"refusing identifier {name!r}: must match [a-z_][a-z0-9_]{{0,62}}")
+    return f'"{name}"'
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+def migrations(account_schema: str) -> list[Migration]:
+    """The ordered global migrations. Never edit a released one: append a new version."""
+    s = quote_ident(account_schema)
+    return [
+        Migration(
+            1,
+            "raw account data",
+            (
+                f"CREATE SCHEMA IF NOT EXISTS {s}",
+                f"""CREATE TABLE IF NOT EXISTS {s}.orders (
+                    destination text NOT NULL,
+                    order_id uuid NOT NULL,
+                    client_order_id text,
+                    parent_order_id uuid,
+                    symbol text,
+                    side text,
+                    order_type text,
+                    order_class text,
+                    time_in_force text,
+                    qty numeric,
+                    notional numeric,
+                    filled_qty numeric,
+                    filled_avg_price numeric,
+                    limit_price numeric,
+                    stop_price numeric,
+                    trail_price numeric,
+                    trail_percent numeric,
+                    status text,
+                    created_at timestamptz,
+                    updated_at timestamptz,
+                    submitted_at timestamptz,
+                    filled_at timestamptz,
+                    canceled_at timestamptz,
+                    expired_at timestamptz,
+                    raw jsonb NOT NULL,
+                    parse_error text,
+                    ingested_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (destination, order_id)
+                )""",
+                f"CREATE INDEX IF NOT EXISTS orders_dest_updated ON {s}.orders (destination, updated_at)",
+                f"CREATE INDEX IF NOT EXISTS orders_parent ON {s}.orders (destination, parent_order_id)",
+                f"""CREATE TABLE IF NOT EXISTS {s}.order_events (
+                    destination text NOT NULL,
+                    event_key text NOT NULL,
+                    ts timestamptz NOT NULL,
+                    order_id uuid,
+                    event text NOT NULL,
+                    execution_id text,
+                    price numeric,
+                    qty numeric,
+                    position_qty numeric,
+                    raw jsonb NOT NULL,
+                    parse_error text,
+                    received_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (destination, event_key, ts)
+                )""",
+                f"CREATE INDEX IF NOT EXISTS order_events_order ON {s}.order_events (destination, order_id)",
+                f"""CREATE TABLE IF NOT EXISTS {s}.activities (
+                    destination text NOT NULL,
+                    activity_id text NOT NULL,
+                    ts timestamptz NOT NULL,
+                    activity_type text NOT NULL,
+                    fill_type text,
+                    symbol text,
+                    side text,
+                    qty numeric,
+                    price numeric,
+                    net_amount numeric,
+                    leaves_qty numeric,
+                    cum_qty numeric,
+                    order_id uuid,
+                    order_status text,
+                    description text,
+                    raw jsonb NOT NULL,
+                    parse_error text,
+                    seq bigint GENERATED ALWAYS AS IDENTITY,
+                    ingested_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (destination, activity_id, ts)
+                )""",
+                f"CREATE INDEX IF NOT EXISTS activities_dest_ts ON {s}.activities (destination, ts)",
+                f"CREATE INDEX IF NOT EXISTS activities_dest_seq ON {s}.activities (destination, seq)",
+                f"""CREATE TABLE IF NOT EXISTS {s}.checkpoints (
+                    destination text NOT NULL,
+                    stream text NOT NULL,
+                    last_id text,
+                    last_ts timestamptz,
+                    updated_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (destination, stream)
+                )""",
+                f"""CREATE TABLE IF NOT EXISTS {s}.heartbeats (
+                    destination text NOT NULL,
+                    service text NOT NULL,
+                    replica text,
+                    state text NOT NULL DEFAULT 'starting',
+                    last_event_at timestamptz,
+                    last_backfill_at timestamptz,
+                    lag_s double precision,
+                    rows_ingested bigint NOT NULL DEFAULT 0,
+                    errors bigint NOT NULL DEFAULT 0,
+                    last_error text,
+                    details jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+                    updated_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (destination, service)
+                )""",
+            ),
+        ),
+        Migration(
+            2,
+            "registry and versions",
+            (
+                """CREATE TABLE IF NOT EXISTS public.ch_destinations (
+                    slug text PRIMARY KEY,
+                    name text NOT NULL,
+                    base_url text NOT NULL,
+                    is_live boolean NOT NULL DEFAULT false,
+                    enabled boolean NOT NULL DEFAULT true,
+                    initial_deposit numeric,
+                    masked_key text,
+                    description text NOT NULL DEFAULT '',
+                    updated_at timestamptz NOT NULL DEFAULT now()
+                )""",
+                """CREATE TABLE IF NOT EXISTS public.ch_versions (
+                    slug text PRIMARY KEY,
+                    pos_version bigint NOT NULL DEFAULT 0,
+                    closed_version bigint NOT NULL DEFAULT 0,
+                    equity_version bigint NOT NULL DEFAULT 0,
+                    activity_version bigint NOT NULL DEFAULT 0,
+                    updated_at timestamptz NOT NULL DEFAULT now()
+                )""",
+            ),
+        ),
+    ]
+
+
+MIGRATIONS_TABLE_DDL = """CREATE TABLE IF NOT EXISTS public.schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+# One migrator at a time across processes and hosts.
+MIGRATION_LOCK_KEY = 0x43484D49  # "CHMI"
+
+
+def destination_ddl(slug: str) -> list[str]:
+    """Idempotent DDL creating one destination's derived tables."""
+    ot = quote_ident(open_trades_table(slug))
+    ct = quote_ident(closed_trades_table(slug))
+    eq = quote_ident(equity_table(slug))
+    ct_name = closed_trades_table(slug)
+    return [
+        f"""CREATE TABLE IF NOT EXISTS public.{ot} (
+            symbol text PRIMARY KEY,
+            side text NOT NULL,
+            qty numeric NOT NULL,
+            avg_entry_price numeric NOT NULL,
+            cost_basis numeric NOT NULL,
+            entry_time timestamptz NOT NULL,
+            mark_price numeric,
+            mark_ts timestamptz,
+            price_source text,
+            price_stale boolean NOT NULL DEFAULT false,
+            market_value numeric,
+            unrealized_pl numeric,
+            unrealized_plpc double precision,
+            prev_close numeric,
+            day_change numeric,
+            day_change_pct double precision,
+            exposure numeric,
+            weight double precision,
+            entry_order_id uuid,
+            stop_price numeric,
+            take_profit_price numeric,
+            broker_qty numeric,
+            qty_mismatch boolean NOT NULL DEFAULT false,
+            lots jsonb NOT NULL DEFAULT '[]'::jsonb,
+            updated_at timestamptz NOT NULL DEFAULT now()
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS public.{ct} (
+            trade_id text PRIMARY KEY,
+            symbol text NOT NULL,
+            direction text NOT NULL,
+            qty numeric NOT NULL,
+            entry_time timestamptz NOT NULL,
+            exit_time timestamptz NOT NULL,
+            entry_price numeric NOT NULL,
+            exit_price numeric NOT NULL,
+            gross_pl numeric NOT NULL,
+            fees numeric NOT NULL DEFAULT 0,
+            net_pl numeric NOT NULL,
+            return_pct double precision,
+            holding_s double precision,
+            exit_reason text NOT NULL DEFAULT 'manual',
+            entry_order_id uuid,
+            exit_order_id uuid,
+            is_orphan boolean NOT NULL DEFAULT false,
+            mae numeric,
+            mfe numeric,
+            fills jsonb NOT NULL DEFAULT '[]'::jsonb,
+            lots jsonb NOT NULL DEFAULT '[]'::jsonb,
+            created_at timestamptz NOT NULL DEFAULT now()
+        )""",
+        f"CREATE INDEX IF NOT EXISTS {quote_ident(ct_name + '_exit')} ON public.{ct} (exit_time)",
+        f"CREATE INDEX IF NOT EXISTS {quote_ident(ct_name + '_sym')} ON public.{ct} (symbol, exit_time)",
+        f"""CREATE TABLE IF NOT EXISTS public.{eq} (
+            ts timestamptz PRIMARY KEY,
+            equity numeric NOT NULL,
+            cash numeric,
+            long_market_value numeric,
+            short_market_value numeric,
+            realized_pl numeric,
+            unrealized_pl numeric,
+            net_deposits numeric NOT NULL DEFAULT 0,
+            drawdown double precision,
+            source text NOT NULL DEFAULT 'live'
+        )""",
+    ]
+
+
+def timescale_ddl(account_schema: str, slugs: list[str], *, compress_after_days: int = 7,
+                  retention_days: int | None = None) -> list[str]:
+    """Statements run only when the ``timescaledb`` extension is available.
+
+    Hypertables need the time column in every unique key: ``activities`` and ``order_events`` have
+    ``ts`` in their primary keys and ``equity_full_<slug>`` is keyed by ``ts`` alone.
+    """
+    s = quote_ident(account_schema)
+    out = ["CREATE EXTENSION IF NOT EXISTS timescaledb"]
+    targets = [f"{s}.activities", f"{s}.order_events"] + [f"public.{quote_ident(equity_table(x))}" for x in slugs]
+    for table in targets:
+        literal = table.replace("'", "''")
+        out.append(f"SELECT create_hypertable('{literal}', 'ts', if_not_exists => TRUE, migrate_data => TRUE)")
+        out.append(f"ALTER TABLE {table} SET (timescaledb.compress)")
+        out.append(
+            f"SELECT add_compression_policy('{literal}', INTERVAL '{int(compress_after_days)} days', if_not_exists => TRUE)"
+        )
+        if retention_days is not None:
+            out.append(
+                f"SELECT add_retention_policy('{literal}', INTERVAL '{int(retention_days)} days', if_not_exists => TRUE)"
+            )
+    return out
+
+
+def bucket_expr(width_sql: str, column: str, *, timescale: bool) -> str:
+    """``time_bucket`` with TimescaleDB, else ``date_bin`` (PostgreSQL 14+) anchored at the epoch."""
+    col = quote_ident(column)
+    if timescale:
+        return f"time_bucket({width_sql}, {col})"
+    return f"date_bin({width_sql}, {col}, TIMESTAMPTZ '1970-01-01 00:00:00+00')"
