@@ -57,7 +57,7 @@ def connect(dsn: str, *, timeout_s: float = 10.0, **kwargs: Any) -> psycopg2.ext
     params.setdefault("connect_timeout", max(1, int(timeout_s)))
     params.setdefault("application_name", "coldharbour")
     try:
-        return psycopg2.connect(**params, **kwargs)  # type: ignore[arg-type]
+        return psycopg2.connect(**params, **kwargs)
     except psycopg2.OperationalError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if info.password:

@@ -58,7 +58,7 @@ def slugify(name: str) -> str:
     """Stable ``[a-z0-9_]`` slug; long names keep a readable prefix plus a hash so they stay unique."""
     slug = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
     if len(slug) > SLUG_MAX_LEN:
-        digest = hashlib.sha1(slug.encode()).hexdigest()[:8]
+        digest = hashlib.blake2b(slug.encode(), digest_size=4).hexdigest()[:8]
         slug = slug[: SLUG_MAX_LEN - 9].rstrip("_") + "_" + digest
     return slug
 

@@ -183,9 +183,9 @@ def _convert(name: str, raw: str, type_: Any) -> Any:
     type_text = str(type_)
     if raw == "" and "None" in type_text:
         return None
+    if type_text.startswith("bool"):
+        return _parse_bool(name, raw)
     try:
-        if type_text.startswith("bool"):
-            return _parse_bool(name, raw)
         if type_text.startswith("float"):
             return float(raw)
         if type_text.startswith("int"):

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import psutil
+
+from core.db import connect
+from core.embedded_pg import EmbeddedPostgres
+
+
+def _postgres_processes(data_dir: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if proc.info["name"] == "postgres" and str(data_dir) in cmdline:
+            found.append(proc)
+    return found
+
+
+def test_start_reuse_and_clean_stop(tmp_path: Path) -> None:
+    owner = EmbeddedPostgres(tmp_path / "db")
+    dsn = owner.start()
+    conn = connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE kept (x int)")
+        cur.execute("INSERT INTO kept VALUES (42)")
+    conn.close()
+
+    guest = EmbeddedPostgres(tmp_path / "db")
+    assert guest.start() == dsn
+    assert guest.owner is False
+    guest.stop()  # a guest never stops the owner's server
+    assert _postgres_processes(tmp_path / "db")
+
+    owner.stop()
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in _postgres_processes(tmp_path / "db"))
+
+    # Data survives a restart of the same data directory.
+    again = EmbeddedPostgres(tmp_path / "db")
+    conn = connect(again.start())
+    with conn.cursor() as cur:
+        cur.execute("SELECT x FROM kept")
+        assert cur.fetchone() == (42,)
+    conn.close()
+    again.stop()

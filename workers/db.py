@@ -1,0 +1,54 @@
+"""asyncpg access for the workers: one pool per process, built from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from core.db import resolve_dsn
+from core.dsn import parse_dsn
+from core.errors import DatabaseUnavailable
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """A pool on the primary DSN (embedded server when none is configured).
+
+    Raises :class:`DatabaseUnavailable` naming host:port (never the password) within
+    ``settings.db_connect_timeout_s``.
+    """
+    dsn = await asyncio.to_thread(resolve_dsn, settings)
+    info = parse_dsn(dsn)
+    try:
+        pool = await asyncio.wait_for(
+            asyncpg.create_pool(
+                info.asyncpg_dsn(),
+                min_size=min_size,
+                max_size=max_size,
+                timeout=settings.db_connect_timeout_s,
+                command_timeout=60,
+                server_settings={"application_name": "coldharbour-workers"},
+            ),
+            timeout=settings.db_connect_timeout_s,
+        )
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        reason = str(exc) or type(exc).__name__
+        if info.password:
+            reason = reason.replace(info.password, "***")
+        raise DatabaseUnavailable(f"cannot reach PostgreSQL at {info.host}:{info.port}/{info.dbname}: {reason}") from None
+    assert pool is not None
+    return pool
+
+
+async def connect(settings: Settings) -> asyncpg.Connection:
+    """A single dedicated connection (LISTEN, advisory locks)."""
+    dsn = await asyncio.to_thread(resolve_dsn, settings)
+    info = parse_dsn(dsn)
+    try:
+        return await asyncpg.connect(info.asyncpg_dsn(), timeout=settings.db_connect_timeout_s)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        raise DatabaseUnavailable(f"cannot reach PostgreSQL at {info.host}:{info.port}/{info.dbname}: {type(exc).__name__}") from None
