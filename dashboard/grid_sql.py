@@ -42,7 +42,7 @@ Semantics (server-side equivalents of AG Grid's default filters):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
@@ -176,6 +176,7 @@ def parse_sort_model(table: GridTable, sort_model: Any) -> list[SortKey]:
             raise GridRequestError("sortModel entries must be objects")
         col_id = item.get("colId")
         table.spec(col_id)
+        assert isinstance(col_id, str)  # checked by spec()
         direction = item.get("sort")
         if direction not in ("asc", "desc"):
             raise GridRequestError(f"unknown sort direction {str(direction)[:16]!r} (asc or desc)")
@@ -341,7 +342,8 @@ def _date_condition(
         return f"{expr} {'<' if op == 'lessThan' else '>='} {params.add(start(day))}"
     if op in ("greaterThan", "lessThanOrEqual"):
         return f"{expr} {'>=' if op == 'greaterThan' else '<'} {params.add(end(day))}"
-    assert day_to is not None
+    if day_to is None:  # unreachable: inRange always parses dateTo
+        raise GridRequestError("inRange needs dateTo")
     low = start(day) if inclusive else end(day)
     high = end(day_to) if inclusive else start(day_to)
     return f"({expr} >= {params.add(low)} AND {expr} < {params.add(high)})"
@@ -420,12 +422,15 @@ def _select_list(table: GridTable) -> str:
     return ", ".join(f"{spec.sql_expr} AS {quote_ident(col_id)}" for col_id, spec in table.columns.items())
 
 
+def _row_index(request: Mapping[str, Any], name: str, default: int | None) -> int:
+    value = request.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise GridRequestError(f"{name} must be a non-negative integer")
+    return value
+
+
 def _paging(request: Mapping[str, Any], max_page_rows: int) -> tuple[int, int]:
-    start, end = request.get("startRow", 0), request.get("endRow")
-    for name, value in (("startRow", start), ("endRow", end)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise GridRequestError(f"{name} must be a non-negative integer")
-    assert isinstance(end, int) and isinstance(start, int)
+    start, end = _row_index(request, "startRow", 0), _row_index(request, "endRow", None)
     if end <= start:
         raise GridRequestError("endRow must be greater than startRow")
     if end - start > max_page_rows:

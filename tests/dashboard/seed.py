@@ -143,7 +143,7 @@ def _closed(cur: object, slug: str, spec: SeedSpec) -> None:
                    gen_random_uuid() AS entry_oid, gen_random_uuid() AS exit_oid
             FROM generate_series(1, %(n)s) AS i
         ), priced AS (
-            SELECT *, round(entry_price, 2) AS ep, round(entry_price * (1 + move), 2) AS xp FROM base
+            SELECT *, round(entry_price, 2) AS ep, round(entry_price * (1 + move)::numeric, 2) AS xp FROM base
         ), pl AS (
             SELECT *, (xp - ep) * qty * CASE WHEN direction = 'long' THEN 1 ELSE -1 END AS gross,
                    round(qty * 0.005, 2) AS fee
@@ -156,7 +156,7 @@ def _closed(cur: object, slug: str, spec: SeedSpec) -> None:
                entry_time + holding_s * interval '1 second', ep, xp, round(gross, 2), fee, round(gross - fee, 2),
                ((xp - ep) / ep * CASE WHEN direction = 'long' THEN 1 ELSE -1 END)::float8, holding_s, exit_reason,
                entry_oid, exit_oid, false,
-               round(-abs(move) * ep * qty * 0.8, 2), round(abs(move) * ep * qty * 1.2, 2),
+               round(-abs(move)::numeric * ep * qty * 0.8, 2), round(abs(move)::numeric * ep * qty * 1.2, 2),
                CASE WHEN i <= 2000 THEN jsonb_build_array(
                    jsonb_build_object('order_id', entry_oid, 'side', CASE WHEN direction = 'long' THEN 'buy' ELSE 'sell' END,
                                       'qty', qty, 'price', ep, 'ts', entry_time),
