@@ -22,15 +22,20 @@ venv: $(BIN)/python
 deps: $(VENV)/.deps
 dev-deps: $(VENV)/.dev-deps
 
-# Browser tests need Debian's chromium + chromedriver. Installed when missing (root + apt only).
+# Browser tests need Debian's chromium + chromedriver; the entrypoint test needs shellcheck.
+# Installed when missing (root + apt only); prints what it installs.
 system-deps:
-	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
-		echo "system deps: chromium and chromedriver present"; \
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
+	if [ -z "$$missing" ]; then \
+		echo "system deps: chromium, chromedriver and shellcheck present"; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "system deps: installing chromium chromium-driver with apt-get"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+		echo "system deps: installing$$missing with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	else \
-		echo "system deps: chromium/chromedriver missing and cannot install (need root + apt-get)" >&2; exit 1; \
+		echo "system deps: missing$$missing and cannot install them (need root + apt-get)" >&2; exit 1; \
 	fi
 
 ## demo: embedded PostgreSQL + simulator + workers + dashboard on http://127.0.0.1:5000 (Ctrl-C stops all)
@@ -45,6 +50,7 @@ test: dev-deps system-deps
 lint: dev-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy core workers dashboard simulator
+	shellcheck entrypoint.sh
 
 ## bench: every benchmark's quick variant; writes bench/results/latest.json
 bench: dev-deps

@@ -345,6 +345,10 @@ class LotMatch:
         }
 
 
+LotRow = tuple[str, str, Decimal, datetime, datetime, Decimal, Decimal, Decimal, bool]
+"""A :class:`LotMatch` as a plain tuple (cheap to build in the engine's hot path)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RoundTrip:
     """A closed trade: the position in one symbol from flat (or a flip) back to flat (or a flip)."""
@@ -370,7 +374,13 @@ class RoundTrip:
     """(fill id, quantity used to open) in time order; a flipping fill appears with its opening part."""
     close_fills: tuple[tuple[str, Decimal], ...]
     """(fill id, quantity used to close) in time order."""
-    lots: tuple[LotMatch, ...] = field(default=())
+    lot_rows: tuple[LotRow, ...] = field(default=())
+    """The FIFO matches as plain tuples in :class:`LotMatch` field order (see :attr:`lots`)."""
+
+    @property
+    def lots(self) -> tuple[LotMatch, ...]:
+        """The FIFO lot matches that compose this round trip, in matching order."""
+        return tuple(LotMatch(*row) for row in self.lot_rows)
 
     def to_row(self) -> dict[str, Any]:
         """Values for one ``closed_trades_<slug>`` row (numeric columns as Decimal, jsonb as lists)."""
@@ -396,7 +406,7 @@ class RoundTrip:
             "mfe": None,
             "fills": [{"fill_id": f, "qty": str(q), "role": "open"} for f, q in self.open_fills]
             + [{"fill_id": f, "qty": str(q), "role": "close"} for f, q in self.close_fills],
-            "lots": [lot.to_dict() for lot in self.lots],
+            "lots": [LotMatch(*row).to_dict() for row in self.lot_rows],
         }
 
 

@@ -166,6 +166,22 @@ def migrations(account_schema: str) -> list[Migration]:
                 )""",
             ),
         ),
+        Migration(
+            3,
+            "manager fifo checkpoints",
+            (
+                # The account manager's per-destination checkpoint: the FIFO book and cash ledger as of
+                # activity ``last_seq`` (a cache of what the raw activities imply; safe to delete).
+                """CREATE TABLE IF NOT EXISTS public.ch_fifo_state (
+                    slug text PRIMARY KEY,
+                    state jsonb NOT NULL,
+                    last_seq bigint NOT NULL DEFAULT 0,
+                    fill_count bigint NOT NULL DEFAULT 0,
+                    replica text,
+                    updated_at timestamptz NOT NULL DEFAULT now()
+                )""",
+            ),
+        ),
     ]
 
 

@@ -12,6 +12,7 @@ import bisect
 import math
 import random
 import uuid
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -126,8 +127,11 @@ class SessionCalendar:
     """NYSE regular sessions as UTC (open, close) pairs, looked up by bisection."""
 
     def __init__(self, start: date, end: date) -> None:
-        cal = xcals.get_calendar("XNYS", start=pd.Timestamp(start), end=pd.Timestamp(end))
-        sched = cal.schedule.loc[pd.Timestamp(start) : pd.Timestamp(end)]
+        with warnings.catch_warnings():
+            # exchange_calendars 4.13 calls Series.values on tz-aware data, which pandas 3.1 deprecates.
+            warnings.filterwarnings("ignore", message="Series.values returning an ndarray", category=Warning)
+            cal = xcals.get_calendar("XNYS", start=pd.Timestamp(start), end=pd.Timestamp(end))
+            sched = cal.schedule.loc[pd.Timestamp(start) : pd.Timestamp(end)]
         self.sessions: list[tuple[datetime, datetime]] = [
             (o.to_pydatetime().astimezone(UTC), c.to_pydatetime().astimezone(UTC))
             for o, c in zip(sched["open"], sched["close"], strict=True)

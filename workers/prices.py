@@ -203,16 +203,14 @@ class PriceFeed:
     async def run(self) -> None:
         """Receive until cancelled. Never raises for bad messages."""
         sock = self._sock()
-        poller = zmq.asyncio.Poller()
-        poller.register(sock, zmq.POLLIN)
+        # A blocking-API twin of the same socket: drains what is already queued without another
+        # trip through the event loop per message.
+        sync: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
         while True:
-            frames = await sock.recv_multipart()
-            self.handle(frames)
-            # Drain whatever else is already queued without another trip through the event loop.
+            self.handle(await sock.recv_multipart())
             for _ in range(1000):
                 try:
-                    more = sock.recv_multipart(flags=zmq.NOBLOCK)
-                    frames = more.result() if isinstance(more, asyncio.Future) else more
+                    frames = sync.recv_multipart(flags=zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 self.handle(frames)

@@ -1,0 +1,258 @@
+"""App factory and WSGI entry point.
+
+``create_app(settings=None)`` builds a complete Dash app (pages, callbacks, routes) around one
+:class:`~dashboard.queries.ReadModel`; ``server`` (module attribute, built on first access) is the
+Flask app for gunicorn: ``gunicorn -k gthread --threads 8 dashboard.app:server``.
+
+Everything the browser loads is served by the app itself (``serve_locally``; Bootstrap 5.3 CSS from the
+installed Bootstrap-Flask package under ``/_vendor/``; AG Grid's theme is built into its bundle): no CDN.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import dash
+import dash_bootstrap_components as dbc
+from dash import Dash, Input, Output, State, dcc, html
+from flask import Response, abort, jsonify, send_from_directory
+
+from core.db import resolve_dsn
+from core.settings import PROJECT_ROOT, Settings, load_settings
+from dashboard import pages
+from dashboard.context import EXTENSION_KEY, Runtime
+from dashboard.queries import ReadModel
+from dashboard.sse import NotifyHub, register_sse
+
+log = logging.getLogger(__name__)
+
+ASSETS_DIR = PROJECT_ROOT / "assets"
+VENDOR_FILES = {"bootstrap.min.css", "bootstrap.min.css.map"}
+HEARTBEAT_OK_FACTOR = 3  # a heartbeat older than 3 intervals is amber, 10 intervals red
+
+
+def _bootstrap_dir() -> Path:
+    return Path(str(resources.files("flask_bootstrap"))) / "static" / "bootstrap5" / "css"
+
+
+def create_app(settings: Settings | None = None, *, start_listener: bool = True) -> Dash:
+    """A ready Dash app. ``settings`` default: :func:`core.settings.load_settings`."""
+    settings = settings or load_settings()
+    dsn = resolve_dsn(settings)
+    app = Dash(
+        __name__,
+        use_pages=True,
+        pages_folder="",
+        serve_locally=True,
+        assets_folder=str(ASSETS_DIR),
+        external_stylesheets=["/_vendor/bootstrap.min.css"],
+        suppress_callback_exceptions=True,
+        title="Cold Harbour",
+        update_title=None,
+        meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}],
+    )
+    server = app.server
+    model = ReadModel(settings, dsn, app=server)
+    hub: NotifyHub | None = None
+    if not settings.disable_sse:
+        hub = NotifyHub(dsn)
+        if start_listener:
+            hub.start()
+        register_sse(server, hub)
+    server.extensions[EXTENSION_KEY] = Runtime(settings=settings, model=model, hub=hub)
+
+    _register_routes(app, settings, model)
+    pages.register_all(app)
+    app.layout = _shell(settings)
+    _register_shell_callbacks(app)
+    _wire_optional(app, settings, model)
+    return app
+
+
+def _register_routes(app: Dash, settings: Settings, model: ReadModel) -> None:
+    server = app.server
+    bootstrap_dir = _bootstrap_dir()
+
+    @server.route("/_vendor/<path:name>")
+    def vendor(name: str) -> Response:
+        if name not in VENDOR_FILES:
+            abort(404)
+        response = send_from_directory(bootstrap_dir, name, max_age=86400)
+        return response
+
+    @server.route("/healthz")
+    def healthz() -> tuple[Response, int]:
+        return _health_payload(settings, model)
+
+
+def _health_payload(settings: Settings, model: ReadModel) -> tuple[Response, int]:
+    started = time.perf_counter()
+    body: dict[str, Any] = {"status": "ok", "database": {"ok": True}, "workers": []}
+    try:
+        model.ping()
+    except Exception as exc:  # noqa: BLE001 - report, never raise, from a health check
+        body["status"] = "unavailable"
+        body["database"] = {"ok": False, "error": type(exc).__name__}
+        body["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        return jsonify(body), 503
+    ok_s = settings.heartbeat_sec * HEARTBEAT_OK_FACTOR
+    worst = 0.0
+    for hb in model.heartbeats():
+        age = float(hb["age_s"]) if hb["age_s"] is not None else None
+        body["workers"].append({"destination": hb["destination"], "service": hb["service"], "state": hb["state"],
+                                "age_s": None if age is None else round(age, 1), "fresh": age is not None and age <= ok_s})
+        worst = max(worst, age or 0.0)
+    body["heartbeat_max_age_s"] = round(worst, 1)
+    if any(not w["fresh"] for w in body["workers"]):
+        body["status"] = "degraded"  # the dashboard serves; workers need a look (see /health)
+    body["destinations"] = len(model.versions())
+    body["sse"] = not settings.disable_sse
+    body["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    return jsonify(body), 200
+
+
+def _shell(settings: Settings) -> Any:
+    nav = dbc.Navbar(
+        dbc.Container(
+            [
+                dbc.NavbarBrand([html.Span("⚓", className="me-2"), "Cold Harbour"], href="/", className="fw-semibold"),
+                dbc.NavbarToggler(id="nav-toggler"),
+                dbc.Collapse(
+                    [
+                        dbc.Nav(
+                            [
+                                dbc.NavItem(dbc.NavLink("Overview", href="/", active="exact")),
+                                dbc.NavItem(dbc.NavLink("Activities", href="/activities", active="partial")),
+                                dbc.NavItem(dbc.NavLink("Health", href="/health", active="exact")),
+                            ],
+                            navbar=True,
+                            className="me-auto",
+                        ),
+                        html.Div(
+                            [
+                                dbc.Select(
+                                    id="tz-choice",
+                                    options=[
+                                        {"label": f"Exchange ({settings.display_timezone})", "value": "exchange"},
+                                        {"label": "UTC", "value": "utc"},
+                                        {"label": "Local (browser)", "value": "local"},
+                                    ],
+                                    value="exchange",
+                                    size="sm",
+                                    persistence=True,
+                                    persistence_type="local",
+                                    className="tz-select",
+                                ),
+                                dbc.Switch(id="theme-switch", label="Dark", value=False, persistence=True,
+                                           persistence_type="local", className="mb-0 ms-3 text-nowrap"),
+                            ],
+                            className="d-flex align-items-center gap-2 py-2 py-lg-0",
+                        ),
+                    ],
+                    id="nav-collapse",
+                    navbar=True,
+                ),
+            ],
+            fluid=True,
+        ),
+        color="body",
+        dark=False,
+        className="ch-navbar border-bottom mb-3",
+    )
+    return html.Div(
+        [
+            dcc.Location(id="url", refresh="callback-nav"),
+            dcc.Store(id="theme-store", data="light"),
+            dcc.Store(id="browser-tz"),
+            dcc.Store(id="sse-hint"),
+            dcc.Store(id="sse-config", data={"enabled": not settings.disable_sse, "url": "/stream/events"}),
+            nav,
+            dbc.Container(dash.page_container, fluid=True, className="pb-5 ch-main"),
+        ]
+    )
+
+
+def _register_shell_callbacks(app: Dash) -> None:
+    app.clientside_callback(
+        """function(dark) {
+            const theme = dark ? 'dark' : 'light';
+            document.documentElement.setAttribute('data-bs-theme', theme);
+            document.body.setAttribute('data-ag-theme-mode', theme);
+            return theme;
+        }""",
+        Output("theme-store", "data"),
+        Input("theme-switch", "value"),
+    )
+    app.clientside_callback(
+        """function(_) {
+            try { return Intl.DateTimeFormat().resolvedOptions().timeZone || null; } catch (e) { return null; }
+        }""",
+        Output("browser-tz", "data"),
+        Input("url", "pathname"),
+    )
+    app.clientside_callback(
+        """function(config) {
+            if (config && config.enabled && window.chSSE) { window.chSSE.start(config.url); }
+            return window.dash_clientside.no_update;
+        }""",
+        Output("sse-hint", "id"),
+        Input("sse-config", "data"),
+    )
+    app.callback(
+        Output("nav-collapse", "is_open"),
+        Input("nav-toggler", "n_clicks"),
+        State("nav-collapse", "is_open"),
+        prevent_initial_call=True,
+    )(lambda n, is_open: not is_open)
+
+
+def _wire_optional(app: Dash, settings: Settings, model: ReadModel) -> None:
+    """Export routes and auth/security headers live in their own modules (guarded: optional extras)."""
+    try:
+        from dashboard import export
+    except ImportError:  # pragma: no cover - partial checkout
+        export = None  # type: ignore[assignment]
+    if export is not None:
+        export.register_export(
+            app.server,
+            lambda: model.engine,
+            metrics_provider=lambda slug: _metrics_for_export(model, settings, slug),
+            account_schema=settings.account_schema,
+            default_tz=settings.display_timezone,
+        )
+    try:
+        from dashboard import auth
+    except ImportError:  # pragma: no cover - partial checkout
+        return
+    auth.install_auth(app.server, settings)
+    # plotly.js and AG Grid's value formatters compile functions at run time: they need 'unsafe-eval'
+    auth.install_security_headers(app.server, app.csp_hashes, allow_unsafe_eval=True)
+
+
+def _metrics_for_export(model: ReadModel, settings: Settings, slug: str) -> dict[str, Any]:
+    from dashboard.pages.destination import kpi_values
+
+    v = model.version_of(slug)
+    return {k: val for k, val in kpi_values(slug, settings.display_timezone, v.equity, v.closed).items()}
+
+
+_default_app: Dash | None = None
+
+
+def default_app() -> Dash:
+    global _default_app
+    if _default_app is None:
+        _default_app = create_app()
+    return _default_app
+
+
+def __getattr__(name: str) -> Any:
+    # ``server`` is built on first access so importing this module has no side effects (gunicorn
+    # resolves ``dashboard.app:server`` through this hook).
+    if name == "server":
+        return default_app().server
+    raise AttributeError(name)

@@ -1,0 +1,1 @@
+"""Reusable view pieces: formatting, figures, grid column definitions."""

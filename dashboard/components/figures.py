@@ -1,0 +1,189 @@
+"""Plotly figures. Every function takes plain arrays/frames and a theme and returns a ``go.Figure``.
+
+All traces are already downsampled by the caller (:func:`dashboard.queries.downsample`); times arrive
+as naive wall-clock values in the display zone, whose label goes on the axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+UP = "#2e9e5b"
+DOWN = "#d64545"
+ACCENT = "#3b7dd8"
+MUTED = "#8a94a6"
+
+RANGE_BUTTONS = [
+    {"count": 1, "label": "1D", "step": "day", "stepmode": "backward"},
+    {"count": 7, "label": "1W", "step": "day", "stepmode": "backward"},
+    {"count": 1, "label": "1M", "step": "month", "stepmode": "backward"},
+    {"count": 1, "label": "YTD", "step": "year", "stepmode": "todate"},
+    {"count": 1, "label": "1Y", "step": "year", "stepmode": "backward"},
+    {"label": "All", "step": "all"},
+]
+
+
+def template(theme: str | None) -> str:
+    return "plotly_dark" if theme == "dark" else "plotly_white"
+
+
+def _base(fig: go.Figure, theme: str | None, *, height: int | None = None) -> go.Figure:
+    fig.update_layout(
+        template=template(theme),
+        margin={"l": 50, "r": 15, "t": 30, "b": 30},
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+        legend={"orientation": "h", "y": 1.08, "x": 0},
+        hovermode="x unified",
+        uirevision="keep",  # keep zoom across live refreshes
+    )
+    if height:
+        fig.update_layout(height=height)
+    return fig
+
+
+def empty(message: str, theme: str | None, *, height: int = 260) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, font={"size": 14, "color": MUTED},
+                       xref="paper", yref="paper", x=0.5, y=0.5)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _base(fig, theme, height=height)
+
+
+def equity_underwater(
+    x: Sequence[object], equity: Sequence[float], dd_x: Sequence[object], drawdown: Sequence[float],
+    flows_x: Sequence[object], flows: Sequence[float], flows_y: Sequence[float], *, tz_label: str,
+    theme: str | None,
+) -> go.Figure:
+    """Equity (top) and underwater drawdown (bottom) on one shared time axis, with range buttons."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3], vertical_spacing=0.04)
+    fig.add_trace(go.Scattergl(x=x, y=equity, name="Equity", mode="lines", line={"color": ACCENT, "width": 1.6},
+                               hovertemplate="%{y:$,.2f}<extra>Equity</extra>"), row=1, col=1)
+    fig.add_trace(go.Scattergl(x=dd_x, y=drawdown, name="Drawdown", mode="lines", fill="tozeroy",
+                               line={"color": DOWN, "width": 1}, hovertemplate="%{y:.2%}<extra>Drawdown</extra>"),
+                  row=2, col=1)
+    flows = np.asarray(flows, dtype=float)
+    if flows.size:
+        colours = [UP if f > 0 else DOWN for f in flows]
+        labels = [f"{'Deposit' if f > 0 else 'Withdrawal'} ${abs(f):,.0f}" for f in flows]
+        fig.add_trace(go.Scatter(x=flows_x, y=flows_y, mode="markers", name="Deposits / withdrawals",
+                                 marker={"symbol": "diamond", "size": 11, "color": colours,
+                                         "line": {"width": 1, "color": "white"}},
+                                 text=labels, hovertemplate="%{text}<extra></extra>"), row=1, col=1)
+    fig.update_xaxes(rangeselector={"buttons": RANGE_BUTTONS, "x": 0, "y": 1.12}, row=1, col=1)
+    fig.update_xaxes(title_text=f"Time, {tz_label}", row=2, col=1)
+    fig.update_yaxes(title_text="Equity", tickprefix="$", row=1, col=1)
+    fig.update_yaxes(title_text="Drawdown", tickformat=".0%", row=2, col=1)
+    _base(fig, theme, height=460)
+    fig.update_layout(legend={"y": -0.15})
+    return fig
+
+
+def monthly_heatmap(table: pd.DataFrame, theme: str | None) -> go.Figure:
+    """``table``: index years, columns 1..12, values fractional monthly returns."""
+    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    z = table.reindex(columns=range(1, 13)).to_numpy(dtype=float)
+    text = [[("" if np.isnan(v) else f"{v:.1%}") for v in row] for row in z]
+    bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 0.01
+    fig = go.Figure(go.Heatmap(z=z, x=months, y=[str(y) for y in table.index], text=text, texttemplate="%{text}",
+                               colorscale=[[0, DOWN], [0.5, "#f2f2f2" if theme != "dark" else "#333"], [1, UP]],
+                               zmin=-bound, zmax=bound, showscale=False, hoverongaps=False,
+                               hovertemplate="%{y} %{x}: %{z:.2%}<extra></extra>"))
+    fig.update_yaxes(type="category", autorange="reversed")
+    return _base(fig, theme, height=max(160, 60 + 40 * len(table.index)))
+
+
+def daily_calendar(daily_pl: pd.Series, theme: str | None) -> go.Figure:
+    """Daily P&L as a GitHub-style calendar (weeks across, weekdays down) for the last year."""
+    if daily_pl.empty:
+        return empty("No daily P&L yet", theme)
+    s = daily_pl.iloc[-371:]
+    idx = pd.DatetimeIndex(s.index)
+    week = ((idx - idx[0].normalize()).days + idx[0].weekday()) // 7
+    frame = pd.DataFrame({"w": week, "d": idx.weekday, "v": s.to_numpy(), "t": idx.strftime("%Y-%m-%d")})
+    grid = frame.pivot_table(index="d", columns="w", values="v", aggfunc="sum")
+    labels = frame.pivot_table(index="d", columns="w", values="t", aggfunc="first")
+    bound = float(np.nanmax(np.abs(grid.to_numpy()))) or 1.0
+    fig = go.Figure(go.Heatmap(
+        z=grid.to_numpy(), x=grid.columns, y=["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"][: len(grid.index)],
+        text=labels.reindex_like(grid).to_numpy(), colorscale=[[0, DOWN], [0.5, "#eeeeee" if theme != "dark" else "#333"],
+                                                               [1, UP]],
+        zmin=-bound, zmax=bound, xgap=2, ygap=2, showscale=False, hoverongaps=False,
+        hovertemplate="%{text}: %{z:$,.2f}<extra></extra>"))
+    fig.update_xaxes(showticklabels=False, showgrid=False)
+    fig.update_yaxes(autorange="reversed", showgrid=False)
+    return _base(fig, theme, height=220)
+
+
+def bars(labels: Sequence[str], values: Sequence[float], title: str, theme: str | None) -> go.Figure:
+    vals = np.asarray(values, dtype=float)
+    fig = go.Figure(go.Bar(x=list(labels), y=vals, marker_color=[UP if v >= 0 else DOWN for v in vals],
+                           hovertemplate="%{x}: %{y:$,.2f}<extra></extra>"))
+    fig.update_layout(title={"text": title, "font": {"size": 13}})
+    fig.update_yaxes(tickprefix="$")
+    return _base(fig, theme, height=280)
+
+
+def rolling(x: Sequence[object], sharpe: Sequence[float], vol: Sequence[float], *, window: int, tz_label: str,
+            theme: str | None) -> go.Figure:
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=x, y=sharpe, name=f"Rolling Sharpe ({window}d)", line={"color": ACCENT}),
+                  secondary_y=False)
+    fig.add_trace(go.Scatter(x=x, y=vol, name=f"Rolling volatility ({window}d)", line={"color": MUTED}),
+                  secondary_y=True)
+    fig.update_yaxes(title_text="Sharpe", secondary_y=False)
+    fig.update_yaxes(title_text="Volatility", tickformat=".0%", secondary_y=True)
+    fig.update_xaxes(title_text=f"Date, {tz_label}")
+    return _base(fig, theme, height=280)
+
+
+def distribution(returns: Sequence[float], theme: str | None) -> go.Figure:
+    r = np.asarray(returns, dtype=float)
+    r = r[np.isfinite(r)]
+    fig = go.Figure(go.Histogram(x=r, nbinsx=60, marker_color=ACCENT, opacity=0.85,
+                                 hovertemplate="%{x:.2%}: %{y} days<extra></extra>"))
+    if r.size:
+        fig.add_vline(x=float(np.mean(r)), line_dash="dash", line_color=MUTED)
+    fig.update_xaxes(tickformat=".1%", title_text="Daily return")
+    fig.update_yaxes(title_text="Days")
+    return _base(fig, theme, height=280)
+
+
+def aggregate(x: Sequence[object], equity: Sequence[float], index: Sequence[float], *, tz_label: str,
+              theme: str | None) -> go.Figure:
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=x, y=equity, name="Total equity", line={"color": ACCENT},
+                             hovertemplate="%{y:$,.0f}<extra>Total equity</extra>"), secondary_y=False)
+    fig.add_trace(go.Scatter(x=x, y=index, name="Growth of $1 (cash-flow neutral)", line={"color": UP, "dash": "dot"},
+                             hovertemplate="%{y:.3f}<extra>Growth of $1</extra>"), secondary_y=True)
+    fig.update_yaxes(tickprefix="$", secondary_y=False)
+    fig.update_xaxes(title_text=f"Date, {tz_label}", rangeselector={"buttons": RANGE_BUTTONS, "x": 0, "y": 1.15})
+    return _base(fig, theme, height=320)
+
+
+def trade_path(points: list[dict[str, object]], levels: dict[str, float | None], theme: str | None,
+               *, tz_label: str) -> go.Figure:
+    """Fills on the price path with entry/exit and bracket levels as horizontal lines."""
+    fig = go.Figure()
+    if points:
+        fig.add_trace(go.Scatter(x=[p["x"] for p in points], y=[p["price"] for p in points], mode="lines+markers",
+                                 name="Fills", line={"color": MUTED, "dash": "dot"},
+                                 marker={"size": 12, "color": [UP if p["side"] == "buy" else DOWN for p in points],
+                                         "symbol": ["triangle-up" if p["side"] == "buy" else "triangle-down"
+                                                    for p in points]},
+                                 text=[f"{p['side']} {p['qty']} @ {p['price']}" for p in points],
+                                 hovertemplate="%{text}<extra></extra>"))
+    colours = {"Entry": ACCENT, "Exit": MUTED, "Stop": DOWN, "Take profit": UP}
+    for name, value in levels.items():
+        if value is not None and np.isfinite(value):
+            fig.add_hline(y=value, line_dash="dash", line_color=colours.get(name, MUTED),
+                          annotation_text=f"{name} {value:,.2f}", annotation_position="top left")
+    fig.update_xaxes(title_text=f"Time, {tz_label}")
+    fig.update_yaxes(tickprefix="$")
+    return _base(fig, theme, height=340)

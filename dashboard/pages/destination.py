@@ -1,0 +1,421 @@
+"""Destination page: KPIs, live positions, closed trades (server-side grid), equity and analytics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash_bootstrap_components as dbc
+import numpy as np
+import pandas as pd
+from dash import Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
+
+from dashboard import analytics, grid_sql
+from dashboard.components import figures, fmt, grids
+from dashboard.context import model, resolve_tz, runtime
+from dashboard.pages.common import empty_state, graph, kpi, no_destinations, poll_interval_ms, section, tone_of
+
+PATH_TEMPLATE = "/destination/<slug>"
+TITLE = "Destination"
+
+
+def layout(slug: str | None = None, **_: Any) -> Any:
+    m = model()
+    dests = m.destinations()
+    if not dests:
+        return no_destinations()
+    dest = m.destination(slug or "")
+    if dest is None:
+        return empty_state(f"Unknown destination {slug!r}",
+                           html.Span(["Pick one on the ", dcc.Link("overview", href="/"), "."]))
+    tz = runtime().settings.display_timezone
+    label = fmt.tz_label(tz)
+    badge = dbc.Badge("LIVE" if dest.is_live else "PAPER", color="danger" if dest.is_live else "secondary",
+                      className="ms-2 align-middle")
+    export_links = html.Div(
+        [
+            html.A("CSV", id="dest-export-csv", href=f"/export/{dest.slug}/closed_trades.csv",
+                   className="btn btn-sm btn-outline-secondary"),
+            html.A("Excel", id="dest-export-xlsx", href=f"/export/{dest.slug}/closed_trades.xlsx",
+                   className="btn btn-sm btn-outline-secondary"),
+        ],
+        className="d-flex gap-1",
+    )
+    return html.Div(
+        [
+            dcc.Store(id="dest-slug", data=dest.slug),
+            dcc.Interval(id="dest-tick", interval=poll_interval_ms(), n_intervals=0),
+            dcc.Store(id="dest-v-pos"),
+            dcc.Store(id="dest-v-closed"),
+            dcc.Store(id="dest-v-equity"),
+            html.Div(
+                [
+                    html.H4([dest.name, badge], className="mb-0"),
+                    html.Small(f"{dest.slug} · key {dest.masked_key or '—'}", className="text-body-secondary"),
+                ],
+                className="mb-3",
+            ),
+            dcc.Loading(html.Div(id="dest-kpis", className="ch-kpi-grid mb-3"), type="dot", delay_show=500),
+            section("Open positions", grids.client_grid("dest-positions", grids.open_columns(label), row_id="symbol",
+                                                        height="260px"),
+                    right=html.Small(id="dest-pos-status", className="text-body-secondary")),
+            section("Equity and drawdown", graph("dest-equity", figure=figures.empty("Loading…", None, height=460))),
+            section("Closed trades", grids.infinite_grid("dest-closed", grids.closed_columns(label)),
+                    html.Small("Click a trade id for its fills and lots. Sorting and filtering run on the server.",
+                               className="text-body-secondary"),
+                    right=export_links),
+            dbc.Row(
+                [
+                    dbc.Col(section("Drawdown periods (worst 10)", html.Div(id="dest-dd-table")), lg=6),
+                    dbc.Col(section("Monthly returns", graph("dest-monthly")), lg=6),
+                ]
+            ),
+            section("Daily P&L", graph("dest-calendar")),
+            dbc.Row(
+                [
+                    dbc.Col(section("P&L by symbol", graph("dest-by-symbol")), lg=6),
+                    dbc.Col(section("P&L by exit reason", graph("dest-by-reason")), lg=6),
+                ]
+            ),
+            dbc.Row(
+                [
+                    dbc.Col(section("Rolling Sharpe and volatility", graph("dest-rolling")), lg=6),
+                    dbc.Col(section("Daily return distribution", graph("dest-dist")), lg=6),
+                ]
+            ),
+        ]
+    )
+
+
+# --- computations (memoised per version) ------------------------------------------------------------
+
+
+def _returns(slug: str, tz: str, v_eq: int) -> tuple[pd.DataFrame, pd.Series]:
+    """Calendar-day equity in ``tz`` (for day P&L) and per-session returns (for every metric)."""
+    m = model()
+    return m.daily_equity(slug, tz, v_eq), m.session_returns(slug, v_eq)
+
+
+def kpi_values(slug: str, tz: str, v_eq: int, v_closed: int) -> dict[str, float | None]:
+    m = model()
+
+    def compute() -> dict[str, float | None]:
+        daily, returns = _returns(slug, tz, v_eq)
+        out: dict[str, float | None] = dict(analytics.summary(returns))
+        out |= analytics.trade_stats(m.closed_pl(slug, v_closed))
+        out["equity"] = float(daily["equity"].iloc[-1]) if not daily.empty else None
+        if len(daily) >= 2:
+            flow = float(daily["net_deposits"].iloc[-1] - daily["net_deposits"].iloc[-2])
+            out["day_pl"] = float(daily["equity"].iloc[-1] - daily["equity"].iloc[-2]) - flow
+            out["day_return"] = float(returns.iloc[-1]) if len(returns) else None
+        else:
+            out["day_pl"] = out["day_return"] = None
+        out["current_drawdown"] = analytics.current_drawdown(returns)
+        return out
+
+    return m.memo(("kpis", slug, v_eq, v_closed, tz), compute)
+
+
+def _kpi_cards(k: dict[str, float | None]) -> list[Any]:
+    return [
+        kpi("Equity", fmt.money(k.get("equity"))),
+        kpi("Day P&L", fmt.money(k.get("day_pl"), sign=True), tone=tone_of(k.get("day_pl")),
+            sub=fmt.pct(k.get("day_return"), sign=True)),
+        kpi("Total return", fmt.pct(k.get("total_return"), sign=True), tone=tone_of(k.get("total_return"))),
+        kpi("CAGR", fmt.pct(k.get("cagr"), sign=True), tone=tone_of(k.get("cagr"))),
+        kpi("Sharpe", fmt.num(k.get("sharpe"))),
+        kpi("Smart Sharpe", fmt.num(k.get("smart_sharpe"))),
+        kpi("Sortino", fmt.num(k.get("sortino"))),
+        kpi("Calmar", fmt.num(k.get("calmar"))),
+        kpi("Max drawdown", fmt.pct(k.get("max_drawdown")), tone="danger" if k.get("max_drawdown") else None,
+            sub=f"now {fmt.pct(k.get('current_drawdown'))}"),
+        kpi("Win rate", fmt.pct(k.get("win_rate"), decimals=1)),
+        kpi("Profit factor", fmt.num(k.get("profit_factor"))),
+        kpi("Expectancy", fmt.money(k.get("expectancy"), sign=True), tone=tone_of(k.get("expectancy"))),
+        kpi("Trades", f"{int(k['trades']):,}" if k.get("trades") is not None else fmt.DASH),
+    ]
+
+
+def equity_figure(slug: str, tz: str, theme: str | None, start_ns: int | None = None,
+                  end_ns: int | None = None) -> Any:
+    w = model().equity_window(slug, start_ns, end_ns)
+    if w["ts"].size == 0:
+        return figures.empty("No equity history yet: the manager writes a point every EQUITY_UPDATE_INTERVAL_S "
+                             "once it runs.", theme, height=460)
+    return figures.equity_underwater(
+        fmt.ns_to_local(w["ts"], tz), w["equity"], fmt.ns_to_local(w["dd_ts"], tz), w["drawdown"],
+        fmt.ns_to_local(w["flow_ts"], tz), w["flow"], w["flow_equity"], tz_label=fmt.tz_label(tz), theme=theme,
+    )
+
+
+def _relayout_window(relayout: dict[str, Any] | None, tz: str) -> tuple[int | None, int | None] | None:
+    """``(start_ns, end_ns)`` for a zoom/range-button event, ``(None, None)`` for autorange, else ``None``."""
+    if not relayout:
+        return None
+    for axis in ("xaxis", "xaxis2"):
+        lo, hi = relayout.get(f"{axis}.range[0]"), relayout.get(f"{axis}.range[1]")
+        if lo is None and isinstance(relayout.get(f"{axis}.range"), list):
+            lo, hi = relayout[f"{axis}.range"][:2]
+        if lo is not None and hi is not None:
+            return fmt.local_to_ns(str(lo), tz), fmt.local_to_ns(str(hi), tz)
+        if relayout.get(f"{axis}.autorange"):
+            return None, None
+    return None
+
+
+# --- callbacks ------------------------------------------------------------------------------------
+
+
+def register(app: Dash) -> None:
+    @app.callback(
+        Output("dest-v-pos", "data"),
+        Output("dest-v-closed", "data"),
+        Output("dest-v-equity", "data"),
+        Input("dest-tick", "n_intervals"),
+        Input("sse-hint", "data"),
+        State("dest-slug", "data"),
+        State("dest-v-pos", "data"),
+        State("dest-v-closed", "data"),
+        State("dest-v-equity", "data"),
+    )
+    def poll(_n: int, _hint: Any, slug: str, v_pos: int | None, v_closed: int | None, v_eq: int | None) -> Any:
+        v = model().version_of(slug)
+        return (
+            v.pos if v.pos != v_pos else no_update,
+            v.closed if v.closed != v_closed else no_update,
+            v.equity if v.equity != v_eq else no_update,
+        )
+
+    @app.callback(
+        Output("dest-positions", "rowData"),
+        Output("dest-pos-status", "children"),
+        Input("dest-v-pos", "data"),
+        Input("tz-choice", "value"),
+        Input("browser-tz", "data"),
+        State("dest-slug", "data"),
+    )
+    def positions(v_pos: int | None, tz_choice: str, browser_tz: str | None, slug: str) -> Any:
+        if v_pos is None:
+            return no_update, no_update
+        tz = resolve_tz(tz_choice, browser_tz)
+        rows = model().open_positions(slug, v_pos)
+        out = []
+        for r in rows:
+            row = dict(r)
+            for key in ("entry_time", "mark_ts", "updated_at"):
+                row[key] = fmt.local_time(row.get(key), tz)
+            out.append(row)
+        stale = sum(1 for r in rows if r.get("price_stale"))
+        status = f"{len(rows)} open · version {v_pos}" + (f" · {stale} stale price(s)" if stale else "")
+        return out, status
+
+    @app.callback(
+        Output("dest-kpis", "children"),
+        Input("dest-v-equity", "data"),
+        Input("dest-v-closed", "data"),
+        Input("tz-choice", "value"),
+        Input("browser-tz", "data"),
+        State("dest-slug", "data"),
+    )
+    def kpis(v_eq: int | None, v_closed: int | None, tz_choice: str, browser_tz: str | None, slug: str) -> Any:
+        if v_eq is None or v_closed is None:
+            return no_update
+        tz = resolve_tz(tz_choice, browser_tz)
+        values = kpi_values(slug, tz, v_eq, v_closed)
+        cards = _kpi_cards(values)
+        if not analytics.available():
+            cards.append(html.Div("Metrics unavailable: core.metrics is not installed.", className="text-warning"))
+        return cards
+
+    @app.callback(
+        Output("dest-equity", "figure"),
+        Input("dest-v-equity", "data"),
+        Input("theme-store", "data"),
+        Input("tz-choice", "value"),
+        Input("browser-tz", "data"),
+        Input("dest-equity", "relayoutData"),
+        State("dest-slug", "data"),
+    )
+    def equity(v_eq: int | None, theme: str, tz_choice: str, browser_tz: str | None, relayout: Any, slug: str) -> Any:
+        if v_eq is None:
+            return no_update
+        tz = resolve_tz(tz_choice, browser_tz)
+        if ctx.triggered_id == "dest-equity":
+            window = _relayout_window(relayout, tz)
+            if window is None:
+                return no_update
+            w = model().equity_window(slug, *window)
+            patch = Patch()
+            patch["data"][0]["x"] = fmt.ns_to_local(w["ts"], tz)
+            patch["data"][0]["y"] = w["equity"]
+            patch["data"][1]["x"] = fmt.ns_to_local(w["dd_ts"], tz)
+            patch["data"][1]["y"] = w["drawdown"]
+            return patch
+        return equity_figure(slug, tz, theme)
+
+    @app.callback(
+        Output("dest-dd-table", "children"),
+        Output("dest-monthly", "figure"),
+        Output("dest-calendar", "figure"),
+        Output("dest-rolling", "figure"),
+        Output("dest-dist", "figure"),
+        Input("dest-v-equity", "data"),
+        Input("theme-store", "data"),
+        Input("tz-choice", "value"),
+        Input("browser-tz", "data"),
+        State("dest-slug", "data"),
+    )
+    def equity_analytics(v_eq: int | None, theme: str, tz_choice: str, browser_tz: str | None, slug: str) -> Any:
+        if v_eq is None:
+            return (no_update,) * 5
+        tz = resolve_tz(tz_choice, browser_tz)
+        label = fmt.tz_label(tz)
+        daily, returns = _returns(slug, tz, v_eq)
+        if returns.empty:
+            msg = "Not enough equity history yet (two days are needed)."
+            return (html.P(msg, className="text-body-secondary"),) + tuple(figures.empty(msg, theme) for _ in range(4))
+        m = model()
+        periods = m.memo(("ddp", slug, v_eq, tz), lambda: analytics.drawdown_periods(returns, 10))
+        monthly = m.memo(("monthly", slug, v_eq, tz), lambda: analytics.monthly_table(returns))
+        roll = m.memo(("rolling", slug, v_eq, tz), lambda: analytics.rolling(returns))
+        day_pl = (daily["equity"].diff() - daily["net_deposits"].diff()).dropna()
+        return (
+            _periods_table(periods),
+            figures.monthly_heatmap(monthly, theme) if not monthly.empty else figures.empty("No monthly data", theme),
+            figures.daily_calendar(day_pl, theme),
+            figures.rolling(_local_index(roll[0].index, tz), roll[0].to_numpy(), roll[1].to_numpy(),
+                            window=analytics.ROLLING_WINDOW_DAYS,
+                            tz_label=label, theme=theme)
+            if len(roll[0]) else figures.empty(f"Rolling metrics need {analytics.ROLLING_WINDOW_DAYS} days", theme),
+            figures.distribution(returns.to_numpy(), theme),
+        )
+
+    @app.callback(
+        Output("dest-by-symbol", "figure"),
+        Output("dest-by-reason", "figure"),
+        Input("dest-v-closed", "data"),
+        Input("theme-store", "data"),
+        State("dest-slug", "data"),
+    )
+    def trade_breakdowns(v_closed: int | None, theme: str, slug: str) -> Any:
+        if v_closed is None:
+            return no_update, no_update
+        m = model()
+
+        def compute() -> tuple[pd.Series, pd.Series]:
+            trades = m.closed_pl(slug, v_closed)
+            if trades.empty:
+                return pd.Series(dtype=float), pd.Series(dtype=float)
+            by_symbol = trades.groupby("symbol")["net_pl"].sum().sort_values(ascending=False)
+            by_reason = trades.groupby("exit_reason")["net_pl"].sum().sort_values(ascending=False)
+            return by_symbol, by_reason
+
+        by_symbol, by_reason = m.memo(("breakdown", slug, v_closed), compute)
+        if by_symbol.empty:
+            msg = "No closed trades yet: they appear when the manager matches a round trip."
+            return figures.empty(msg, theme), figures.empty(msg, theme)
+        top = by_symbol if len(by_symbol) <= 25 else pd.concat([by_symbol.head(12), by_symbol.tail(12)])
+        return (figures.bars(top.index, top.to_numpy(), "Net P&L", theme),
+                figures.bars(by_reason.index, by_reason.to_numpy(), "Net P&L", theme))
+
+    @app.callback(
+        Output("dest-closed", "getRowsResponse"),
+        Input("dest-closed", "getRowsRequest"),
+        State("dest-slug", "data"),
+        State("tz-choice", "value"),
+        State("browser-tz", "data"),
+        State("dest-v-closed", "data"),
+    )
+    def closed_rows(request: dict[str, Any] | None, slug: str, tz_choice: str, browser_tz: str | None,
+                    v_closed: int | None) -> Any:
+        if not request:
+            return no_update
+        tz = resolve_tz(tz_choice, browser_tz)
+        try:
+            return model().closed_block(slug, request, tz, v_closed)
+        except grid_sql.GridRequestError:
+            return {"rowData": [], "rowCount": 0}
+
+    @app.callback(
+        Output("dest-closed", "columnDefs"),
+        Output("dest-positions", "columnDefs"),
+        Input("tz-choice", "value"),
+        Input("browser-tz", "data"),
+        prevent_initial_call=True,
+    )
+    def column_headers(tz_choice: str, browser_tz: str | None) -> Any:
+        label = fmt.tz_label(resolve_tz(tz_choice, browser_tz))
+        return grids.closed_columns(label), grids.open_columns(label)
+
+    # new closed trades or another time zone: drop the grid's cached blocks so it asks again
+    app.clientside_callback(
+        """async function(v, tz, btz) {
+            if (v === undefined || v === null) { return window.dash_clientside.no_update; }
+            try {
+                const api = await dash_ag_grid.getApiAsync('dest-closed');
+                api.purgeInfiniteCache();
+            } catch (e) { /* grid not mounted yet */ }
+            return window.dash_clientside.no_update;
+        }""",
+        Output("dest-closed", "id"),
+        Input("dest-v-closed", "data"),
+        Input("tz-choice", "value"),
+        Input("browser-tz", "data"),
+        prevent_initial_call=True,
+    )
+
+    @app.callback(
+        Output("dest-export-csv", "href"),
+        Output("dest-export-xlsx", "href"),
+        Input("dest-closed", "getRowsRequest"),
+        Input("tz-choice", "value"),
+        Input("browser-tz", "data"),
+        State("dest-slug", "data"),
+    )
+    def export_links(request: dict[str, Any] | None, tz_choice: str, browser_tz: str | None, slug: str) -> Any:
+        from dashboard.export import export_url
+
+        tz = resolve_tz(tz_choice, browser_tz)
+        request = request or {}
+        args = {"sort_model": request.get("sortModel") or None, "filter_model": request.get("filterModel") or None,
+                "tz": tz}
+        return (export_url(slug, "closed_trades", "csv", **args), export_url(slug, "closed_trades", "xlsx", **args))
+
+    @app.callback(
+        Output("url", "pathname", allow_duplicate=True),
+        Input("dest-closed", "cellClicked"),
+        State("dest-slug", "data"),
+        prevent_initial_call=True,
+    )
+    def open_trade(cell: dict[str, Any] | None, slug: str) -> Any:
+        if not cell or cell.get("colId") != "trade_id" or not cell.get("value"):
+            return no_update
+        return f"/destination/{slug}/trade/{cell['value']}"
+
+
+def _local_index(index: pd.Index, tz: str) -> pd.DatetimeIndex:
+    idx = pd.DatetimeIndex(index)
+    return (idx.tz_localize("UTC") if idx.tz is None else idx).tz_convert(tz).tz_localize(None)
+
+
+def _periods_table(periods: pd.DataFrame) -> Any:
+    if periods is None or periods.empty:
+        return html.P("No drawdowns yet.", className="text-body-secondary")
+    cols = list(periods.columns)
+    header = html.Thead(html.Tr([html.Th(c.replace("_", " ").capitalize()) for c in cols]))
+    body_rows = []
+    for _, row in periods.iterrows():
+        cells = []
+        for c in cols:
+            v = row[c]
+            if isinstance(v, pd.Timestamp):
+                cells.append(html.Td(v.strftime("%Y-%m-%d")))
+            elif isinstance(v, bool | np.bool_):
+                cells.append(html.Td("yes" if v else "ongoing"))
+            elif isinstance(v, float) and ("depth" in c or "drawdown" in c):
+                cells.append(html.Td(fmt.pct(v), className="text-danger"))
+            elif isinstance(v, float):
+                cells.append(html.Td(fmt.num(v, 0)))
+            else:
+                cells.append(html.Td("ongoing" if v is None or v is pd.NaT else str(v)))
+        body_rows.append(html.Tr(cells))
+    return dbc.Table([header, html.Tbody(body_rows)], size="sm", hover=True, responsive=True, className="mb-0")

@@ -1,0 +1,81 @@
+"""Health: every worker's heartbeat, ingest lag, last error, price feed freshness, the SSE listener."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash_bootstrap_components as dbc
+from dash import Dash, Input, Output, dcc, html
+
+from dashboard.components import fmt
+from dashboard.context import model, resolve_tz, runtime
+from dashboard.pages.common import empty_state, section
+
+PATH = "/health"
+TITLE = "Health"
+
+
+def layout(**_: Any) -> Any:
+    return html.Div(
+        [
+            dcc.Interval(id="health-tick", interval=5000, n_intervals=0),
+            html.H4("Health", className="mb-3"),
+            html.Div(id="health-summary", className="mb-3"),
+            section("Workers", html.Div(id="health-table")),
+        ]
+    )
+
+
+def register(app: Dash) -> None:
+    @app.callback(
+        Output("health-summary", "children"),
+        Output("health-table", "children"),
+        Input("health-tick", "n_intervals"),
+        Input("tz-choice", "value"),
+        Input("browser-tz", "data"),
+    )
+    def render(_n: int, tz_choice: str, browser_tz: str | None) -> Any:
+        rt = runtime()
+        tz = resolve_tz(tz_choice, browser_tz)
+        m = model()
+        try:
+            m.ping()
+            db = dbc.Badge("database reachable", color="success", className="me-2")
+        except Exception:  # noqa: BLE001 - shown, not raised
+            db = dbc.Badge("database unreachable", color="danger", className="me-2")
+        hub = rt.hub
+        if hub is None:
+            sse = dbc.Badge("live push off (DISABLE_SSE): polling only", color="secondary")
+        else:
+            sse = dbc.Badge(f"live push {'listening' if hub.connected.is_set() else 'reconnecting'} on "
+                            f"{len(hub.listening)} channels · {hub.subscriber_count} browser(s)",
+                            color="success" if hub.connected.is_set() else "warning")
+        summary = html.Div([db, sse])
+        rows = m.heartbeats()
+        if not rows:
+            return summary, empty_state("No worker has reported yet",
+                                        "Start them with `python -m workers all` (or `make demo`); each writes a "
+                                        f"heartbeat every {rt.settings.heartbeat_sec:g}s.")
+        ok_s, warn_s = rt.settings.heartbeat_sec * 3, rt.settings.heartbeat_sec * 10
+        body = []
+        for h in rows:
+            colour = fmt.health_colour(h["age_s"], ok_s=ok_s, warn_s=warn_s)
+            details = h.get("details") or {}
+            zmq_age = details.get("zmq_age_s") if isinstance(details, dict) else None
+            body.append(html.Tr([
+                html.Td([html.Span(className=f"ch-dot bg-{colour} me-2"), h["destination"]]),
+                html.Td(h["service"]),
+                html.Td(h["state"]),
+                html.Td(fmt.age(h["age_s"])),
+                html.Td(fmt.local_time(h["last_event_at"], tz)),
+                html.Td(fmt.duration(h["lag_s"]) if h["lag_s"] is not None else "—"),
+                html.Td(f"{h['rows_ingested']:,}"),
+                html.Td(str(h["errors"])),
+                html.Td(fmt.duration(zmq_age) if zmq_age is not None else "—"),
+                html.Td(h["last_error"] or "", className="text-danger small"),
+            ]))
+        head = ["Destination", "Service", "State", "Heartbeat", f"Last event ({fmt.tz_label(tz)})", "Ingest lag",
+                "Rows", "Errors", "Price feed age", "Last error"]
+        table = dbc.Table([html.Thead(html.Tr([html.Th(c) for c in head])), html.Tbody(body)], size="sm",
+                          hover=True, responsive=True, className="mb-0")
+        return summary, table

@@ -1,0 +1,133 @@
+"""Trade drill-down: one round trip's fills and FIFO lots, levels on the price path, holding time, P&L."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import dash_bootstrap_components as dbc
+from dash import Dash, Input, Output, State, dcc, html, no_update
+
+from dashboard.components import figures, fmt
+from dashboard.context import model, resolve_tz
+from dashboard.pages.common import GRAPH_CONFIG, empty_state, kpi, section, tone_of
+
+PATH_TEMPLATE = "/destination/<slug>/trade/<trade_id>"
+TITLE = "Trade"
+
+
+def _f(x: Any) -> float | None:
+    try:
+        return float(x) if x is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def layout(slug: str | None = None, trade_id: str | None = None, **_: Any) -> Any:
+    m = model()
+    dest = m.destination(slug or "")
+    if dest is None:
+        return empty_state(f"Unknown destination {slug!r}", html.Span(["Back to the ", dcc.Link("overview", href="/")]))
+    trade = m.trade(dest.slug, trade_id or "")
+    back = dcc.Link(f"← {dest.name}", href=f"/destination/{dest.slug}", className="small")
+    if trade is None:
+        return html.Div([back, empty_state(f"Trade {trade_id!r} not found",
+                                           "It may have been rebuilt under a new id; pick it from the closed trades grid.")])
+    return html.Div(
+        [
+            dcc.Store(id="trade-key", data={"slug": dest.slug, "trade_id": trade["trade_id"]}),
+            back,
+            html.H4([f"{trade['symbol']} ", html.Small(f"{trade['direction']} · {trade['trade_id']}",
+                                                      className="text-body-secondary")], className="mt-2 mb-3"),
+            html.Div(id="trade-kpis", className="ch-kpi-grid mb-3"),
+            section("Price path", dcc.Graph(id="trade-path", config=GRAPH_CONFIG)),
+            dbc.Row([
+                dbc.Col(section("Fills", html.Div(id="trade-fills")), lg=6),
+                dbc.Col(section("FIFO lots", html.Div(id="trade-lots")), lg=6),
+            ]),
+            section("Orders", html.Div(id="trade-orders")),
+        ]
+    )
+
+
+def _table(rows: list[dict[str, Any]], tz: str, empty: str) -> Any:
+    if not rows:
+        return html.P(empty, className="text-body-secondary mb-0")
+    cols = list(rows[0].keys())
+    body = []
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            if c in {"ts", "entry_time", "exit_time", "submitted_at", "filled_at"} and v:
+                v = fmt.local_time(v, tz)
+            cells.append(html.Td("" if v is None else str(v)))
+        body.append(html.Tr(cells))
+    return dbc.Table([html.Thead(html.Tr([html.Th(c.replace("_", " ")) for c in cols])), html.Tbody(body)],
+                     size="sm", responsive=True, hover=True, className="mb-0")
+
+
+def _as_list(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, str):
+        value = json.loads(value)
+    return [dict(x) for x in value or [] if isinstance(x, dict)]
+
+
+def register(app: Dash) -> None:
+    @app.callback(
+        Output("trade-kpis", "children"),
+        Output("trade-path", "figure"),
+        Output("trade-fills", "children"),
+        Output("trade-lots", "children"),
+        Output("trade-orders", "children"),
+        Input("trade-key", "data"),
+        Input("theme-store", "data"),
+        Input("tz-choice", "value"),
+        Input("browser-tz", "data"),
+        State("trade-key", "data"),
+    )
+    def render(key: dict[str, str] | None, theme: str, tz_choice: str, browser_tz: str | None, _k: Any) -> Any:
+        if not key:
+            return (no_update,) * 5
+        m = model()
+        tz = resolve_tz(tz_choice, browser_tz)
+        t = m.trade(key["slug"], key["trade_id"])
+        if t is None:
+            return (no_update,) * 5
+        fills = _as_list(t.get("fills"))
+        lots = _as_list(t.get("lots"))
+        orders = m.trade_orders(key["slug"], [str(t.get("entry_order_id") or ""), str(t.get("exit_order_id") or "")])
+        stop = next((o.get("stop_price") for o in orders if o.get("stop_price")), None)
+        target = next((o.get("limit_price") for o in orders if o.get("order_type") == "limit" and o.get("parent_order_id")),
+                      None)
+        net = _f(t.get("net_pl"))
+        cards = [
+            kpi("Net P&L", fmt.money(net, sign=True), tone=tone_of(net)),
+            kpi("Gross P&L", fmt.money(_f(t.get("gross_pl")), sign=True)),
+            kpi("Fees", fmt.money(_f(t.get("fees")))),
+            kpi("Return", fmt.pct(_f(t.get("return_pct")), sign=True), tone=tone_of(_f(t.get("return_pct")))),
+            kpi("Quantity", fmt.num(_f(t.get("qty")), 4)),
+            kpi("Entry", fmt.num(_f(t.get("entry_price"))), sub=fmt.local_time(t.get("entry_time"), tz)),
+            kpi("Exit", fmt.num(_f(t.get("exit_price"))), sub=fmt.local_time(t.get("exit_time"), tz)),
+            kpi("Held", fmt.duration(_f(t.get("holding_s")))),
+            kpi("Exit reason", str(t.get("exit_reason") or "—")),
+            kpi("MAE / MFE", f"{fmt.money(_f(t.get('mae')))} / {fmt.money(_f(t.get('mfe')))}"),
+        ]
+        points = []
+        for f in fills:
+            if f.get("price") is None or f.get("ts") is None:
+                continue
+            points.append({"x": fmt.local_time(f["ts"], tz), "price": _f(f["price"]), "side": f.get("side", ""),
+                           "qty": f.get("qty")})
+        if not points:
+            points = [
+                {"x": fmt.local_time(t["entry_time"], tz), "price": _f(t["entry_price"]),
+                 "side": "buy" if t["direction"] == "long" else "sell", "qty": _f(t["qty"])},
+                {"x": fmt.local_time(t["exit_time"], tz), "price": _f(t["exit_price"]),
+                 "side": "sell" if t["direction"] == "long" else "buy", "qty": _f(t["qty"])},
+            ]
+        levels = {"Entry": _f(t.get("entry_price")), "Exit": _f(t.get("exit_price")), "Stop": _f(stop),
+                  "Take profit": _f(target)}
+        fig = figures.trade_path(points, levels, theme, tz_label=fmt.tz_label(tz))
+        return (cards, fig, _table(fills, tz, "No fills recorded for this round trip."),
+                _table(lots, tz, "No lot detail recorded."), _table(orders, tz, "No matching orders ingested."))

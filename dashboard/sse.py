@@ -1,0 +1,203 @@
+"""Server-sent change hints: one dedicated ``LISTEN`` connection per process, fanned out to browsers.
+
+:class:`NotifyHub` runs a daemon thread holding a psycopg2 connection in autocommit that LISTENs on
+``pos_channel_<slug>`` and ``closed_channel_<slug>`` of every registered destination (the registry is
+re-read periodically, so a new destination is picked up). After any connection error it reconnects
+with a bounded, jittered backoff and LISTENs again. Every notification becomes a small event
+``{"slug", "kind", "v"}`` put on each subscriber's bounded queue; a slow browser loses hints, never
+data (hints only make a page re-ask ``ch_versions``; polling converges without them).
+
+``GET /stream/events`` streams those events as ``text/event-stream`` with a comment line every
+``keepalive_s`` so proxies keep the connection open. ``DISABLE_SSE=true`` leaves the route out and the
+pages poll only. Under gunicorn use threaded workers (``--worker-class gthread``): each open stream
+holds one thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import select
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+from flask import Flask, Response, stream_with_context
+
+from core.db import connect
+from core.destinations import closed_channel, pos_channel
+
+log = logging.getLogger(__name__)
+
+_CHANNEL_KINDS = (("pos_channel_", "pos"), ("closed_channel_", "closed"))
+
+
+def parse_channel(channel: str) -> tuple[str, str] | None:
+    """``pos_channel_alpha`` -> ``("alpha", "pos")``; ``None`` for channels we do not know."""
+    for prefix, kind in _CHANNEL_KINDS:
+        if channel.startswith(prefix):
+            return channel[len(prefix):], kind
+    return None
+
+
+class NotifyHub:
+    """One LISTEN connection, many subscribers."""
+
+    def __init__(self, dsn: str, *, registry_refresh_s: float = 10.0, max_backoff_s: float = 10.0,
+                 queue_size: int = 100) -> None:
+        self._dsn = dsn
+        self._registry_refresh_s = registry_refresh_s
+        self._max_backoff_s = max_backoff_s
+        self._queue_size = queue_size
+        self._subscribers: set[queue.Queue[dict[str, Any]]] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.listening: frozenset[str] = frozenset()
+        self.connected = threading.Event()
+        self.reconnects = 0
+        self.delivered = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> NotifyHub:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ch-notify-hub", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    # -- subscribers -------------------------------------------------------------------------------
+    def subscribe(self) -> queue.Queue[dict[str, Any]]:
+        q: queue.Queue[dict[str, Any]] = queue.Queue(self._queue_size)
+        with self._lock:
+            self._subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: queue.Queue[dict[str, Any]]) -> None:
+        with self._lock:
+            self._subscribers.discard(q)
+
+    @property
+    def subscriber_count(self) -> int:
+        with self._lock:
+            return len(self._subscribers)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            targets = list(self._subscribers)
+        for q in targets:
+            try:
+                q.put_nowait(event)
+            except queue.Full:
+                pass  # a hint dropped for a slow client; its next poll still converges
+        self.delivered += 1
+
+    # -- the listener thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            conn: psycopg2.extensions.connection | None = None
+            try:
+                conn = connect(self._dsn, timeout_s=5)
+                conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+                self.listening = frozenset()
+                self._listen_all(conn)
+                self.connected.set()
+                attempt = 0
+                self._pump(conn)
+            except Exception as exc:  # noqa: BLE001 - any failure: reconnect with backoff
+                self.connected.clear()
+                attempt += 1
+                self.reconnects += 1
+                delay = min(self._max_backoff_s, 0.5 * 2 ** min(attempt, 6)) * (0.5 + random.random() / 2)
+                log.warning("notify listener: %s; reconnecting in %.1fs", type(exc).__name__, delay)
+                self._stop.wait(delay)
+            finally:
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:  # noqa: BLE001, S110 - closing a dead connection
+                        pass
+
+    def _slugs(self, conn: psycopg2.extensions.connection) -> list[str]:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('public.ch_destinations') IS NOT NULL")
+            row = cur.fetchone()
+            if not row or not row[0]:
+                return []
+            cur.execute("SELECT slug FROM public.ch_destinations")
+            return [r[0] for r in cur.fetchall()]
+
+    def _listen_all(self, conn: psycopg2.extensions.connection) -> None:
+        wanted = set()
+        for slug in self._slugs(conn):
+            try:
+                wanted.update({pos_channel(slug), closed_channel(slug)})
+            except ValueError:
+                log.warning("skipping destination with an invalid slug")
+        new = wanted - self.listening
+        if new:
+            with conn.cursor() as cur:
+                for channel in sorted(new):
+                    cur.execute(f'LISTEN "{channel}"')  # channel names come from validated slugs
+            self.listening = frozenset(self.listening | new)
+
+    def _pump(self, conn: psycopg2.extensions.connection) -> None:
+        next_refresh = time.monotonic() + self._registry_refresh_s
+        while not self._stop.is_set():
+            ready, _, _ = select.select([conn], [], [], 0.5)
+            if ready:
+                conn.poll()
+                while conn.notifies:
+                    note = conn.notifies.pop(0)
+                    parsed = parse_channel(note.channel)
+                    if parsed is None:
+                        continue
+                    slug, kind = parsed
+                    version: Any = None
+                    try:
+                        payload = json.loads(note.payload) if note.payload else {}
+                        version = payload.get("v") if isinstance(payload, dict) else None
+                    except ValueError:
+                        pass  # a hint without a usable payload is still a hint
+                    self.publish({"slug": slug, "kind": kind, "v": version, "t": time.time()})
+            if time.monotonic() >= next_refresh:
+                self._listen_all(conn)
+                next_refresh = time.monotonic() + self._registry_refresh_s
+
+
+def event_stream(hub: NotifyHub, *, keepalive_s: float = 15.0, max_duration_s: float = 3600.0) -> Iterator[str]:
+    """The SSE body: a retry hint, then one ``data:`` line per event, keepalive comments between."""
+    q = hub.subscribe()
+    deadline = time.monotonic() + max_duration_s  # browsers reconnect by themselves
+    try:
+        yield "retry: 2000\n: connected\n\n"
+        while time.monotonic() < deadline:
+            try:
+                event = q.get(timeout=keepalive_s)
+            except queue.Empty:
+                yield ": keepalive\n\n"
+                continue
+            yield f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
+    finally:
+        hub.unsubscribe(q)
+
+
+def register_sse(server: Flask, hub: NotifyHub, *, keepalive_s: float = 15.0) -> None:
+    @server.route("/stream/events")
+    def stream_events() -> Response:
+        response = Response(stream_with_context(event_stream(hub, keepalive_s=keepalive_s)),
+                            mimetype="text/event-stream")
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+        return response

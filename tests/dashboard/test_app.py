@@ -1,0 +1,152 @@
+"""The app factory, its routes and callbacks through Flask's test client (no browser)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from dash import Dash
+
+from core.settings import Settings
+from dashboard.app import create_app
+from tests.dashboard.conftest import Seeded
+from tests.dashboard.seed import simulate_fill
+
+
+def _update(client: Any, output: str, outputs: Any, inputs: list[dict[str, Any]], state: list[dict[str, Any]],
+            changed: list[str]) -> Any:
+    payload = {"output": output, "outputs": outputs, "inputs": inputs, "state": state, "changedPropIds": changed}
+    return client.post("/_dash-update-component", json=payload)
+
+
+def test_healthz_reports_database_and_heartbeats(app: Dash) -> None:
+    response = app.server.test_client().get("/healthz")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["database"]["ok"] is True
+    assert body["destinations"] == 2
+    assert {(w["destination"], w["service"]) for w in body["workers"]} >= {("alpha_paper", "ingester")}
+    assert all(w["age_s"] is not None for w in body["workers"])
+
+
+def test_healthz_is_503_without_database(tmp_path) -> None:
+    settings = Settings(postgresql_live_conn_string="postgresql://nobody@127.0.0.1:1/none",
+                        db_connect_timeout_s=1, data_dir=str(tmp_path))
+    app = create_app(settings, start_listener=False)
+    response = app.server.test_client().get("/healthz")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["database"]["ok"] is False
+    assert "nobody" not in response.get_data(as_text=True)
+
+
+def test_every_asset_is_served_locally(app: Dash) -> None:
+    client = app.server.test_client()
+    html = client.get("/").get_data(as_text=True)
+    urls = re.findall(r'(?:href|src)="([^"]+)"', html)
+    assert urls, html[:500]
+    assert not [u for u in urls if u.startswith(("http:", "https:", "//"))]
+    css = client.get("/_vendor/bootstrap.min.css")
+    assert css.status_code == 200 and b"Bootstrap" in css.data[:200]
+    assert client.get("/_vendor/../app.py").status_code == 404
+    assert "cdn" not in json.dumps(client.get("/_dash-layout").get_json()).lower()
+
+
+@pytest.mark.parametrize("path", ["/", "/destination/alpha_paper", "/destination/alpha_paper/trade/T0000001",
+                                  "/activities", "/health", "/destination/nope"])
+def test_pages_render_their_layout(app: Dash, path: str) -> None:
+    import dash
+
+    with app.server.test_request_context(path):
+        page = next(p for p in dash.page_registry.values()
+                    if (p.get("path_template") and dash._pages._parse_path_variables(path, p["path_template"])
+                        is not None) or p["path"] == path)
+        variables = dash._pages._parse_path_variables(path, page["path_template"]) if page.get("path_template") else {}
+        layout = page["layout"](**(variables or {}))
+    text = json.dumps(layout.to_plotly_json(), default=str)
+    if path == "/destination/nope":
+        assert "Unknown destination" in text
+    elif path.startswith("/destination/alpha_paper/trade"):
+        assert "T0000001" in text
+    elif path.startswith("/destination"):
+        assert "dest-closed" in text and "dest-positions" in text
+
+
+def test_empty_database_explains_what_to_do(db_dsn: str, settings: Settings) -> None:
+    import dash
+
+    app = create_app(settings, start_listener=False)
+    with app.server.test_request_context("/destination/x"):
+        page = dash.page_registry["dashboard.pages.destination"]
+        text = json.dumps(page["layout"](slug="x").to_plotly_json(), default=str)
+    assert "No destinations configured" in text and "destinations.toml" in text
+
+
+def test_poll_answers_no_update_until_a_version_moves(app: Dash, seeded: Seeded) -> None:
+    client = app.server.test_client()
+    client.get("/")  # first request finalises the callback map
+    outputs = [{"id": "dest-v-pos", "property": "data"}, {"id": "dest-v-closed", "property": "data"},
+               {"id": "dest-v-equity", "property": "data"}]
+    output = "..dest-v-pos.data...dest-v-closed.data...dest-v-equity.data.."
+    inputs = [{"id": "dest-tick", "property": "n_intervals", "value": 3},
+              {"id": "sse-hint", "property": "data", "value": None}]
+
+    def state(pos: int) -> list[dict[str, Any]]:
+        return [{"id": "dest-slug", "property": "data", "value": "alpha_paper"},
+                {"id": "dest-v-pos", "property": "data", "value": pos},
+                {"id": "dest-v-closed", "property": "data", "value": 1},
+                {"id": "dest-v-equity", "property": "data", "value": 1}]
+
+    unchanged = _update(client, output, outputs, inputs, state(1), ["dest-tick.n_intervals"])
+    assert unchanged.status_code == 204
+    simulate_fill(seeded.dsn, "alpha_paper", "NEWX")
+    changed = _update(client, output, outputs, inputs, state(1), ["dest-tick.n_intervals"])
+    assert changed.status_code == 200
+    body = changed.get_json()["response"]
+    assert body == {"dest-v-pos": {"data": 2}}
+
+
+def test_positions_and_closed_grid_callbacks(app: Dash) -> None:
+    client = app.server.test_client()
+    client.get("/")
+    tz = [{"id": "tz-choice", "property": "value", "value": "utc"},
+          {"id": "browser-tz", "property": "data", "value": None}]
+    positions = _update(
+        client, "..dest-positions.rowData...dest-pos-status.children..",
+        [{"id": "dest-positions", "property": "rowData"}, {"id": "dest-pos-status", "property": "children"}],
+        [{"id": "dest-v-pos", "property": "data", "value": 1}, *tz],
+        [{"id": "dest-slug", "property": "data", "value": "alpha_paper"}], ["dest-v-pos.data"],
+    ).get_json()["response"]
+    rows = positions["dest-positions"]["rowData"]
+    assert {r["symbol"] for r in rows} == {"AAPL", "MSFT", "NVDA", "AMZN"}
+    assert "1 stale" in positions["dest-pos-status"]["children"]
+
+    request = {"startRow": 0, "endRow": 100, "sortModel": [{"colId": "net_pl", "sort": "asc"}], "filterModel": {}}
+    block = _update(
+        client, "dest-closed.getRowsResponse", {"id": "dest-closed", "property": "getRowsResponse"},
+        [{"id": "dest-closed", "property": "getRowsRequest", "value": request}],
+        [{"id": "dest-slug", "property": "data", "value": "alpha_paper"}, *[{**t} for t in tz],
+         {"id": "dest-v-closed", "property": "data", "value": 1}],
+        ["dest-closed.getRowsRequest"],
+    )
+    data = block.get_json()["response"]["dest-closed"]["getRowsResponse"]
+    assert data["rowCount"] == 200 and len(data["rowData"]) == 100
+    pls = [r["net_pl"] for r in data["rowData"]]
+    assert pls == sorted(pls)
+    assert len(block.data) < 300_000
+
+
+def test_kpis_and_charts_compute_from_core_metrics(app: Dash) -> None:
+    from dashboard.pages.destination import equity_figure, kpi_values
+
+    with app.server.test_request_context("/"):
+        values = kpi_values("alpha_paper", "America/New_York", 1, 1)
+        figure = equity_figure("alpha_paper", "UTC", "dark")
+    for key in ("equity", "sharpe", "smart_sharpe", "sortino", "cagr", "max_drawdown", "win_rate", "profit_factor"):
+        assert values[key] is not None, key
+    assert values["trades"] == 200
+    assert values["max_drawdown"] < 0
+    assert len(figure.data[0].x) <= 2000
+    assert figure.layout.template.layout.paper_bgcolor is not None

@@ -1,0 +1,98 @@
+"""The LISTEN hub and the /stream/events endpoint against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+
+import pytest
+
+from core.db import connect
+from dashboard.app import create_app
+from dashboard.sse import NotifyHub, event_stream, parse_channel
+from tests.dashboard.conftest import Seeded
+from tests.dashboard.seed import simulate_close, simulate_fill
+
+
+@pytest.fixture
+def hub(seeded: Seeded) -> Iterator[NotifyHub]:
+    h = NotifyHub(seeded.dsn, registry_refresh_s=0.5, max_backoff_s=0.5).start()
+    assert h.connected.wait(20)
+    yield h
+    h.stop()
+
+
+def _next(q: "queue.Queue[dict]", slug: str, kind: str) -> dict:
+    while True:
+        event = q.get(timeout=20)
+        if event["slug"] == slug and event["kind"] == kind:
+            return event
+
+
+def test_parse_channel() -> None:
+    assert parse_channel("pos_channel_alpha_paper") == ("alpha_paper", "pos")
+    assert parse_channel("closed_channel_x") == ("x", "closed")
+    assert parse_channel("other") is None
+
+
+def test_notify_reaches_every_subscriber(hub: NotifyHub, seeded: Seeded) -> None:
+    one, two = hub.subscribe(), hub.subscribe()
+    assert hub.listening >= {"pos_channel_alpha_paper", "closed_channel_beta_momentum"}
+    simulate_fill(seeded.dsn, "alpha_paper", "ZZZ")
+    assert _next(one, "alpha_paper", "pos")["v"] == 2
+    assert _next(two, "alpha_paper", "pos")["v"] == 2
+    simulate_close(seeded.dsn, "beta_momentum")
+    assert _next(one, "beta_momentum", "closed")["v"] == 2
+    hub.unsubscribe(two)
+    assert hub.subscriber_count == 1
+
+
+def test_listener_relistens_after_the_connection_dies(hub: NotifyHub, seeded: Seeded) -> None:
+    q = hub.subscribe()
+    admin = connect(seeded.dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()")
+        assert cur.fetchone() is not None
+    admin.close()
+    deadline_hit = False
+    for _ in range(200):  # wait (bounded) for the hub to notice and reconnect
+        if hub.reconnects >= 1 and hub.connected.is_set():
+            break
+        hub.connected.wait(0.1)
+    else:
+        deadline_hit = True
+    assert not deadline_hit
+    simulate_fill(seeded.dsn, "alpha_paper", "AFTER")
+    assert _next(q, "alpha_paper", "pos")["v"] == 2
+
+
+def test_new_destination_is_picked_up(hub: NotifyHub, seeded: Seeded) -> None:
+    from tests.dashboard.seed import SeedSpec, seed
+
+    seed(seeded.dsn, seeded.settings, [SeedSpec("Delta New", closed_trades=5, equity_points=10, open_positions=1)])
+    q = hub.subscribe()
+    for _ in range(100):
+        if "pos_channel_delta_new" in hub.listening:
+            break
+        hub.connected.wait(0.1)
+    simulate_fill(seeded.dsn, "delta_new", "NEW")
+    assert _next(q, "delta_new", "pos")["v"] == 2
+
+
+def test_event_stream_format(hub: NotifyHub) -> None:
+    stream = event_stream(hub, keepalive_s=0.05)
+    assert next(stream).startswith("retry:")
+    assert next(stream) == ": keepalive\n\n"
+    hub.publish({"slug": "a", "kind": "pos", "v": 3})
+    assert next(stream) == 'data: {"slug":"a","kind":"pos","v":3}\n\n'
+    stream.close()
+    assert hub.subscriber_count == 0
+
+
+def test_disable_sse_removes_the_route(seeded: Seeded) -> None:
+    app = create_app(seeded.settings.replace(disable_sse=True), start_listener=False)
+    assert app.server.test_client().get("/stream/events").status_code == 404
+    enabled = create_app(seeded.settings, start_listener=False)
+    assert "/stream/events" in {r.rule for r in enabled.server.url_map.iter_rules()}

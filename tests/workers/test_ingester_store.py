@@ -1,0 +1,243 @@
+"""The ingester's database side against a real PostgreSQL: idempotent batches, latest order state,
+checkpoints in the same transaction, version bump + NOTIFY, malformed rows, a database restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from core.db import connect, migrate
+from core.destinations import Destination
+from core.embedded_pg import EmbeddedPostgres
+from core.settings import Settings
+from workers.backoff import BackoffPolicy
+from workers.broker import parse_activity, parse_order, parse_trade_update
+from workers.db import create_pool
+from workers.ingester import Batch, BatchWriter, Checkpoint, RawStore
+from workers.notify import NEW_FILLS_CHANNEL
+
+T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+SLUG = "alpha"
+
+
+def migrate_db(settings: Settings, destinations: list[Destination] | None = None) -> None:
+    """Apply the schema (helper shared by the ingester tests)."""
+    conn = connect(settings.primary_dsn or "")
+    try:
+        migrate(conn, settings, destinations or [])
+    finally:
+        conn.close()
+
+
+def fill_json(n: int, *, order_id: str | None = None, ts: datetime | None = None) -> dict[str, Any]:
+    at = ts or T0 + timedelta(milliseconds=n)
+    return {
+        "id": f"{at:%Y%m%d%H%M%S}{at.microsecond // 1000:03d}::{uuid.UUID(int=n)}",
+        "activity_type": "FILL",
+        "transaction_time": at.isoformat().replace("+00:00", "Z"),
+        "type": "fill",
+        "price": "100.25",
+        "qty": "2",
+        "side": "buy",
+        "symbol": "AAPL",
+        "leaves_qty": "0",
+        "cum_qty": "2",
+        "order_id": order_id or str(uuid.UUID(int=10_000 + n)),
+        "order_status": "filled",
+    }
+
+
+def order_json(order_id: str, status: str, updated_at: datetime, filled_qty: str = "0") -> dict[str, Any]:
+    stamp = updated_at.isoformat().replace("+00:00", "Z")
+    return {"id": order_id, "client_order_id": "c1", "created_at": T0.isoformat(), "updated_at": stamp,
+            "submitted_at": T0.isoformat(), "symbol": "AAPL", "side": "buy", "order_type": "market",
+            "order_class": "simple", "time_in_force": "day", "qty": "2", "filled_qty": filled_qty,
+            "status": status, "legs": None}
+
+
+@pytest.fixture
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    await asyncio.to_thread(migrate_db, settings)
+    p = await create_pool(settings, min_size=1, max_size=4)
+    yield p
+    await p.close()
+
+
+async def commit(pool: asyncpg.Pool, batch: Batch, schema: str = "account_activities") -> Any:
+    async with pool.acquire() as conn, conn.transaction():
+        return await RawStore(schema).write_batch(conn, SLUG, batch)
+
+
+async def test_activities_idempotent_with_checkpoint_version_and_notify(pool: asyncpg.Pool) -> None:
+    # Arrange
+    received: list[str] = []
+    listener = await pool.acquire()
+    await listener.add_listener(NEW_FILLS_CHANNEL, lambda *args: received.append(args[3]))
+    rows = [parse_activity(fill_json(i)) for i in range(50)]
+    batch = Batch()
+    for row in rows + rows[:10]:  # duplicates inside the batch too
+        batch.add_activity(row)
+    batch.add_checkpoint(Checkpoint("activities", rows[-1].activity_id, rows[-1].ts))
+
+    # Act: the same rows twice (a re-read backfill)
+    first = await commit(pool, batch)
+    second = await commit(pool, batch)
+    for _ in range(50):
+        if received:
+            break
+        await asyncio.sleep(0.02)
+
+    # Assert
+    assert (first.new_activities, first.new_fills) == (50, 50)
+    assert (second.new_activities, second.new_fills) == (0, 0)
+    assert await pool.fetchval("SELECT count(*) FROM account_activities.activities") == 50
+    total = await pool.fetchval("SELECT sum(qty * price) FROM account_activities.activities WHERE destination=$1", SLUG)
+    assert total == Decimal("100.25") * 2 * 50
+    cp = await pool.fetchrow("SELECT last_id, last_ts FROM account_activities.checkpoints WHERE destination=$1", SLUG)
+    assert cp["last_id"] == rows[-1].activity_id and cp["last_ts"] == rows[-1].ts
+    assert await pool.fetchval("SELECT activity_version FROM public.ch_versions WHERE slug=$1", SLUG) == 1
+    assert len(received) == 1
+    payload = json.loads(received[0])
+    assert payload["d"] == SLUG and payload["n"] == 50 and payload["max_seq"] == first.max_fill_seq
+    await pool.release(listener)
+
+
+async def test_checkpoint_never_moves_backwards(pool: asyncpg.Pool) -> None:
+    late, early = parse_activity(fill_json(5)), parse_activity(fill_json(1))
+    await commit(pool, Batch(checkpoints={"activities": Checkpoint("activities", late.activity_id, late.ts)}))
+    await commit(pool, Batch(checkpoints={"activities": Checkpoint("activities", early.activity_id, early.ts)}))
+    cp = await pool.fetchrow("SELECT last_id, last_ts FROM account_activities.checkpoints WHERE destination=$1", SLUG)
+    assert (cp["last_id"], cp["last_ts"]) == (late.activity_id, late.ts)
+
+
+async def test_orders_keep_latest_state_whatever_the_delivery_order(pool: asyncpg.Pool) -> None:
+    oid = str(uuid.uuid4())
+    states = [
+        order_json(oid, "new", T0),
+        order_json(oid, "partially_filled", T0 + timedelta(seconds=1), "1"),
+        order_json(oid, "filled", T0 + timedelta(seconds=2), "2"),
+    ]
+    # Act: newest first, then the stale ones one batch at a time (reordered / delayed deliveries)
+    for state in reversed(states):
+        batch = Batch()
+        for row in parse_order(state):
+            batch.add_order(row)
+        await commit(pool, batch)
+    row = await pool.fetchrow("SELECT status, filled_qty, updated_at FROM account_activities.orders")
+    assert (row["status"], row["filled_qty"]) == ("filled", Decimal("2"))
+    # Same updated_at: progress wins, regress is ignored
+    same = T0 + timedelta(seconds=5)
+    for status, filled in (("canceled", "2"), ("new", "0")):
+        batch = Batch()
+        batch.add_order(parse_order(order_json(oid, status, same, filled))[0])
+        await commit(pool, batch)
+    assert await pool.fetchval("SELECT status FROM account_activities.orders") == "canceled"
+
+
+async def test_trade_updates_deduplicated_and_orders_upserted(pool: asyncpg.Pool) -> None:
+    oid = str(uuid.uuid4())
+    fill = {"event": "fill", "execution_id": str(uuid.uuid4()), "timestamp": (T0 + timedelta(seconds=1)).isoformat(),
+            "price": "100", "qty": "2", "position_qty": "2", "order": order_json(oid, "filled", T0 + timedelta(seconds=1), "2")}
+    new = {"event": "new", "timestamp": T0.isoformat(), "order": order_json(oid, "new", T0)}
+    batch = Batch()
+    for payload in (new, fill, fill, new):
+        batch.add_event(parse_trade_update(payload))
+    result = await commit(pool, batch)
+    again = Batch()
+    again.add_event(parse_trade_update(fill))
+    result2 = await commit(pool, again)
+    assert (result.new_events, result.new_fill_events, result2.new_events) == (2, 1, 0)
+    assert await pool.fetchval("SELECT count(*) FROM account_activities.order_events") == 2
+    assert await pool.fetchval("SELECT status FROM account_activities.orders WHERE order_id=$1", uuid.UUID(oid)) == "filled"
+
+
+async def test_malformed_payloads_stored_raw_without_blocking_the_batch(pool: asyncpg.Pool) -> None:
+    good = [parse_activity(fill_json(i)) for i in range(3)]
+    bad = [
+        parse_activity({**fill_json(10), "qty": "lots"}),
+        parse_activity({"activity_type": "FILL", "weird": "no id\x00 here"}),
+        parse_activity({**fill_json(11), "activity_type": "NEWTHING"}),
+        parse_activity("not even an object"),
+    ]
+    batch = Batch()
+    for row in good + bad:
+        batch.add_activity(row)
+    batch.add_event(parse_trade_update({"event": "fill", "price": "x"}))
+    batch.add_order(parse_order({"id": "nope", "qty": [1]})[0])
+    result = await commit(pool, batch)
+    assert result.new_activities == 7
+    flagged = await pool.fetchval("SELECT count(*) FROM account_activities.activities WHERE parse_error IS NOT NULL")
+    assert flagged == 4
+    raw = await pool.fetchval("SELECT raw->>'qty' FROM account_activities.activities WHERE parse_error LIKE 'qty:%'")
+    assert raw == "lots"
+    assert await pool.fetchval("SELECT count(*) FROM account_activities.order_events WHERE parse_error IS NOT NULL") == 1
+    assert await pool.fetchval("SELECT count(*) FROM account_activities.orders WHERE parse_error IS NOT NULL") == 1
+
+
+async def test_writer_flushes_on_interval_and_reports_latency(pool: asyncpg.Pool) -> None:
+    committed: list[float] = []
+    writer = BatchWriter(pool, RawStore("account_activities"), SLUG, flush_interval_s=0.05,
+                         on_commit=lambda result, received: committed.extend(received))
+    task = asyncio.create_task(writer.run())
+    try:
+        for i in range(20):
+            writer.add_event(parse_trade_update({"event": "new", "timestamp": (T0 + timedelta(seconds=i)).isoformat(),
+                                                 "order": order_json(str(uuid.UUID(int=i + 1)), "new", T0)}), float(i))
+        for _ in range(200):
+            if len(committed) == 20:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+    assert sorted(committed) == [float(i) for i in range(20)]
+    assert await pool.fetchval("SELECT count(*) FROM account_activities.order_events") == 20
+    assert writer.pending_rows == 0
+
+
+@pytest.mark.slow
+async def test_writer_survives_database_restart_and_bounds_its_buffer(tmp_path: Path) -> None:
+    # Arrange: a dedicated server we can stop and start
+    server = EmbeddedPostgres(tmp_path / "pg")
+    dsn = await asyncio.to_thread(server.start)
+    try:
+        settings = Settings(postgresql_live_conn_string=dsn, flush_interval_s=0.05, db_connect_timeout_s=2)
+        await asyncio.to_thread(migrate_db, settings)
+        pool = await create_pool(settings, min_size=1, max_size=2)
+        resyncs: list[int] = []
+        writer = BatchWriter(pool, RawStore("account_activities"), SLUG, flush_interval_s=0.05, max_buffer_rows=30,
+                             db_retry=BackoffPolicy(base_s=0.05, cap_s=0.3, max_attempts=None),
+                             on_resync_needed=lambda: resyncs.append(1))
+        task = asyncio.create_task(writer.run())
+        writer.add_activities([parse_activity(fill_json(i)) for i in range(10)])
+        await asyncio.wait_for(_until(lambda: writer.pending_rows == 0), 10)
+
+        # Act: database down while rows keep arriving, more than the buffer holds
+        await asyncio.to_thread(server.stop)
+        writer.add_activities([parse_activity(fill_json(i)) for i in range(10, 30)])
+        await asyncio.wait_for(_until(lambda: not writer.db_ok), 10)
+        writer.add_activities([parse_activity(fill_json(i)) for i in range(30, 50)])  # past the bound: dropped
+        assert writer.stats.dropped_rows == 20 and writer.pending_rows == 20
+        await asyncio.to_thread(server.start)
+        await asyncio.wait_for(_until(lambda: writer.pending_rows == 0 and writer.db_ok), 30)
+        task.cancel()
+
+        # Assert: everything buffered landed exactly once; the dropped rows asked for a backfill
+        assert await pool.fetchval("SELECT count(*) FROM account_activities.activities") == 30
+        assert resyncs == [1]
+        await pool.close()
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def _until(predicate: Any) -> None:
+    while not predicate():
+        await asyncio.sleep(0.02)
