@@ -8,8 +8,8 @@ Peer: the same PUB/SUB pair moving pre-encoded bytes (no encode/decode), i.e. th
 from __future__ import annotations
 
 import json
-import sys
 import multiprocessing
+import sys
 import time
 from typing import Any
 

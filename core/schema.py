@@ -182,6 +182,17 @@ def migrations(account_schema: str) -> list[Migration]:
                 )""",
             ),
         ),
+        Migration(
+            4,
+            "working orders by symbol",
+            (
+                # The manager looks up the live exit legs (stop / take-profit) of held symbols on every
+                # fill: a partial index over working orders keeps that independent of order history.
+                f"""CREATE INDEX IF NOT EXISTS orders_working_by_symbol ON {s}.orders (destination, symbol)
+                    WHERE status IS NULL OR status NOT IN
+                        ('filled', 'canceled', 'expired', 'rejected', 'replaced', 'done_for_day')""",
+            ),
+        ),
     ]
 
 

@@ -59,6 +59,12 @@ class Settings:
     cache_dir: str | None = None
     dash_auth: str | None = None
     dash_auth_users_file: str | None = None
+    dash_auth_users: str | None = field(default=None, repr=False)
+    cf_access_aud: str | None = None
+    cf_access_team_domain: str | None = None
+    cf_access_jwks_url: str | None = None
+    cf_access_jwks_file: str | None = None
+    cf_access_leeway_s: float = 30.0
     display_timezone: str = "America/New_York"
     db_connect_timeout_s: float = 10.0
     timescale_compress_after_days: int = 7

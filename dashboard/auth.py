@@ -18,8 +18,10 @@ Public API (the app factory calls both on the Flask ``server``, after every call
     ``CF_ACCESS_JWKS_URL`` (default ``https://<team domain>/cdn-cgi/access/certs``, cached).
     ``CF_ACCESS_LEEWAY_S`` (default 30) is the allowed clock skew.
 
+  Each knob is read from the ``Settings`` field of the same lower-case name when it exists and is
+  set (``dash_auth``, ``dash_auth_users_file`` today), else from ``environ`` (default ``os.environ``).
   Paths in ``exempt_paths`` (``/healthz``) are always open. Failures answer 401 (basic) or 403
-  (cloudflare) with a fixed text; the authenticated identity is in ``flask.g.auth_user``.
+  (cloudflare; 503 when the JWKS URL cannot be fetched) with a fixed text; the authenticated identity is in ``flask.g.auth_user``.
   A misconfiguration raises :class:`core.errors.ConfigError` at install time (fail closed).
 - :func:`install_security_headers` ``(server, csp_hashes=(), *, allow_unsafe_eval=False,
   connect_src=())``: Content-Security-Policy (``script-src 'self'`` plus Dash's ``app.csp_hashes()``
@@ -129,10 +131,25 @@ def _normalise_domain(raw: str) -> str:
     return domain.rstrip("/")
 
 
+def _lookup(settings: Settings | None, environ: Mapping[str, str]) -> Mapping[str, str]:
+    """Each knob from the Settings field of the same (lower-case) name when it exists and is set,
+    else from the environment (until every knob has a Settings field)."""
+    names = ("DASH_AUTH", "DASH_AUTH_USERS", "DASH_AUTH_USERS_FILE", "CF_ACCESS_AUD", "CF_ACCESS_TEAM_DOMAIN",
+             "CF_ACCESS_JWKS_URL", "CF_ACCESS_JWKS_FILE", "CF_ACCESS_LEEWAY_S")
+    out: dict[str, str] = {}
+    for name in names:
+        value = getattr(settings, name.lower(), None) if settings is not None else None
+        if value is None or value == "":
+            value = environ.get(name)
+        if value is not None and value != "":
+            out[name] = str(value)
+    return out
+
+
 def load_auth_config(settings: Settings | None = None, environ: Mapping[str, str] | None = None) -> AuthConfig:
     """Resolve the auth mode and its parameters from settings and the environment."""
-    env = os.environ if environ is None else environ
-    raw_mode = (settings.dash_auth if settings and settings.dash_auth else env.get("DASH_AUTH", "")) or ""
+    env = _lookup(settings, os.environ if environ is None else environ)
+    raw_mode = env.get("DASH_AUTH", "")
     try:
         mode = AuthMode(raw_mode.strip().lower() or "none")
     except ValueError:
@@ -143,7 +160,7 @@ def load_auth_config(settings: Settings | None = None, environ: Mapping[str, str
         users: dict[str, str] = {}
         if env.get("DASH_AUTH_USERS"):
             users.update(_parse_users(env["DASH_AUTH_USERS"], "DASH_AUTH_USERS"))
-        users_file = (settings.dash_auth_users_file if settings else None) or env.get("DASH_AUTH_USERS_FILE")
+        users_file = env.get("DASH_AUTH_USERS_FILE")
         if users_file:
             path = Path(users_file)
             if not path.is_file():
@@ -383,14 +400,20 @@ def install_security_headers(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dashboard.auth hash``: read a password (twice) and print its hash."""
+    """``python -m dashboard.auth hash``: read a password (twice on a terminal, once from a pipe), print its hash."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args != ["hash"]:
         print("usage: python -m dashboard.auth hash", file=sys.stderr)
         return 2
-    password = getpass.getpass("Password: ")
-    if password != getpass.getpass("Again: "):
-        print("passwords differ", file=sys.stderr)
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Again: "):
+            print("passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("empty password", file=sys.stderr)
         return 1
     print(hash_password(password))
     return 0

@@ -34,6 +34,7 @@ from core.destinations import closed_channel, pos_channel
 
 log = logging.getLogger(__name__)
 
+APPLICATION_NAME = "coldharbour-dashboard-listen"  # how the LISTEN session shows in pg_stat_activity
 _CHANNEL_KINDS = (("pos_channel_", "pos"), ("closed_channel_", "closed"))
 
 
@@ -110,6 +111,8 @@ class NotifyHub:
             try:
                 conn = connect(self._dsn, timeout_s=5)
                 conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+                with conn.cursor() as cur:
+                    cur.execute("SET application_name = %s", (APPLICATION_NAME,))
                 self.listening = frozenset()
                 self._listen_all(conn)
                 self.connected.set()

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765, help="REST + websocket port (0 = any free port)")
     p.add_argument("--accounts", type=int, default=2, help="number of generated accounts (ignored with --destinations)")
     p.add_argument("--destinations", type=Path, help="destinations.toml: serve those accounts with their keys")
+    p.add_argument("--destinations-local", type=Path, help="local override file for --destinations (destinations.local.toml)")
     p.add_argument("--all-destinations", action="store_true", help="serve every destination, not only those whose base_url is this host:port")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--state-out", type=Path, help="write URLs and keys as JSON once connections are accepted")
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     hours.add_argument("--nyse-hours", dest="always_open", action="store_false", help="follow NYSE regular sessions")
     p.add_argument("--fees", action="store_true", help="charge a regulatory FEE activity on every sell fill")
     p.add_argument("--tick-ms", type=float, default=100.0, help="wall milliseconds between price ticks")
+    p.add_argument("--daily-vol", type=float, default=0.016, help="daily price volatility (0.016 = 1.6%%); raise it for livelier demos")
     p.add_argument("--liquidity", type=Decimal, default=Decimal(25_000), help="USD an order can fill per tick (larger orders fill partially)")
     f = p.add_argument_group("faults")
     f.add_argument("--rest-error-rate", type=float, default=0.0)
@@ -59,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--ws-duplicate-rate", type=float, default=0.0)
     f.add_argument("--ws-reorder-rate", type=float, default=0.0)
     f.add_argument("--stream-conflict", choices=STREAM_CONFLICT_MODES, default="reject")
+    f.add_argument("--emit-pending-new", action="store_true", help="send pending_new before new")
+    p.add_argument("--no-admin", dest="admin", action="store_false", help="do not serve /admin (it exposes keys and ground truth)")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -91,10 +95,11 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
             "ws_duplicate_rate": args.ws_duplicate_rate,
             "ws_reorder_rate": args.ws_reorder_rate,
             "stream_conflict": args.stream_conflict,
+            "emit_pending_new": args.emit_pending_new,
         }
     )
     if args.destinations:
-        dests = load_destinations(args.destinations)
+        dests = load_destinations(args.destinations, args.destinations_local)
         if not args.all_destinations:
             if args.port == 0:
                 raise ConfigError("--destinations needs a fixed --port (or --all-destinations)")
@@ -118,6 +123,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         fees=args.fees,
         tick_s=args.tick_ms / 1000,
         liquidity_notional=args.liquidity,
+        daily_vol=args.daily_vol,
+        admin=args.admin,
         faults=faults,
     )
 
@@ -150,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"simulator: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(run(cfg, args.state_out))
+    try:
+        asyncio.run(run(cfg, args.state_out))
+    finally:
+        if args.state_out is not None:
+            args.state_out.unlink(missing_ok=True)  # a stale file must not look like a running simulator
     return 0
 
 

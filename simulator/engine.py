@@ -111,6 +111,9 @@ class Order:
     extended_hours: bool = False
     position_intent: str | None = None
     force_fill: bool = False  # admin fill: ignore liquidity, fill at once
+    replaces: str | None = None
+    replaced_by: str | None = None
+    replaced_at: datetime | None = None
 
     @property
     def is_open(self) -> bool:
@@ -186,6 +189,7 @@ class Engine:
         self.by_key: dict[str, Account] = {}
         self.on_event: EventSink | None = None
         self.last_close: dict[str, Decimal] = {}  # previous session close per symbol
+        self.emit_pending_new = False  # Alpaca sometimes sends pending_new before new
 
     # ------------------------------------------------------------------ accounts
     def add_account(self, acct: Account) -> Account:
@@ -393,8 +397,88 @@ class Engine:
             order.leg_role = "take_profit"
             kind = "stop_limit" if sl_limit is not None else "stop"
             self._add_leg(acct, order, "stop_loss", side, kind, sl_limit, sl_stop, status, now)
+        if self.emit_pending_new:
+            order.status = "pending_new"
+            self._emit(acct, order, "pending_new", now)
+            order.status = status
         self._emit(acct, order, status, now)
         return order
+
+    def replace(self, acct: Account, old: Order, changes: dict[str, Any]) -> Order:
+        """PATCH /v2/orders/{id}: a new order takes the old one's place (event ``replaced``, then ``new``)."""
+        if not old.is_open or old.status == "held":
+            raise OrderError(422, 42210000, f'order is not replaceable in "{old.status}" state')
+        if old.filled_qty > 0 or old.notional is not None:
+            raise OrderError(422, 42210000, "partially filled or notional orders cannot be replaced")
+        now = self.now()
+        new_qty = dec(changes["qty"], "qty") if changes.get("qty") is not None else old.qty
+        if new_qty is None or new_qty <= 0:
+            raise OrderError(422, 40010001, "qty must be > 0")
+        tif = changes.get("time_in_force") or old.time_in_force
+        if tif not in TIME_IN_FORCE:
+            raise OrderError(422, 40010001, f"invalid time_in_force {tif!r}")
+
+        def price(key: str, current: Decimal | None) -> Decimal | None:
+            if changes.get(key) is None:
+                return current
+            if current is None:
+                raise OrderError(422, 40010001, f"{key} does not apply to a {old.type} order")
+            p = dec(changes[key], key)
+            if p <= 0 or p != p.quantize(CENT):
+                raise OrderError(422, 42210000, f"invalid {key} {changes[key]}")
+            return p
+
+        client_order_id = str(changes.get("client_order_id") or uuid.uuid4())
+        if client_order_id in acct.by_client_id:
+            raise OrderError(422, 40010001, "client_order_id must be unique")
+        new = Order(
+            id=str(uuid.uuid4()),
+            client_order_id=client_order_id,
+            symbol=old.symbol,
+            side=old.side,
+            type=old.type,
+            time_in_force=tif,
+            order_class=old.order_class,
+            created_at=now,
+            updated_at=now,
+            qty=new_qty,
+            limit_price=price("limit_price", old.limit_price),
+            stop_price=price("stop_price", old.stop_price),
+            trail_price=old.trail_price,
+            trail_percent=old.trail_percent,
+            hwm=old.hwm,
+            status=old.status,
+            parent_id=old.parent_id,
+            leg_ids=old.leg_ids,
+            leg_role=old.leg_role,
+            extended_hours=old.extended_hours,
+            position_intent=old.position_intent,
+            replaces=old.id,
+        )
+        if old.type == "trailing_stop" and changes.get("trail") is not None:
+            trail = dec(changes["trail"], "trail")
+            if trail <= 0:
+                raise OrderError(422, 40010001, "trail must be > 0")
+            if old.trail_price is not None:
+                new.trail_price = trail
+            else:
+                new.trail_percent = trail
+            new.stop_price = self._trail_stop(new)
+        old.status = "replaced"
+        old.replaced_by = new.id
+        old.replaced_at = now
+        old.updated_at = now
+        old.leg_ids = []
+        acct.open_ids.pop(old.id, None)
+        if old.parent_id is not None:
+            parent = acct.orders[old.parent_id]
+            parent.leg_ids = [new.id if i == old.id else i for i in parent.leg_ids]
+        for leg_id in new.leg_ids:
+            acct.orders[leg_id].parent_id = new.id
+        self._register(acct, new)
+        self._emit(acct, old, "replaced", now)
+        self._emit(acct, new, new.status, now)
+        return new
 
     def _register(self, acct: Account, order: Order) -> None:
         acct.orders[order.id] = order
@@ -564,10 +648,25 @@ class Engine:
                         self._close(acct, order, "canceled", now)
                         return 0
                     fill_qty = cap.quantize(QTY_STEP, ROUND_DOWN)
+        if not order.force_fill and not self._affordable(acct, order, fill_qty, price):
+            if order.filled_qty == 0:
+                order.failed_at = now
+                self._close(acct, order, "rejected", now)
+            else:
+                self._close(acct, order, "canceled", now)
+            return 0
         self._apply_fill(acct, order, fill_qty, price, now)
         if order.time_in_force == "ioc" and order.is_open:
             self._close(acct, order, "canceled", now)
         return 1
+
+    def _affordable(self, acct: Account, order: Order, qty: Decimal, price: Decimal) -> bool:
+        """Buying power is checked again at execution: an order that would open more than the account
+        can carry is rejected then (exits and reductions always pass)."""
+        pos_qty = acct.positions[order.symbol].qty if order.symbol in acct.positions else ZERO
+        signed = qty if order.side == "buy" else -qty
+        increase = max(ZERO, abs(pos_qty + signed) - abs(pos_qty)) * price
+        return increase <= 0 or increase <= self.buying_power(acct) + CENT
 
     def _apply_fill(self, acct: Account, order: Order, qty: Decimal, price: Decimal, now: datetime) -> None:
         at = self._stamp(acct, now)
@@ -669,9 +768,9 @@ class Engine:
             "expires_at": None,
             "canceled_at": rfc3339(o.canceled_at),
             "failed_at": rfc3339(o.failed_at),
-            "replaced_at": None,
-            "replaced_by": None,
-            "replaces": None,
+            "replaced_at": rfc3339(o.replaced_at),
+            "replaced_by": o.replaced_by,
+            "replaces": o.replaces,
             "asset_id": asset_id(o.symbol),
             "symbol": o.symbol,
             "asset_class": "us_equity",

@@ -32,6 +32,8 @@ class Faults:
     """Fraction of trade updates swapped with the next queued one."""
     stream_conflict: str = "reject"
     """Second trade_updates connection of an account: reject (Alpaca), replace the first, or allow."""
+    emit_pending_new: bool = False
+    """Send a ``pending_new`` trade update before ``new`` (as Alpaca does for some orders)."""
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply a partial update; unknown knobs or bad values raise ``ValueError`` and change nothing."""
@@ -46,6 +48,9 @@ class Faults:
                     value = [value]
                 if not isinstance(value, list) or not value or not all(isinstance(c, int) and 400 <= c <= 599 for c in value):
                     raise ValueError("rest_error_codes must be a non-empty list of HTTP error codes")
+            elif key == "emit_pending_new":
+                if not isinstance(value, bool):
+                    raise ValueError("emit_pending_new must be true or false")
             elif key == "stream_conflict":
                 if value not in STREAM_CONFLICT_MODES:
                     raise ValueError(f"stream_conflict must be one of {STREAM_CONFLICT_MODES}")

@@ -154,7 +154,7 @@ class SessionCalendar:
         return self.sessions[i][0] if i < len(self.sessions) else ts + timedelta(days=1)
 
     def next_close(self, ts: datetime) -> datetime:
-        for o, c in self.sessions:
+        for _o, c in self.sessions:
             if c > ts:
                 return c
         return ts + timedelta(days=1)

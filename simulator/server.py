@@ -4,6 +4,7 @@ live bot, fault injection and the admin API, all on one asyncio loop."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import logging
@@ -13,7 +14,7 @@ import re
 import string
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -25,8 +26,8 @@ from aiohttp import WSMsgType, web
 
 from simulator.bot import STYLES, Bot, generate_history
 from simulator.engine import (
-    NY,
     NON_TRADE_TYPES,
+    NY,
     ZERO,
     Account,
     Engine,
@@ -71,6 +72,8 @@ class SimConfig:
     tick_s: float = 0.1
     liquidity_notional: Decimal = Decimal(25_000)
     snapshot_every_s: float = 60.0
+    daily_vol: float = 0.016
+    admin: bool = True
     faults: Faults = field(default_factory=Faults)
 
 
@@ -100,8 +103,9 @@ def _json(data: Any, status: int = 200) -> web.Response:
 class StreamConn:
     """One trade_updates websocket: a queue and a sender task that applies the delivery faults."""
 
-    def __init__(self, sim: Simulator, ws: web.WebSocketResponse, acct: Account) -> None:
+    def __init__(self, sim: Simulator, request: web.Request, ws: web.WebSocketResponse, acct: Account) -> None:
         self.sim = sim
+        self.request = request
         self.ws = ws
         self.acct = acct
         self.listening = False
@@ -138,7 +142,7 @@ class Simulator:
         self.cfg = cfg
         self.faults = cfg.faults
         self.fault_rng = random.Random(f"faults:{cfg.seed}")
-        self.market = Market(cfg.symbols, seed=cfg.seed)
+        self.market = Market(cfg.symbols, seed=cfg.seed, daily_vol=cfg.daily_vol)
         today = datetime.now(UTC).date()
         span = max(30, int(cfg.history_days * 1.6) + 15)
         self.calendar = SessionCalendar(today - timedelta(days=span), today + timedelta(days=60))
@@ -153,6 +157,7 @@ class Simulator:
             liquidity_notional=cfg.liquidity_notional,
         )
         self.engine.on_event = self._on_event
+        self.engine.emit_pending_new = self.faults.emit_pending_new
         self.bot = Bot(self.engine, cfg.seed + 1)
         self.bot_rate = cfg.bot_rate
         self._bot_budget = 0.0
@@ -213,9 +218,7 @@ class Simulator:
         site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port, reuse_address=True)
         await site.start()
         if self.port == 0:
-            server = site._server
-            assert server is not None
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.port = int(self._runner.addresses[0][1])
         self._tasks.append(asyncio.create_task(self._tick_loop()))
         self._tasks.append(asyncio.create_task(self._drop_loop()))
 
@@ -313,12 +316,17 @@ class Simulator:
             if self.faults.ws_drop_every_s > 0:
                 await self.drop_streams()
 
-    async def drop_streams(self) -> int:
+    async def drop_streams(self, *, abort: bool = False) -> int:
+        """Close every trade_updates connection: a close frame, or (``abort``) a bare TCP reset."""
         dropped = 0
         for conns in list(self.streams.values()):
             for conn in list(conns):
                 dropped += 1
-                await conn.ws.close(code=1011, message=b"simulated drop")
+                transport = conn.request.transport
+                if abort and transport is not None:
+                    transport.abort()
+                else:
+                    await conn.ws.close(code=1011, message=b"simulated drop")
         return dropped
 
     # ------------------------------------------------------------------ events
@@ -355,6 +363,9 @@ class Simulator:
         r.add_get("/v2/orders:by_client_order_id", self.h_order_by_client_id)
         r.add_get("/v2/orders/{id}", self.h_order)
         r.add_delete("/v2/orders/{id}", self.h_cancel)
+        r.add_patch("/v2/orders/{id}", self.h_replace)
+        if not self.cfg.admin:
+            return app
         r.add_get("/admin/state", self.a_state)
         r.add_get("/admin/faults", self.a_faults)
         r.add_post("/admin/faults", self.a_faults)
@@ -365,6 +376,7 @@ class Simulator:
         r.add_post("/admin/price", self.a_price)
         r.add_post("/admin/pause", self.a_pause)
         r.add_post("/admin/activity", self.a_activity)
+        r.add_post("/admin/session-close", self.a_session_close)
         return app
 
     Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -586,6 +598,18 @@ class Simulator:
         self.engine.cancel(acct, order)
         return web.Response(status=204)
 
+    async def h_replace(self, request: web.Request) -> web.Response:
+        acct: Account = request["account"]
+        order = self._find_order(acct, request.match_info["id"])
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except ValueError:
+            raise OrderError(400, 40010000, "request body format is invalid") from None
+        if not isinstance(body, dict):
+            raise OrderError(400, 40010000, "request body format is invalid")
+        new = self.engine.replace(acct, order, body)
+        return _json(self.engine.order_json(acct, new))
+
     async def h_cancel_all(self, request: web.Request) -> web.Response:
         acct: Account = request["account"]
         out = []
@@ -624,11 +648,16 @@ class Simulator:
         after = parse_time(q.get("after"))
         until = parse_time(q.get("until"))
         token = q.get("page_token") or None
-        acts = acct.activities if direction == "asc" else list(reversed(acct.activities))
+        acts = acct.activities  # sorted by id (ids strictly increase per account)
+        if direction == "asc":
+            start = bisect.bisect_right(acts, token, key=lambda a: a.id) if token else 0
+            indices: Iterable[int] = range(start, len(acts))
+        else:
+            stop = bisect.bisect_left(acts, token, key=lambda a: a.id) if token else len(acts)
+            indices = range(stop - 1, -1, -1)
         out = []
-        for a in acts:
-            if token is not None and (a.id <= token if direction == "asc" else a.id >= token):
-                continue
+        for i in indices:
+            a = acts[i]
             if types and a.type not in types:
                 continue
             if after and a.ts <= after or until and a.ts >= until:
@@ -717,7 +746,7 @@ class Simulator:
                     if existing and self.faults.stream_conflict == "replace":
                         for old in list(existing):
                             await old.ws.close(code=1008, message=b"replaced by a newer connection")
-                    conn = StreamConn(self, ws, acct)
+                    conn = StreamConn(self, request, ws, acct)
                     self.streams.setdefault(acct.name, []).append(conn)
                     await ws.send_str(self._auth_reply("authorized"))
                 elif action == "listen":
@@ -784,10 +813,17 @@ class Simulator:
                 self.faults.update(await self._body(request))
             except ValueError as exc:
                 raise OrderError(422, 42200000, str(exc)) from None
+            self.engine.emit_pending_new = self.faults.emit_pending_new
         return _json(self.faults.as_dict())
 
     async def a_drop(self, request: web.Request) -> web.Response:
-        return _json({"dropped": await self.drop_streams()})
+        body = await self._body(request)
+        return _json({"dropped": await self.drop_streams(abort=bool(body.get("abort", False)))})
+
+    async def a_session_close(self, request: web.Request) -> web.Response:
+        """Act as if the session just closed: day orders expire, last closes and last_equity roll."""
+        self._session_closed(self.sim_now())
+        return _json({"ok": True})
 
     async def a_truth(self, request: web.Request) -> web.Response:
         names = [request.query["account"]] if "account" in request.query else list(self.engine.accounts)

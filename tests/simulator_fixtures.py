@@ -9,6 +9,8 @@ Usage in any test (this module is a pytest plugin registered by ``tests/conftest
         simulator.admin("/fill", {"account": "sim-1", "symbol": "AAPL", "side": "buy", "qty": "5"})
         simulator.admin("/ground-truth")            # GET when no JSON body is given
 
+    def test_read_only(simulator_session): ...      # one shared simulator: 3 accounts, 5 days of history
+
     def test_custom(simulator_factory, tmp_path):
         sim = simulator_factory(accounts=3, history_days=5, bot_rate=4, extra_args=["--ws-drop-every-s", "2"])
 
@@ -108,6 +110,17 @@ class SimHandle:
         self.stop()
 
 
+def _die_with_parent() -> None:
+    """Child pre-exec (Linux): get SIGTERM when the test process dies, so no simulator is orphaned."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def start_simulator(
     tmp_path: Path,
     *,
@@ -146,7 +159,14 @@ def start_simulator(
         *(extra_args or []),
     ]
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
     deadline = time.monotonic() + START_TIMEOUT_S
     while not state_path.exists():
         if proc.poll() is not None:
@@ -179,3 +199,12 @@ def simulator_factory(tmp_path: Path) -> Iterator[Callable[..., SimHandle]]:
 def simulator(simulator_factory: Callable[..., SimHandle]) -> SimHandle:
     """A fresh simulator per test: 2 accounts (sim-1, sim-2), seed 1, no history, no bot, ZMQ on."""
     return simulator_factory()
+
+
+@pytest.fixture(scope="session")
+def simulator_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimHandle]:
+    """One simulator shared by the whole session (read-mostly tests): 3 accounts, seed 1, 5 days of
+    history, no bot. Tests that place orders must not assume a clean account."""
+    handle = start_simulator(tmp_path_factory.mktemp("sim-session"), accounts=3, seed=1, history_days=5)
+    yield handle
+    handle.stop()

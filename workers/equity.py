@@ -20,13 +20,15 @@ Conventions
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
-from core.records import OpenPosition
+from core.errors import InvalidInput
+from core.fifo import FifoBook
+from core.records import Fill, OpenPosition, Side
 
 ZERO = Decimal(0)
 CASH_FLOW_TYPES = frozenset({"CSD", "CSW", "JNLC"})
@@ -320,6 +322,10 @@ class Throttle:
         self.last_sent: float | None = None
         self.pending = False
 
+    def ready(self, now: float) -> bool:
+        """Would :meth:`offer` send right now? (Does not consume the window.)"""
+        return self.last_sent is None or now - self.last_sent >= self.interval_s
+
     def offer(self, now: float) -> bool:
         if self.last_sent is None or now - self.last_sent >= self.interval_s:
             self.last_sent = now
@@ -409,3 +415,126 @@ def _opens_between(a: datetime, b: datetime, step_s: float, market_open: Callabl
             return True
         probe += hop
     return False
+
+
+# ----------------------------------------------------------------------------- replay (rebuild / refill)
+
+class ActivityLike(Protocol):
+    """The stored columns of one activity that accounting needs."""
+
+    @property
+    def activity_id(self) -> str: ...
+
+    @property
+    def ts(self) -> datetime: ...
+
+    @property
+    def activity_type(self) -> str: ...
+
+    @property
+    def symbol(self) -> str | None: ...
+
+    @property
+    def side(self) -> str | None: ...
+
+    @property
+    def qty(self) -> Decimal | None: ...
+
+    @property
+    def price(self) -> Decimal | None: ...
+
+    @property
+    def net_amount(self) -> Decimal | None: ...
+
+    @property
+    def order_id(self) -> str | None: ...
+
+    @property
+    def parse_error(self) -> str | None: ...
+
+
+class EquityReplay:
+    """Walks stored activities in time order and values the account at chosen instants.
+
+    Marks are the last fill price of each symbol at or before the instant (the only prices the raw
+    data holds), so a replayed point is exact for cash, deposits and realized P&L and approximate for
+    market value between fills. Activities must be fed in ``(ts, activity_id)`` order.
+    """
+
+    def __init__(self, *, baseline_deposit: Decimal = ZERO, tracker: DrawdownTracker | None = None,
+                 source: str = "rebuild") -> None:
+        self.book = FifoBook()
+        self.cash = ZERO
+        self.deposits = ZERO
+        self.baseline_deposit = baseline_deposit
+        self.has_deposit_activity = False
+        self.realized_closed = ZERO
+        self.last_price: dict[str, Decimal] = {}
+        self.tracker = tracker or DrawdownTracker()
+        self.source = source
+        self.skipped = 0
+
+    def feed(self, acts: Iterable[ActivityLike]) -> None:
+        fills: list[Fill] = []
+        for a in acts:
+            if a.parse_error is not None:
+                self.skipped += 1
+                continue
+            entry = ledger_entry(a.activity_id, a.activity_type, side=a.side, qty=a.qty, price=a.price,
+                                 net_amount=a.net_amount)
+            if a.activity_type.upper() in FILL_TYPES:
+                if not a.symbol or a.qty is None or a.price is None:
+                    self.skipped += 1
+                    continue
+                try:
+                    fills.append(Fill(fill_id=a.activity_id, ts=a.ts, symbol=a.symbol, side=Side.parse(a.side, a.activity_id),
+                                      qty=a.qty, price=a.price, order_id=a.order_id))
+                except InvalidInput:
+                    self.skipped += 1
+                    continue
+                self.last_price[a.symbol] = a.price
+            self.cash += entry.cash_delta
+            if a.activity_type.upper() in CASH_FLOW_TYPES:
+                self.has_deposit_activity = True
+                self.deposits += entry.deposit_delta
+        if fills:
+            update = self.book.apply(fills)
+            self.realized_closed += sum((t.net_pl for t in update.upserted), ZERO)
+
+    @property
+    def net_deposits(self) -> Decimal:
+        return self.deposits if self.has_deposit_activity else self.deposits + self.baseline_deposit
+
+    def snapshot(self, ts: datetime) -> EquitySnapshot:
+        positions = self.book.open_positions()
+        mvs: list[Decimal] = []
+        upl = ZERO
+        partial = ZERO
+        for symbol, pos in positions.items():
+            price = self.last_price.get(symbol, pos.avg_entry_price or ZERO)
+            mv = pos.qty * price
+            mvs.append(mv)
+            upl += mv - pos.qty * (pos.avg_entry_price if pos.avg_entry_price is not None else price)
+            partial += pos.realized_pl
+        return make_snapshot(ts, cash=self.cash, market_values=mvs, unrealized_pl=upl,
+                             realized_pl=self.realized_closed + partial, net_deposits=self.net_deposits,
+                             tracker=self.tracker, source=self.source)
+
+
+def replay_points(acts: Sequence[ActivityLike], points: Sequence[datetime], replay: EquityReplay,
+                  on_point: Callable[[EquitySnapshot], None] | None = None) -> list[EquitySnapshot]:
+    """Snapshots at ``points`` (ascending) from ``acts`` (sorted by ts): each sees every activity at or before it."""
+    out: list[EquitySnapshot] = []
+    i = 0
+    for ts in points:
+        j = i
+        while j < len(acts) and acts[j].ts <= ts:
+            j += 1
+        if j > i:
+            replay.feed(acts[i:j])
+            i = j
+        snap = replay.snapshot(ts)
+        out.append(snap)
+        if on_point is not None:
+            on_point(snap)
+    return out

@@ -56,6 +56,7 @@ from core.settings import Settings
 from workers.equity import (
     ZERO,
     DrawdownTracker,
+    EquityReplay,
     EquitySnapshot,
     Legs,
     Mark,
@@ -67,6 +68,7 @@ from workers.equity import (
     make_snapshot,
     missing_boundaries,
     qty_mismatches,
+    replay_points,
     select_legs,
     value_positions,
 )
@@ -82,14 +84,19 @@ STATE_FORMAT = 1
 CHECKPOINT_INTERVAL_S = 60.0
 """A FIFO checkpoint is written at most this often (and on drain) when the book changed."""
 OVERLAP_SEQ = 5_000
-RECENT_INGEST_S = 120
+RECENT_INGEST_S = 15
 """Activity rows are read past the high-water ``seq`` again when ingested this recently: a
 transaction that drew a lower ``seq`` but committed later is still picked up (ids dedupe)."""
 GAP_REFILL_MAX_POINTS = 5_000
 LATE_SNAPSHOTS_MAX = 100
+FLUSH_CONCURRENCY = 4
+ORDER_RETRIES = 20
+ORDER_RETRY_MAX_IDS = 500
 NOTIFY_IDS_MAX = 50
 DRAIN_TIMEOUT_S = 8.0
-TERMINAL_STATUSES = ["filled", "canceled", "expired", "rejected", "replaced", "done_for_day"]
+TERMINAL_STATUSES = ("filled", "canceled", "expired", "rejected", "replaced", "done_for_day")
+# Spelled exactly like the partial index ``orders_working_by_symbol`` (migration 4) so the planner uses it.
+WORKING_FILTER = ", ".join(f"'{s}'" for s in TERMINAL_STATUSES)
 
 
 class BrokerPort(Protocol):
@@ -144,6 +151,8 @@ class DestinationStats:
     qty_mismatches: int = 0
     rereads: int = 0
     checkpoints: int = 0
+    heartbeats: int = 0
+    price_ticks: int = 0
     errors: int = 0
     last_error: str | None = None
 
@@ -207,7 +216,8 @@ def open_trades_sql(slug: str) -> str:
               WHERE slug = ${n + 1} RETURNING pos_version)
         SELECT v.pos_version,
                CASE WHEN ${n + 2}::bool THEN pg_notify(${n + 3},
-                   json_build_object('v', v.pos_version, 'ids', ${n + 4}::text[])::text) END AS notified
+                   json_build_object('v', v.pos_version, 'ids', ${n + 4}::text[],
+                                     'as_of_ns', ${n + 5}::bigint)::text) END AS notified
         FROM v"""
 
 
@@ -376,7 +386,8 @@ class DestinationRunner:
         self.ledger = Ledger()
         self.last_seq = 0
         self.orders: dict[str, OrderMeta] = {}
-        self.missing_orders: set[str] = set()
+        self.missing_orders: dict[str, int] = {}
+        """Order ids of recent fills not in ``orders`` yet -> lookups tried (bounded, see ORDER_RETRIES)."""
         self.trip_pl: dict[str, Decimal] = {}
         self.realized_closed = ZERO
         self.positions: dict[str, OpenPosition] = {}
@@ -399,8 +410,11 @@ class DestinationRunner:
         self.structure_dirty = True
         self.pending_notify_ids: set[str] = set()
         self.pos_version = 0
+        self.as_of_ns = 0
+        """Exchange time (ns) of the newest fresh mark written: how current the last NOTIFY'd rows are."""
         self.closed_version = 0
         self.ready = False
+        self.flushing = False
         self.needs_seed = False
         self.wake = asyncio.Event()
         self.book_changed_since_checkpoint = False
@@ -562,15 +576,17 @@ class DestinationRunner:
                 self.slug, max(0, self.last_seq - OVERLAP_SEQ), self.last_seq, float(RECENT_INGEST_S))
         return [_activity(r) for r in rows]
 
-    async def _fetch_orders(self, order_ids: Iterable[str]) -> list[OrderMeta]:
-        ids = sorted({i for i in order_ids if i and _uuid_or_none(i)})
-        if not ids:
-            return []
-        rows = await self.pool.fetch(
-            f"""SELECT order_id::text AS order_id, parent_order_id::text AS parent_order_id, order_type, order_class,
-                       side, symbol, limit_price, stop_price
-                FROM {self.schema}.orders WHERE destination = $1 AND order_id = ANY($2::uuid[])""",
-            self.slug, ids)
+    async def _fetch_orders(self, order_ids: Iterable[str] | None) -> list[OrderMeta]:
+        """The orders with these ids (``None``: every order of the destination, for a full replay)."""
+        cols = f"""SELECT order_id::text AS order_id, parent_order_id::text AS parent_order_id, order_type, order_class,
+                       side, symbol, limit_price, stop_price FROM {self.schema}.orders WHERE destination = $1"""
+        if order_ids is None:
+            rows = await self.pool.fetch(cols, self.slug)
+        else:
+            ids = sorted({i for i in order_ids if i and _uuid_or_none(i)})
+            if not ids:
+                return []
+            rows = await self.pool.fetch(cols + " AND order_id = ANY($2::uuid[])", self.slug, ids)
         out = []
         for r in rows:
             try:
@@ -606,12 +622,18 @@ class DestinationRunner:
                     self.stats.activities_skipped += 1
                     self.log.warning("dest=%s activity %s skipped: %s", self.slug, act.activity_id, exc)
                     continue
-        wanted = {f.order_id for f in fills if f.order_id and f.order_id not in self.orders} | self.missing_orders
-        orders = await self._fetch_orders(o for o in wanted if o is not None)
-        found = {o.order_id for o in orders}
-        self.missing_orders = {o for o in wanted if o is not None and o not in found}
+        bulk = full or (initial and self.last_seq == 0)
+        wanted = {f.order_id for f in fills if f.order_id and f.order_id not in self.orders} | set(self.missing_orders)
+        orders = await self._fetch_orders(None if bulk else wanted)
         for o in orders:
             self.orders[o.order_id] = o
+        # Orders usually land with (or before) their fills; a late one is looked up again a few
+        # times, then left to the exit-reason refresh of a later full re-read.
+        missing = {o: self.missing_orders.get(o, 0) + 1 for o in wanted if o is not None and o not in self.orders}
+        if bulk:
+            missing = {}
+        self.missing_orders = dict(sorted(((o, n) for o, n in missing.items() if n <= ORDER_RETRIES),
+                                          key=lambda item: item[1])[:ORDER_RETRY_MAX_IDS])
         try:
             update = _Changes.of(self.book.apply(fills, orders))
         except InvalidInput as exc:  # a fill id reused with other content: keep the first, report
@@ -646,10 +668,10 @@ class DestinationRunner:
             latest[trip.trade_id] = trip
         new_ids = [tid for tid in latest if tid not in self.trip_pl]
         for tid in update.removed_trade_ids:
-            self.trip_pl.pop(tid, None)
+            self.realized_closed -= self.trip_pl.pop(tid, ZERO)
         for tid, trip in latest.items():
+            self.realized_closed += trip.net_pl - self.trip_pl.get(tid, ZERO)
             self.trip_pl[tid] = trip.net_pl
-        self.realized_closed = sum(self.trip_pl.values(), ZERO)
         self.positions = self.book.open_positions()
         self.structure_dirty = True
         self.dirty |= set(update.symbols)
@@ -692,9 +714,9 @@ class DestinationRunner:
                 FROM {self.schema}.orders
                 WHERE destination = $1 AND symbol = ANY($2::text[])
                   AND order_type IN ('limit', 'stop', 'stop_limit', 'trailing_stop')
-                  AND COALESCE(status, 'new') <> ALL($3::text[])
+                  AND (status IS NULL OR status NOT IN ({WORKING_FILTER}))
                 ORDER BY updated_at DESC NULLS LAST""",
-            self.slug, held, TERMINAL_STATUSES)
+            self.slug, held)
         self.open_orders = [OpenOrder(r["order_id"], r["parent_order_id"], r["symbol"], (r["side"] or "").lower(),
                                       (r["order_type"] or "").lower(), r["limit_price"], r["stop_price"]) for r in rows]
         legs = {s: select_legs(p, self.open_orders) for s, p in self.positions.items()}
@@ -706,6 +728,7 @@ class DestinationRunner:
     def on_tick(self, tick: PriceTick) -> None:
         if tick.symbol not in self.positions:
             return
+        self.stats.price_ticks += 1
         self.marks[tick.symbol] = Mark(tick.price, _ns_to_dt(tick.ts_event_ns) or _ns_to_dt(tick.received_wall_ns),
                                        "zmq", False)
         self.dirty.add(tick.symbol)
@@ -754,8 +777,20 @@ class DestinationRunner:
 
     async def flush(self, now: datetime, now_mono: float, *, force: bool = False) -> None:
         """Write open trades if anything moved, send a due NOTIFY, take a due equity snapshot."""
-        if not self.ready:
+        if not self.ready or (self.flushing and not force):
             return
+        self.flushing = True
+        try:
+            await self._flush(now, now_mono, force=force)
+        finally:
+            self.flushing = False
+
+    @property
+    def wants_leading_edge(self) -> bool:
+        """Prices moved and the NOTIFY window is open: worth writing now rather than at the next flush."""
+        return bool(self.dirty) and self.ready and not self.flushing and self.throttle.ready(time.monotonic())
+
+    async def _flush(self, now: datetime, now_mono: float, *, force: bool) -> None:
         now_mono_ns = int(now_mono * 1e9)
         stale_changed = self._stale_flags_changed(now_mono_ns)
         if self.dirty or self.structure_dirty or stale_changed or force:
@@ -790,9 +825,12 @@ class DestinationRunner:
     async def write_open(self, rows: list[OpenTradeRow], notify: bool) -> None:
         ids = sorted(self.pending_notify_ids)[:NOTIFY_IDS_MAX] if notify else []
         args = _columns([open_row(r) for r in rows], _OPEN_COLS)
+        marks = [r.mark_ts for r in rows if r.mark_ts is not None and not r.price_stale]
+        if marks:
+            self.as_of_ns = max(self.as_of_ns, int(max(marks).timestamp() * 1_000_000) * 1000)
         async with self.write_lock:
             record = await self.pool.fetchrow(open_trades_sql(self.slug), *args, self.slug, notify,
-                                              pos_channel(self.slug), ids)
+                                              pos_channel(self.slug), ids, self.as_of_ns)
         if record is not None:
             self.pos_version = int(record["pos_version"])
         self.stats.pos_writes += 1
@@ -804,7 +842,7 @@ class DestinationRunner:
     async def notify_pos(self) -> None:
         ids = sorted(self.pending_notify_ids)[:NOTIFY_IDS_MAX]
         await self.pool.execute("SELECT pg_notify($1, $2)", pos_channel(self.slug),
-                                encode_payload({"v": self.pos_version, "ids": ids}))
+                                encode_payload({"v": self.pos_version, "ids": ids, "as_of_ns": self.as_of_ns}))
         self.pending_notify_ids.clear()
         self.stats.pos_notifies += 1
         self.manager.on_pos_notify(self)
@@ -920,7 +958,7 @@ class DestinationRunner:
         if full_rebuild:
             self.log.warning("dest=%s mismatch persists: rebuilding the book from all activities", self.slug)
             self.book, self.ledger, self.last_seq = FifoBook(), Ledger(), 0
-            self.orders, self.trip_pl = {}, {}
+            self.orders, self.trip_pl, self.realized_closed = {}, {}, ZERO
             self.mismatch_streak = 0
         await self.sync_activities(full=True, initial=full_rebuild)
 
@@ -945,6 +983,7 @@ class DestinationRunner:
 
     # -- health ----------------------------------------------------------------------------
     async def heartbeat(self, *, state: str = "running") -> None:
+        self.stats.heartbeats += 1
         stale = sorted(s for s, m in self._current_marks(time.monotonic_ns()).items() if m.stale)
         details = {
             "replica": REPLICA_ID,
@@ -1073,6 +1112,7 @@ class AccountManager:
             await self._listener.add_listener(NEW_FILLS_CHANNEL, self._on_new_fills)
             tasks = [asyncio.create_task(self._ownership_loop(stop), name="ownership"),
                      asyncio.create_task(self._flush_loop(stop), name="flush"),
+                     asyncio.create_task(self._leading_edge_loop(stop), name="leading-edge"),
                      asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat")]
             await stop.wait()
             for t in tasks:
@@ -1157,12 +1197,41 @@ class AccountManager:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ColdHarbourError, TimeoutError) as exc:
                 log.warning("flush failed: %s: %s", type(exc).__name__, exc)
 
-    async def flush_once(self) -> None:
-        runners = [o.runner for o in self.owned.values() if o.runner.ready]
+    async def _leading_edge_loop(self, stop: asyncio.Event) -> None:
+        """On a tick for a destination whose NOTIFY window is open, write and NOTIFY at once.
+
+        Between two NOTIFYs (``UI_SNAPSHOT_SEC``) ticks only update the in-memory marks and are
+        written by the periodic flush; the first tick after the window opens goes straight through,
+        so what the dashboard is told about is never older than the tick plus one write.
+        """
+        while not stop.is_set():
+            feeds = list(self.feeds.values())
+            # Bounded waits: a feed added by a take-over is picked up within a second.
+            timeout_s = min(self.settings.flush_interval_s, 1.0)
+            if len(feeds) == 1:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(feeds[0].changed.wait(), timeout=timeout_s)
+            elif feeds:
+                waits = [asyncio.create_task(f.changed.wait()) for f in feeds]
+                try:
+                    await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        w.cancel()
+            else:
+                await asyncio.sleep(min(timeout_s, 0.1))
+                continue
+            self.route_ticks()
+            eager = [o.runner for o in self.owned.values() if o.runner.wants_leading_edge]
+            if eager:
+                await self._flush_runners(eager)
+
+    def route_ticks(self) -> None:
+        """Hand each feed's conflated ticks to the owned destinations holding those symbols."""
         by_feed: dict[tuple[str, ...], list[DestinationRunner]] = {}
-        for r in runners:
-            if r.feed is not None:
-                by_feed.setdefault(r.feed.endpoints, []).append(r)
+        for o in self.owned.values():
+            if o.runner.ready and o.runner.feed is not None:
+                by_feed.setdefault(o.runner.feed.endpoints, []).append(o.runner)
         for key, feed in self.feeds.items():
             ticks = feed.drain()
             if not ticks:
@@ -1170,8 +1239,25 @@ class AccountManager:
             for r in by_feed.get(key, []):
                 for symbol in r.positions.keys() & ticks.keys():
                     r.on_tick(ticks[symbol])
+
+    async def flush_once(self) -> None:
+        self.route_ticks()
+        runners = [o.runner for o in self.owned.values() if o.runner.ready]
+        # Destinations about to NOTIFY go first: their rows are what a dashboard is waiting for.
+        now_mono = time.monotonic()
+        runners.sort(key=lambda r: not (r.dirty and r.throttle.ready(now_mono)))
+        await self._flush_runners(runners)
+
+    async def _flush_runners(self, runners: Sequence[DestinationRunner]) -> None:
         now, now_mono = datetime.now(UTC), time.monotonic()
-        results = await asyncio.gather(*(r.flush(now, now_mono) for r in runners), return_exceptions=True)
+        # A few writers at a time: on a small machine many concurrent statements are slower than a short queue.
+        gate = asyncio.Semaphore(FLUSH_CONCURRENCY)
+
+        async def one(r: DestinationRunner) -> None:
+            async with gate:
+                await r.flush(now, now_mono)
+
+        results = await asyncio.gather(*(one(r) for r in runners), return_exceptions=True)
         for r, res in zip(runners, results, strict=True):
             if isinstance(res, Exception):
                 r._error("flush", res)
@@ -1219,3 +1305,114 @@ class _Progress:
                 sys.stderr.write("\n")
             sys.stderr.flush()
 
+
+
+# ----------------------------------------------------------------------------- history commands
+
+REFILL_MAX_POINTS = 500_000
+
+
+async def _stored_activities(pool: asyncpg.Pool, settings: Settings, slug: str) -> list[ActivityRecord]:
+    rows = await pool.fetch(
+        f"SELECT {_ACTIVITY_COLUMNS} FROM {quote_ident(settings.account_schema)}.activities "
+        "WHERE destination = $1 ORDER BY ts, activity_id", slug)
+    return [_activity(r) for r in rows]
+
+
+def _session_closes(start: datetime, end: datetime) -> list[datetime]:
+    from core import market_schedule
+
+    closes = []
+    for day in market_schedule.sessions_between(start.date(), end.date()):
+        session = market_schedule.session(day)
+        if session is not None and start <= session.close <= end:
+            closes.append(session.close)
+    return closes
+
+
+async def _insert_snapshots(pool: asyncpg.Pool, slug: str, snaps: Sequence[EquitySnapshot], progress: _Progress) -> int:
+    inserted = 0
+    sql = equity_sql(slug)
+    for start in range(0, len(snaps), 2_000):
+        part = snaps[start:start + 2_000]
+        record = await pool.fetchrow(sql, *_columns([equity_row(s) for s in part], _EQUITY_COLS), slug)
+        inserted += int(record["inserted"]) if record is not None else 0
+        progress.advance(len(part))
+    return inserted
+
+
+async def rebuild_equity(settings: Settings, destination: Destination, *, since: datetime | None = None,
+                         progress: bool = True) -> int:
+    """Recompute ``equity_full_<slug>`` from ``since`` (default: the first activity) out of the raw activities.
+
+    Every row at or after ``since`` is replaced by one point per NYSE session close (``source`` =
+    ``rebuild``), valued at the last fill price of each symbol; cash, deposits and realized P&L are
+    exact. A running manager resumes its live snapshots afterwards. Returns the rows written.
+    """
+    from workers.db import create_pool
+
+    pool = await create_pool(settings, max_size=2)
+    try:
+        slug = destination.slug
+        acts = await _stored_activities(pool, settings, slug)
+        if not acts:
+            log.warning("dest=%s rebuild-equity: no activities stored", slug)
+            return 0
+        start = since or acts[0].ts
+        now = datetime.now(UTC)
+        points = await asyncio.to_thread(_session_closes, start, now)
+        table = f"public.{quote_ident(equity_table(slug))}"
+        max_excess = await pool.fetchval(f"SELECT max(equity - net_deposits) FROM {table} WHERE ts < $1", start)
+        baseline = destination.initial_deposit or ZERO
+        replay = EquityReplay(baseline_deposit=baseline, tracker=DrawdownTracker(max_excess), source="rebuild")
+        snaps = replay_points(acts, points, replay)
+        bar = _Progress(f"rebuild-equity {slug}", len(snaps), progress)
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"DELETE FROM {table} WHERE ts >= $1", start)
+        written = await _insert_snapshots(pool, slug, snaps, bar)
+        log.info("dest=%s rebuild-equity: %d points from %s (%d activities skipped)", slug, written, start,
+                 replay.skipped)
+        return written
+    finally:
+        await pool.close()
+
+
+async def refill_snapshots(settings: Settings, destination: Destination, *, since: datetime | None = None,
+                           progress: bool = True) -> int:
+    """Fill the holes of the live snapshot grid (``SNAPSHOT_SEC`` in market hours, sparser outside).
+
+    Between ``since`` (default: the first live snapshot) and the newest stored row, every missing grid
+    instant gets a point replayed from the activities (``source`` = ``refill``); existing rows are never
+    touched. Returns the rows written.
+    """
+    from workers.db import create_pool
+
+    pool = await create_pool(settings, max_size=2)
+    try:
+        slug = destination.slug
+        table = f"public.{quote_ident(equity_table(slug))}"
+        bounds = await pool.fetchrow(
+            f"SELECT min(ts) FILTER (WHERE source = 'live') AS first_live, max(ts) AS last FROM {table}")
+        start = since or (bounds["first_live"] if bounds else None)
+        end = bounds["last"] if bounds else None
+        if start is None or end is None or end <= start:
+            log.info("dest=%s refill-snapshots: nothing to refill", slug)
+            return 0
+        existing = {r["ts"] for r in await pool.fetch(f"SELECT ts FROM {table} WHERE ts >= $1", start)}
+        grid = await asyncio.to_thread(missing_boundaries, start - timedelta(microseconds=1), end,
+                                       snapshot_sec=settings.snapshot_sec, market_open=_default_market_open,
+                                       max_points=REFILL_MAX_POINTS)
+        points = [p for p in grid if p not in existing]
+        if not points:
+            return 0
+        acts = await _stored_activities(pool, settings, slug)
+        max_excess = await pool.fetchval(f"SELECT max(equity - net_deposits) FROM {table} WHERE ts < $1", points[0])
+        replay = EquityReplay(baseline_deposit=destination.initial_deposit or ZERO,
+                              tracker=DrawdownTracker(max_excess), source="refill")
+        snaps = replay_points(acts, points, replay)
+        written = await _insert_snapshots(pool, slug, snaps, _Progress(f"refill-snapshots {slug}", len(snaps),
+                                                                     progress))
+        log.info("dest=%s refill-snapshots: %d points", slug, written)
+        return written
+    finally:
+        await pool.close()

@@ -105,8 +105,8 @@ def daily_calendar(daily_pl: pd.Series, theme: str | None) -> go.Figure:
         return empty("No daily P&L yet", theme)
     s = daily_pl.iloc[-371:]
     idx = pd.DatetimeIndex(s.index)
-    week = ((idx - idx[0].normalize()).days + idx[0].weekday()) // 7
-    frame = pd.DataFrame({"w": week, "d": idx.weekday, "v": s.to_numpy(), "t": idx.strftime("%Y-%m-%d")})
+    week = ((idx - idx[0].normalize()).days + idx[0].day_of_week) // 7
+    frame = pd.DataFrame({"w": week, "d": idx.day_of_week, "v": s.to_numpy(), "t": idx.strftime("%Y-%m-%d")})
     grid = frame.pivot_table(index="d", columns="w", values="v", aggfunc="sum")
     labels = frame.pivot_table(index="d", columns="w", values="t", aggfunc="first")
     bound = float(np.nanmax(np.abs(grid.to_numpy()))) or 1.0

@@ -8,6 +8,7 @@ import dash_bootstrap_components as dbc
 import numpy as np
 import pandas as pd
 from dash import Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
+from dash.exceptions import PreventUpdate
 
 from dashboard import analytics, grid_sql
 from dashboard.components import figures, fmt, grids
@@ -179,6 +180,8 @@ def register(app: Dash) -> None:
     )
     def poll(_n: int, _hint: Any, slug: str, v_pos: int | None, v_closed: int | None, v_eq: int | None) -> Any:
         v = model().version_of(slug)
+        if (v.pos, v.closed, v.equity) == (v_pos, v_closed, v_eq):
+            raise PreventUpdate  # nothing changed: an empty 204, no re-render anywhere
         return (
             v.pos if v.pos != v_pos else no_update,
             v.closed if v.closed != v_closed else no_update,

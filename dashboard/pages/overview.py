@@ -8,6 +8,7 @@ import dash_bootstrap_components as dbc
 import numpy as np
 import pandas as pd
 from dash import Dash, Input, Output, State, dcc, html, no_update
+from dash.exceptions import PreventUpdate
 
 from dashboard import analytics
 from dashboard.components import figures, fmt
@@ -159,7 +160,9 @@ def register(app: Dash) -> None:
     )
     def poll(_n: int, _hint: Any, held: dict[str, Any] | None) -> Any:
         current = {slug: v.as_dict() for slug, v in model().versions().items()}
-        return no_update if current == held else current
+        if current == held:
+            raise PreventUpdate  # nothing changed: an empty 204, no re-render anywhere
+        return current
 
     @app.callback(
         Output("ov-cards", "children"),

@@ -100,7 +100,7 @@ def test_poll_answers_no_update_until_a_version_moves(app: Dash, seeded: Seeded)
                 {"id": "dest-v-equity", "property": "data", "value": 1}]
 
     unchanged = _update(client, output, outputs, inputs, state(1), ["dest-tick.n_intervals"])
-    assert unchanged.status_code == 204
+    assert unchanged.status_code == 204, unchanged.get_data(as_text=True)[:300]
     simulate_fill(seeded.dsn, "alpha_paper", "NEWX")
     changed = _update(client, output, outputs, inputs, state(1), ["dest-tick.n_intervals"])
     assert changed.status_code == 200

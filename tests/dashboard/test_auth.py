@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.server
+import io
 import json
 import logging
 import os
@@ -346,3 +347,31 @@ def test_dash_inline_scripts_are_allowed_by_their_hashes() -> None:
         digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
         assert f"'sha256-{digest}'" in script_src
     assert set(app.csp_hashes()) <= set(script_src)
+
+
+def test_hash_command_reads_a_piped_password(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from werkzeug.security import check_password_hash
+
+    from dashboard.auth import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert main(["hash"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert check_password_hash(printed, PASSWORD)
+    assert main(["nope"]) == 2
+
+
+def test_cloudflare_unreachable_jwks_url_is_503(rsa_keys: tuple[Any, Any]) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port with nobody listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = make_app()
+    install_auth(app, Settings(), environ={"DASH_AUTH": "cloudflare", "CF_ACCESS_AUD": AUD,
+                                          "CF_ACCESS_TEAM_DOMAIN": TEAM,
+                                          "CF_ACCESS_JWKS_URL": f"http://127.0.0.1:{port}/certs"})
+    response = app.test_client().get("/", headers={CF_HEADER: sign(rsa_keys[0])})
+    assert response.status_code == 503
+    assert "home page" not in response.get_data(as_text=True)

@@ -69,7 +69,8 @@ def test_bad_destinations_file_exits_with_a_message(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "simulator", "--destinations", str(dest), "--port", "1"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
-    assert out.returncode == 2 and "key_id" in out.stderr
+    assert out.returncode == 2
+    assert "key_id" in out.stderr
 
 
 def test_nyse_hours_clock_and_history(simulator_factory):
@@ -80,6 +81,16 @@ def test_nyse_hours_clock_and_history(simulator_factory):
     assert state["market_open"] == clock.is_open
     assert clock.next_open > clock.timestamp or clock.is_open
     hist = client.get_portfolio_history()
-    assert len(hist.timestamp) >= 2 and hist.timeframe == "1D"
+    assert len(hist.timestamp) >= 2
+    assert hist.timeframe == "1D"
     fills = client.get("/account/activities/FILL")
-    assert fills and json.dumps(fills)
+    assert fills
+    assert json.dumps(fills)
+
+
+def test_no_admin_flag_hides_the_admin_api(simulator_factory):
+    import requests
+
+    sim = simulator_factory(accounts=1, zmq=False, extra_args=["--no-admin"])
+    assert requests.get(f"{sim.rest_url}/admin/state", timeout=5).status_code == 404
+    assert sim.trading_client(0).get_account().status == "ACTIVE"

@@ -64,7 +64,8 @@ def assert_consistent(eng: Engine, acct: Account) -> None:
     assert cash == acct.cash
     assert pos == {s: p.qty for s, p in acct.positions.items()}
     ids = [a.id for a in acct.activities]
-    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
     fills_by_order: dict[str, Decimal] = defaultdict(Decimal)
     for a in acts:
         if a["activity_type"] == "FILL":
@@ -169,10 +170,12 @@ def test_large_order_fills_partially_over_several_ticks(calendar):
     eng.market.set_price("AAPL", Decimal("100"))
     order = eng.submit(acct, {"symbol": "AAPL", "qty": "350", "side": "buy", "type": "market", "time_in_force": "gtc"})
     step(eng, clock, 1)
-    assert order.status == "partially_filled" and order.filled_qty == 99  # 10k$ at the 100.01 ask
+    assert order.status == "partially_filled"
+    assert order.filled_qty == 99
     for _ in range(5):
         step(eng, clock, 1)
-    assert order.status == "filled" and order.filled_qty == 350
+    assert order.status == "filled"
+    assert order.filled_qty == 350
     kinds = [d["event"] for _, d in events if d["order"]["id"] == order.id]
     assert kinds == ["new", "partial_fill", "partial_fill", "partial_fill", "fill"]
     assert_consistent(eng, acct)
@@ -187,7 +190,8 @@ def test_fok_cancels_when_liquidity_is_short_and_ioc_keeps_the_part_it_got(calen
     ioc = eng.submit(acct, {"symbol": "MSFT", "qty": "500", "side": "buy", "type": "market", "time_in_force": "ioc"})
     step(eng, clock, 1)
     assert (fok.status, fok.filled_qty) == ("canceled", 0)
-    assert ioc.status == "canceled" and 0 < ioc.filled_qty < 500
+    assert ioc.status == "canceled"
+    assert 0 < ioc.filled_qty < 500
     assert acct.positions["MSFT"].qty == ioc.filled_qty
 
 
@@ -218,7 +222,8 @@ def test_bracket_legs_wake_on_entry_fill_and_one_cancels_the_other(calendar):
     tp, sl = (acct.orders[i] for i in parent.leg_ids)
     assert (tp.status, sl.status) == ("held", "held")
     step(eng, clock, 1)
-    assert parent.status == "filled" and (tp.status, sl.status) == ("new", "new")
+    assert parent.status == "filled"
+    assert (tp.status, sl.status) == ("new", "new")
     eng.market.set_price("NVDA", Decimal("94"))
     step(eng, clock, 1)
     assert (tp.status, sl.status) == ("canceled", "filled")
@@ -236,7 +241,9 @@ def test_trailing_stop_follows_the_high_water_mark(calendar):
     assert order.stop_price == Decimal("98")
     eng.market.set_price("AMZN", Decimal("110"))
     step(eng, clock, 1)
-    assert order.hwm == Decimal("110") and order.stop_price == Decimal("108") and order.status == "new"
+    assert order.hwm == Decimal("110")
+    assert order.stop_price == Decimal("108")
+    assert order.status == "new"
     eng.market.set_price("AMZN", Decimal("107.5"))
     step(eng, clock, 1)
     assert order.status == "filled"

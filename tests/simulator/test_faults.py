@@ -13,7 +13,8 @@ def test_error_rate_answers_429_with_retry_after(sim):
     try:
         sim.admin("/faults", {"rest_error_rate": 1.0, "rest_error_codes": [429], "retry_after_s": 7})
         resp = requests.get(f"{sim.rest_url}/v2/account", headers=headers, timeout=5)
-        assert resp.status_code == 429 and resp.headers["Retry-After"] == "7"
+        assert resp.status_code == 429
+        assert resp.headers["Retry-After"] == "7"
         assert set(resp.json()) == {"code", "message"}
         assert sim.admin("/state")["faults"]["rest_error_rate"] == 1.0  # admin is never faulted
     finally:
@@ -59,7 +60,8 @@ def test_hang_makes_rest_calls_time_out(sim):
 
 def test_fault_updates_are_validated(sim):
     bad = requests.post(f"{sim.rest_url}/admin/faults", json={"no_such_knob": 1}, timeout=5)
-    assert bad.status_code == 422 and "no_such_knob" in bad.json()["message"]
+    assert bad.status_code == 422
+    assert "no_such_knob" in bad.json()["message"]
     bad_rate = requests.post(f"{sim.rest_url}/admin/faults", json={"rest_error_rate": 2}, timeout=5)
     assert bad_rate.status_code == 422
     assert sim.admin("/faults")["rest_error_rate"] == 0.0
@@ -68,7 +70,9 @@ def test_fault_updates_are_validated(sim):
 def test_cli_fault_flags_apply_at_start(simulator_factory):
     sim = simulator_factory(accounts=1, zmq=False, extra_args=["--rest-error-rate", "1", "--rest-error-codes", "503", "--ws-delay-ms", "5"])
     faults = sim.admin("/faults")
-    assert faults["rest_error_rate"] == 1.0 and faults["rest_error_codes"] == [503] and faults["ws_delay_ms"] == 5.0
+    assert faults["rest_error_rate"] == 1.0
+    assert faults["rest_error_codes"] == [503]
+    assert faults["ws_delay_ms"] == 5.0
     assert sim["zmq_url"] is None
     with pytest.raises(APIError) as info:
         sim.trading_client(0).get_account()

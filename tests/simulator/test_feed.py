@@ -41,7 +41,9 @@ def test_simulator_publishes_ticks_for_subscribed_symbols(sim):
         sub.close()
     assert set(seen) == {"MSFT", "SPY"}
     t = seen["SPY"]
-    assert t.bid < t.ask and t.bid <= t.price <= t.ask and t.size > 0
+    assert t.bid < t.ask
+    assert t.bid <= t.price <= t.ask
+    assert t.size > 0
     assert abs(t.ts_ns / 1e9 - time.time()) < 300
     prices = sim.admin("/state")["prices"]
     assert set(prices) >= {"MSFT", "SPY"}

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.models import TradeUpdate
-from alpaca.trading.requests import LimitOrderRequest
+from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest, ReplaceOrderRequest, StopOrderRequest
 from websockets.sync.client import connect
 
 from tests.simulator.conftest import wait_for
@@ -32,8 +32,11 @@ def test_trade_updates_for_new_fill_and_cancel(sim, recorder):
     assert [u.event for u in mine] == ["new", "fill"]
     done = mine[1]
     assert isinstance(done, TradeUpdate)
-    assert done.qty == 3 and done.price == float(order["filled_avg_price"]) and done.position_qty == 3
-    assert done.execution_id is not None and done.order.status == "filled"
+    assert done.qty == 3
+    assert done.price == float(order["filled_avg_price"])
+    assert done.position_qty == 3
+    assert done.execution_id is not None
+    assert done.order.status == "filled"
     client = sim.trading_client(0)
     resting = client.submit_order(LimitOrderRequest(symbol="SPY", qty=1, side=OrderSide.BUY, time_in_force=TimeInForce.GTC, limit_price=1))
     client.cancel_order_by_id(resting.id)
@@ -62,7 +65,8 @@ def test_second_connection_is_rejected_with_connection_limit_exceeded(sim, recor
     rec = recorder(sim, 1).start()
     acct = sim.accounts[1]
     ws, reply = raw_auth(sim.stream_url, acct["key_id"], acct["secret_key"])
-    assert reply["data"]["status"] == "unauthorized" and reply["data"]["message"] == "connection limit exceeded"
+    assert reply["data"]["status"] == "unauthorized"
+    assert reply["data"]["message"] == "connection limit exceeded"
     ws.close()
     order = fill(sim, 1)
     rec.collect(lambda us: any(str(u.order.id) == order["id"] and u.event == "fill" for u in us))
@@ -119,8 +123,10 @@ def test_listen_reply_and_raw_message_shape(sim):
     assert [m["stream"] for m in msgs] == ["trade_updates"] * 2
     data = msgs[1]["data"]
     assert set(data) == {"event", "order", "timestamp", "price", "qty", "position_qty", "execution_id"}
-    assert data["order"]["id"] == order["id"] and data["timestamp"].endswith("Z")
-    assert isinstance(data["price"], str) and isinstance(data["qty"], str)
+    assert data["order"]["id"] == order["id"]
+    assert data["timestamp"].endswith("Z")
+    assert isinstance(data["price"], str)
+    assert isinstance(data["qty"], str)
 
 
 def test_duplicate_reorder_and_delay_knobs(sim, recorder):
@@ -144,3 +150,36 @@ def test_duplicate_reorder_and_delay_knobs(sim, recorder):
         assert received - stamped >= 0.75
     finally:
         sim.admin("/faults", {"ws_duplicate_rate": 0.0, "ws_reorder_rate": 0.0, "ws_delay_ms": 0})
+
+
+def test_pending_new_replaced_rejected_and_expired_events(sim, recorder):
+    rec = recorder(sim, 7).start()
+    client = sim.trading_client(7)
+    try:
+        sim.admin("/faults", {"emit_pending_new": True})
+        lim = client.submit_order(LimitOrderRequest(symbol="SPY", qty=1, side=OrderSide.BUY, time_in_force=TimeInForce.DAY, limit_price=1))
+        sim.admin("/faults", {"emit_pending_new": False})
+        new = client.replace_order_by_id(lim.id, ReplaceOrderRequest(limit_price=2))
+        sim.admin("/session-close", {})
+        got = rec.collect(lambda us: any(u.event == "expired" for u in us))
+        assert [(u.event, u.order.id) for u in got] == [("pending_new", lim.id), ("new", lim.id), ("replaced", lim.id), ("new", new.id), ("expired", new.id)]
+        assert got[2].order.replaced_by == new.id
+        # Buying power is checked again at execution: spend it, then a resting order that triggers is rejected.
+        sim.admin("/price", {"symbol": "SPY", "price": "500"})
+        stop = client.submit_order(StopOrderRequest(symbol="SPY", qty=40, side=OrderSide.BUY, time_in_force=TimeInForce.GTC, stop_price=510))
+        big = client.submit_order(MarketOrderRequest(symbol="AAPL", qty=int(190_000 / float(sim.admin("/state")["prices"]["AAPL"])), side=OrderSide.BUY, time_in_force=TimeInForce.DAY))
+        rec.collect(lambda us: any(u.event == "fill" and u.order.id == big.id for u in us), timeout_s=30)
+        sim.admin("/price", {"symbol": "SPY", "price": "511"})
+        got = rec.collect(lambda us: any(u.order.id == stop.id and u.event == "rejected" for u in us))
+        assert client.get_order_by_id(stop.id).status == "rejected"
+    finally:
+        sim.admin("/faults", {"emit_pending_new": False})
+        sim.admin("/price", {"symbol": "SPY", "price": None})
+
+
+def test_abort_drop_resets_the_tcp_connection_and_the_sdk_reconnects(sim, recorder):
+    rec = recorder(sim, 4).start()
+    assert sim.admin("/drop-streams", {"abort": True})["dropped"] >= 1
+    rec.wait_listening()
+    order = fill(sim, 4)
+    rec.collect(lambda us: any(str(u.order.id) == order["id"] and u.event == "fill" for u in us))

@@ -100,7 +100,7 @@ async def test_sigkill_takeover_and_sigterm_drain(settings: Settings, db_dsn: st
                          tick=lambda: pub.publish("AAPL", "101"))
         victim = by_pid[await owner_pid(conn) or 0]
         survivor = next(p for p in procs if p is not victim)
-        await eventually(lambda: _count(conn, f"SELECT count(*) FROM equity_full_{dest.slug}", 10),
+        await eventually(lambda: _count(conn, f"SELECT count(*) FROM equity_full_{dest.slug}", 3),
                          what="the owner's snapshots", tick=lambda: pub.publish("AAPL", "102"))
 
         # Act 1: SIGKILL the owner.
@@ -116,7 +116,7 @@ async def test_sigkill_takeover_and_sigterm_drain(settings: Settings, db_dsn: st
         takeover_s = time.monotonic() - killed_at
         before = await conn.fetchval(f"SELECT max(ts) FROM equity_full_{dest.slug}")
         await eventually(lambda: _count(conn, f"SELECT count(*) FROM equity_full_{dest.slug} WHERE ts > '{before}'",
-                                        10), what="the survivor's snapshots", tick=lambda: pub.publish("AAPL", "104"))
+                                        4), what="the survivor's snapshots", tick=lambda: pub.publish("AAPL", "104"))
 
         # Act 2: SIGTERM drains.
         survivor.send_signal(signal.SIGTERM)

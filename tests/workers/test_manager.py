@@ -96,9 +96,11 @@ async def test_open_closed_and_equity_from_activities_and_live_prices(world: Run
         Decimal(6), Decimal(100), Decimal(720), Decimal(120))
     assert aapl["unrealized_plpc"] == pytest.approx(20.0)
     assert (aapl["prev_close"], aapl["day_change"]) == (Decimal(101), Decimal(114))
-    assert aapl["price_source"] == "zmq" and not aapl["price_stale"]
+    assert aapl["price_source"] == "zmq"
+    assert not aapl["price_stale"]
     assert aapl["weight"] == pytest.approx(720 / 10108.5)
-    assert aapl["broker_qty"] == Decimal(6) and not aapl["qty_mismatch"]
+    assert aapl["broker_qty"] == Decimal(6)
+    assert not aapl["qty_mismatch"]
     assert [(r["symbol"], r["net_pl"]) for r in closed] == [("MSFT", Decimal(-50))]
 
 
@@ -137,7 +139,8 @@ async def test_new_fill_closes_a_trade_incrementally_and_notifies_both_channels(
         assert [r["net_pl"] for r in aapl] == [t.net_pl for t in expected] == [Decimal(220)]
         assert runner.stats.fills_applied == (syncs_before or 0) + 1  # incremental: one new fill applied
         closed_payload = listener.received[closed_channel(slug)][-1]
-        assert closed_payload["ids"] == [aapl[0]["trade_id"]] and closed_payload["v"] >= 1
+        assert closed_payload["ids"] == [aapl[0]["trade_id"]]
+        assert closed_payload["v"] >= 1
         versions = await world.rows(f"SELECT pos_version, closed_version FROM ch_versions WHERE slug = '{slug}'")
         assert versions[0]["closed_version"] >= 2
     finally:
