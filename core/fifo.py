@@ -28,10 +28,10 @@ import operator
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from itertools import islice
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
+from itertools import islice
 from typing import Any
 
 from core.errors import InvalidInput
@@ -121,30 +121,41 @@ _Source = Fill | _Orphan
 class _Episode:
     """A position of one symbol from flat to flat (mutable, internal).
 
-    The hot loop only records quantities: which fills opened and closed it and the FIFO matches
-    ``(opening source, closing fill, qty)``. Prices, P&L and fees are computed exactly (Decimal)
-    when the round trip record is built, so matching stays cheap.
+    The hot loop only records quantities, in flat lists (no per-fill containers, so the cyclic GC
+    has nothing to scan): the opening sources, the closing fills and the FIFO matches as three
+    parallel lists. Prices, P&L and fees are computed exactly (Decimal) when the round-trip record
+    is built.
     """
 
-    __slots__ = ("symbol", "sign", "opens", "closes", "matches", "orphan", "trip")
+    __slots__ = ("symbol", "sign", "opens", "closes", "m_src", "m_close", "m_qty", "part_qty", "orphan", "trip")
 
     def __init__(self, symbol: str, sign: int, orphan: bool) -> None:
         self.symbol = symbol
         self.sign = sign
-        self.opens: list[tuple[_Source, Decimal]] = []
-        self.closes: list[tuple[Fill, Decimal]] = []
-        self.matches: list[tuple[_Source, Fill, Decimal]] = []
+        self.opens: list[_Source] = []
+        self.closes: list[Fill] = []
+        self.m_src: list[_Source] = []
+        self.m_close: list[Fill] = []
+        self.m_qty: list[Decimal] = []
+        # quantity this episode used from a fill that it shares with a neighbour (a flip); else fill.qty
+        self.part_qty: dict[str, Decimal] | None = None
         self.orphan = orphan
         self.trip: RoundTrip | None = None
 
+    def used(self, src: _Source) -> Decimal:
+        if self.part_qty is not None:
+            return self.part_qty.get(src.fill_id, src.qty)
+        return src.qty
+
 
 class _SymbolBook:
-    __slots__ = ("symbol", "pos", "lots", "episode", "fills", "last_key", "closed")
+    __slots__ = ("symbol", "pos", "lot_src", "lot_rem", "episode", "fills", "last_key", "closed")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         self.pos = ZERO
-        self.lots: deque[list[Any]] = deque()  # [source, remaining]
+        self.lot_src: deque[_Source] = deque()  # open lots, oldest first ...
+        self.lot_rem: deque[Decimal] = deque()  # ... and what remains of each
         self.episode: _Episode | None = None
         self.fills: list[Fill] = []
         self.last_key: tuple[datetime, str] | None = None
@@ -326,17 +337,19 @@ class FifoBook:
         if sp is not None and sp.qty != 0:
             qty = abs(sp.qty)
             src = _Orphan(f"start:{symbol}", sp.as_of, sp.avg_entry_price, qty)
-            sb.lots.append([src, qty])
+            sb.lot_src.append(src)
+            sb.lot_rem.append(qty)
             sb.pos = sp.qty
             ep = _Episode(symbol, 1 if sp.qty > 0 else -1, True)
-            ep.opens.append((src, qty))
+            ep.opens.append(src)
             sb.episode = ep
         return sb
 
     def _run(self, sb: _SymbolBook, fills: list[Fill]) -> None:
         """The hot loop: FIFO-match sorted fills of one symbol (quantities only; kept flat for speed)."""
         symbol = sb.symbol
-        lots = sb.lots
+        lot_src = sb.lot_src
+        lot_rem = sb.lot_rem
         closed = sb.closed
         pos = sb.pos
         ep = sb.episode
@@ -349,48 +362,58 @@ class FifoBook:
                 # Selling more than is held in a long-only book: the excess closes an orphan lot
                 # opened before the data window, at an unknown price.
                 excess = qty - pos
-                since = ep.opens[0][0].ts if ep is not None and ep.opens else f.ts
-                src = _Orphan(f"orphan:{f.fill_id}", since, None, excess)
-                lots.appendleft([src, excess])
+                since = ep.opens[0].ts if ep is not None and ep.opens else f.ts
+                orphan = _Orphan(f"orphan:{f.fill_id}", since, None, excess)
+                lot_src.appendleft(orphan)
+                lot_rem.appendleft(excess)
                 if ep is None:
                     ep = _Episode(symbol, 1, True)
                 ep.orphan = True
-                ep.opens.insert(0, (src, excess))
+                ep.opens.insert(0, orphan)
                 pos = qty
             if not pos or (pos > 0) is is_buy:
                 if ep is None:
                     ep = _Episode(symbol, 1 if is_buy else -1, False)
-                lots.append([f, qty])
-                ep.opens.append((f, qty))
+                lot_src.append(f)
+                lot_rem.append(qty)
+                ep.opens.append(f)
                 pos = pos + qty if is_buy else pos - qty
                 continue
             assert ep is not None
             abs_pos = pos if pos > 0 else -pos
             close_q = qty if qty <= abs_pos else abs_pos
-            matches = ep.matches
+            m_src, m_close, m_qty = ep.m_src, ep.m_close, ep.m_qty
             remaining = close_q
             while remaining:
-                lot = lots[0]
-                lot_rem = lot[1]
-                if lot_rem <= remaining:
-                    matches.append((lot[0], f, lot_rem))
-                    lots.popleft()
-                    remaining -= lot_rem
+                lot_q = lot_rem[0]
+                if lot_q <= remaining:
+                    m_src.append(lot_src.popleft())
+                    m_close.append(f)
+                    m_qty.append(lot_rem.popleft())
+                    remaining -= lot_q
                 else:
-                    matches.append((lot[0], f, remaining))
-                    lot[1] = lot_rem - remaining
+                    m_src.append(lot_src[0])
+                    m_close.append(f)
+                    m_qty.append(remaining)
+                    lot_rem[0] = lot_q - remaining
                     break
-            ep.closes.append((f, close_q))
+            ep.closes.append(f)
             pos = pos + close_q if is_buy else pos - close_q
             if not pos:
                 closed.append(ep)
-                ep = None
                 if qty != close_q:  # flip: the rest opens the other direction
                     rest = qty - close_q
+                    if ep.part_qty is None:
+                        ep.part_qty = {}
+                    ep.part_qty[f.fill_id] = close_q
                     ep = _Episode(symbol, 1 if is_buy else -1, False)
-                    lots.append([f, rest])
-                    ep.opens.append((f, rest))
+                    ep.part_qty = {f.fill_id: rest}
+                    lot_src.append(f)
+                    lot_rem.append(rest)
+                    ep.opens.append(f)
                     pos = rest if is_buy else -rest
+                else:
+                    ep = None
         sb.pos = pos
         sb.episode = ep
         if fills:
@@ -406,29 +429,32 @@ class FifoBook:
             entry_notional = ZERO
             exit_notional = ZERO
             gross = ZERO
+            long = ep.sign > 0
             lot_rows: list[LotRow] = []
-            for src, close, take in ep.matches:
+            for src, close, take in zip(ep.m_src, ep.m_close, ep.m_qty, strict=True):
                 exit_px = close.price
                 known = src.price is not None
                 entry_px = src.price if src.price is not None else exit_px
-                pnl = (exit_px - entry_px) * take if ep.sign > 0 else (entry_px - exit_px) * take
+                pnl = (exit_px - entry_px) * take if long else (entry_px - exit_px) * take
                 qty += take
                 entry_notional += take * entry_px
                 exit_notional += take * exit_px
                 gross += pnl
                 lot_rows.append((src.fill_id, close.fill_id, take, src.ts, close.ts, entry_px, exit_px, pnl, known))
+            open_fills = tuple((src.fill_id, ep.used(src)) for src in ep.opens)
+            close_fills = tuple((c.fill_id, ep.used(c)) for c in ep.closes)
             fees = ZERO
-            for part in (ep.opens, ep.closes):
-                for src, q in part:
-                    if src.fee:
-                        fees += src.fee if q == src.qty else src.fee * q / src.qty
+            for src in (*ep.opens, *ep.closes):
+                if src.fee:
+                    q = ep.used(src)
+                    fees += src.fee if q == src.qty else src.fee * q / src.qty
             net = gross - fees
-            first = ep.opens[0][0]
-            last = ep.closes[-1][0]
+            first = ep.opens[0]
+            last = ep.closes[-1]
             trip = RoundTrip(
-                trade_id=trade_id_for(ep.symbol, first.fill_id, (c.fill_id for c, _ in ep.closes)),
+                trade_id=trade_id_for(ep.symbol, first.fill_id, (c.fill_id for c in ep.closes)),
                 symbol=ep.symbol,
-                direction=Direction.LONG if ep.sign > 0 else Direction.SHORT,
+                direction=Direction.LONG if long else Direction.SHORT,
                 qty=qty,
                 entry_time=first.ts,
                 exit_time=last.ts,
@@ -443,8 +469,8 @@ class FifoBook:
                 entry_order_id=first.order_id,
                 exit_order_id=last.order_id,
                 is_orphan=ep.orphan,
-                open_fills=tuple((src.fill_id, q) for src, q in ep.opens),
-                close_fills=tuple((c.fill_id, q) for c, q in ep.closes),
+                open_fills=open_fills,
+                close_fills=close_fills,
                 lot_rows=tuple(lot_rows),
             )
         ep.trip = trip
@@ -457,13 +483,13 @@ class FifoBook:
         direction = Direction.LONG if sb.pos > 0 else Direction.SHORT
         lots = tuple(
             Lot(symbol=sb.symbol, fill_id=src.fill_id, order_id=src.order_id, direction=direction,
-                entry_time=src.ts, entry_price=src.price, qty=src.qty, remaining=rem,
+                entry_time=src.ts, entry_price=src.price, qty=ep.used(src), remaining=rem,
                 is_orphan=type(src) is _Orphan)
-            for src, rem in sb.lots
+            for src, rem in zip(sb.lot_src, sb.lot_rem, strict=True)
         )
         with localcontext(_CONTEXT):
             realized = ZERO
-            for src, close, take in ep.matches:
+            for src, close, take in zip(ep.m_src, ep.m_close, ep.m_qty, strict=True):
                 if src.price is not None:
                     realized += (close.price - src.price) * take if ep.sign > 0 else (src.price - close.price) * take
             avg: Decimal | None = None
@@ -473,7 +499,7 @@ class FifoBook:
                 notional = sum((lot.remaining * lot.entry_price for lot in lots if lot.entry_price is not None), ZERO)
                 avg = notional / total
                 cost = sb.pos * avg
-        first = ep.opens[0][0]
+        first = ep.opens[0]
         return OpenPosition(
             symbol=sb.symbol, direction=direction, qty=sb.pos, avg_entry_price=avg, cost_basis=cost,
             entry_time=first.ts, entry_order_id=first.order_id, realized_pl=realized, lots=lots,
@@ -486,7 +512,7 @@ class FifoBook:
         pending = {id(ep) for ep in already}
         for sb in self._books.values():
             for ep in sb.closed:
-                last = ep.closes[-1][0]
+                last = ep.closes[-1]
                 if last.order_id in order_ids and ep.trip is not None:
                     reason = exit_reason_for(self._orders[last.order_id])
                     if reason is not ep.trip.exit_reason:

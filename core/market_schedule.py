@@ -214,4 +214,5 @@ def _ns(t: datetime) -> int:
 
 
 def _dt(ns: np.int64 | int) -> datetime:
-    return pd.Timestamp(int(ns), tz=UTC).to_pydatetime()
+    out: datetime = pd.Timestamp(int(ns), tz=UTC).to_pydatetime()
+    return out

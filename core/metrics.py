@@ -126,14 +126,17 @@ def returns_from_equity(equity: pd.Series, cash_flows: pd.Series | None = None, 
 
 
 def _arr(returns: pd.Series | FloatArray) -> FloatArray:
-    a = returns.to_numpy(dtype=np.float64) if isinstance(returns, pd.Series) else np.asarray(returns, np.float64)
-    return a[~np.isnan(a)]
+    a: FloatArray = (returns.to_numpy(dtype=np.float64) if isinstance(returns, pd.Series)
+                     else np.asarray(returns, np.float64))
+    out: FloatArray = a[~np.isnan(a)]
+    return out
 
 
 def _excess(r: FloatArray, rf: float, periods_per_year: float) -> FloatArray:
     if rf == 0:
         return r
-    return r - ((1.0 + rf) ** (1.0 / periods_per_year) - 1.0)
+    out: FloatArray = r - ((1.0 + rf) ** (1.0 / periods_per_year) - 1.0)
+    return out
 
 
 # ----------------------------------------------------------------------------- return metrics
@@ -372,7 +375,7 @@ def skew(returns: pd.Series | FloatArray) -> float:
     if m2 <= 1e-14 * max(float(np.mean(r * r)), 1e-300) or m2 == 0:
         return 0.0
     m3 = float(np.dot(d * d, d)) / n
-    return math.sqrt(n * (n - 1)) / (n - 2) * m3 / m2**1.5
+    return float(math.sqrt(n * (n - 1)) / (n - 2) * m3 / m2**1.5)
 
 
 def kurtosis(returns: pd.Series | FloatArray) -> float:
@@ -402,14 +405,16 @@ def win_rate(returns: pd.Series | FloatArray) -> float:
 
 def _group_codes(index: pd.DatetimeIndex, freq: str) -> npt.NDArray[np.int64]:
     idx = index.tz_convert(UTC)
-    year = idx.year.to_numpy(dtype=np.int64)
+    year: npt.NDArray[np.int64] = idx.year.to_numpy(dtype=np.int64)
     if freq == "Y":
         return year
     if freq == "M":
-        return year * 12 + idx.month.to_numpy(dtype=np.int64) - 1
+        month: npt.NDArray[np.int64] = year * 12 + idx.month.to_numpy(dtype=np.int64) - 1
+        return month
     if freq == "W":  # ISO week
         iso = idx.isocalendar()
-        return iso["year"].to_numpy(dtype=np.int64) * 100 + iso["week"].to_numpy(dtype=np.int64)
+        week: npt.NDArray[np.int64] = iso["year"].to_numpy(dtype=np.int64) * 100 + iso["week"].to_numpy(dtype=np.int64)
+        return week
     if freq == "D":
         return np.asarray(idx.as_unit("ns").asi8 // (86_400 * 10**9), dtype=np.int64)
     raise InvalidInput(f"period_returns: unknown frequency {freq!r} (use D, W, M or Y)")

@@ -19,7 +19,8 @@ from simulator.engine import ZERO, Account, Engine, OrderError
 from simulator.market import CENT
 
 STYLES = ("day_trader", "swing", "bracket")
-HISTORY_STEP_S = 300  # fast-forward resolution: one matching pass per 5 simulated minutes
+HISTORY_STEP_S = 300
+HISTORY_MIN_HOLD_S = {"day_trader": 1_800.0, "swing": 86_400.0, "bracket": 3_600.0}  # fast-forward resolution: one matching pass per 5 simulated minutes
 DIVIDEND_PER_SHARE = {"AAPL": "0.25", "MSFT": "0.83", "JPM": "1.25", "SPY": "1.74", "QQQ": "0.68", "GOOGL": "0.20"}
 
 
@@ -36,11 +37,18 @@ class ManualClock:
 class Bot:
     """Places plausible orders for accounts; every choice comes from one seeded RNG."""
 
-    def __init__(self, engine: Engine, seed: int, *, max_positions: int = 5) -> None:
+    def __init__(self, engine: Engine, seed: int, *, max_positions: int = 5, min_hold_s: dict[str, float] | None = None) -> None:
         self.engine = engine
         self.rng = random.Random(f"bot:{seed}")
         self.max_positions = max_positions
+        self.min_hold_s = min_hold_s or {}
+        """Per style: simulated seconds a position is held at least before the bot closes it."""
         self.orders_placed = 0
+
+    def _old_enough(self, acct: Account, symbol: str) -> bool:
+        pos = acct.positions[symbol]
+        hold = self.min_hold_s.get(acct.style, 0.0)
+        return pos.opened_at is None or (self.engine.now() - pos.opened_at).total_seconds() >= hold
 
     def _qty(self, acct: Account, symbol: str, frac: float) -> Decimal:
         price = self.engine.market.price(symbol)
@@ -71,9 +79,11 @@ class Bot:
         if stale:
             eng.cancel(acct, stale[0])
             return False
-        free = [s for s in acct.positions if s not in busy]
+        free = [s for s in acct.positions if s not in busy and self._old_enough(acct, s)]
         if free and (len(acct.positions) >= self.max_positions or rng.random() < 0.45):
             return self._close(acct, rng.choice(sorted(free)))
+        if len(acct.positions) >= self.max_positions:
+            return False
         candidates = [s for s in eng.market.symbols if s not in busy and s not in acct.positions]
         if not candidates:
             return False
@@ -154,7 +164,7 @@ def generate_history(
     live_now = engine.now
     clock = ManualClock(sessions[0][0] - timedelta(hours=2) if sessions else end)
     engine.now = clock
-    bot = Bot(engine, seed)
+    bot = Bot(engine, seed, min_hold_s=HISTORY_MIN_HOLD_S)
     always_open = engine.always_open
     engine.always_open = False
     try:

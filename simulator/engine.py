@@ -77,6 +77,7 @@ class Position:
     symbol: str
     qty: Decimal = ZERO
     avg_entry_price: Decimal = ZERO
+    opened_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -676,8 +677,11 @@ class Engine:
         new = old + signed
         if old == 0 or (old > 0) == (signed > 0):
             pos.avg_entry_price = (abs(old) * pos.avg_entry_price + qty * price) / abs(new)
+            if old == 0:
+                pos.opened_at = at
         elif abs(signed) > abs(old):
             pos.avg_entry_price = price  # flipped: the remainder opened at this price
+            pos.opened_at = at
         pos.qty = new
         if new == 0:
             acct.positions.pop(order.symbol, None)

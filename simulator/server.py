@@ -158,7 +158,8 @@ class Simulator:
         )
         self.engine.on_event = self._on_event
         self.engine.emit_pending_new = self.faults.emit_pending_new
-        self.bot = Bot(self.engine, cfg.seed + 1)
+        # Live positions are held some simulated seconds at least (longer for swing trades).
+        self.bot = Bot(self.engine, cfg.seed + 1, min_hold_s={"day_trader": 10.0, "swing": 30.0, "bracket": 10.0, "mixed": 10.0})
         self.bot_rate = cfg.bot_rate
         self._bot_budget = 0.0
         self._bot_rng = random.Random(f"live-bot:{cfg.seed}")

@@ -678,6 +678,7 @@ class Ingester:
         self._backfill_requested = asyncio.Event()
         self._backfill_reasons: set[str] = set()
         self._last_fill_catchup = 0.0
+        self._fill_catchup_timer: asyncio.TimerHandle | None = None
         self._random = random.Random()
 
     def __repr__(self) -> str:
@@ -702,6 +703,8 @@ class Ingester:
                 if task is not stopper and not task.cancelled() and task.exception() is not None:
                     self.log.error("task %s died: %r", task.get_name(), task.exception())
         finally:
+            if self._fill_catchup_timer is not None:
+                self._fill_catchup_timer.cancel()
             for task in [*tasks, stopper]:
                 task.cancel()
             await asyncio.gather(*tasks, stopper, return_exceptions=True)
@@ -789,13 +792,30 @@ class Ingester:
                 self.log.warning("malformed trade update stored raw: %s", row.parse_error)
             self.writer.add_event(row, received)
             self.last_event_at = datetime.now(UTC)
-            if row.is_fill and received - self._last_fill_catchup >= self.options.fill_catchup_min_interval_s:
-                self._last_fill_catchup = received
-                self.request_backfill("fill")
+            if row.is_fill:
+                self._schedule_fill_catchup(received)
         except Exception as exc:
             self.counters.handler_errors += 1
             self._set_error(f"handler: {type(exc).__name__}: {exc}")
             self.log.exception("trade update handling failed")
+
+    def _schedule_fill_catchup(self, now: float) -> None:
+        """A fill means a new FILL activity on REST: fetch it soon, at most once per
+        ``fill_catchup_min_interval_s`` (a fill inside the interval is deferred, never skipped)."""
+        if self._fill_catchup_timer is not None:
+            return
+        wait = self._last_fill_catchup + self.options.fill_catchup_min_interval_s - now
+        if wait <= 0:
+            self._last_fill_catchup = now
+            self.request_backfill("fill")
+            return
+
+        def fire() -> None:
+            self._fill_catchup_timer = None
+            self._last_fill_catchup = time.monotonic()
+            self.request_backfill("fill")
+
+        self._fill_catchup_timer = asyncio.get_running_loop().call_later(wait, fire)
 
     # -- REST backfill ----------------------------------------------------------------------------
 

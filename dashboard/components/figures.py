@@ -32,6 +32,13 @@ def template(theme: str | None) -> str:
     return "plotly_dark" if theme == "dark" else "plotly_white"
 
 
+def range_selector(theme: str | None, *, y: float) -> dict[str, object]:
+    dark = theme == "dark"
+    return {"buttons": RANGE_BUTTONS, "x": 0, "y": y,
+            "bgcolor": "rgba(128,128,128,0.18)", "activecolor": "rgba(59,125,216,0.55)",
+            "font": {"color": "#e6e6e6" if dark else "#333333", "size": 11}}
+
+
 def _base(fig: go.Figure, theme: str | None, *, height: int | None = None) -> go.Figure:
     fig.update_layout(
         template=template(theme),
@@ -76,7 +83,7 @@ def equity_underwater(
                                  marker={"symbol": "diamond", "size": 11, "color": colours,
                                          "line": {"width": 1, "color": "white"}},
                                  text=labels, hovertemplate="%{text}<extra></extra>"), row=1, col=1)
-    fig.update_xaxes(rangeselector={"buttons": RANGE_BUTTONS, "x": 0, "y": 1.12}, row=1, col=1)
+    fig.update_xaxes(rangeselector=range_selector(theme, y=1.12), row=1, col=1)
     fig.update_xaxes(title_text=f"Time, {tz_label}", row=2, col=1)
     fig.update_yaxes(title_text="Equity", tickprefix="$", row=1, col=1)
     fig.update_yaxes(title_text="Drawdown", tickformat=".0%", row=2, col=1)
@@ -163,7 +170,7 @@ def aggregate(x: Sequence[object], equity: Sequence[float], index: Sequence[floa
     fig.add_trace(go.Scatter(x=x, y=index, name="Growth of $1 (cash-flow neutral)", line={"color": UP, "dash": "dot"},
                              hovertemplate="%{y:.3f}<extra>Growth of $1</extra>"), secondary_y=True)
     fig.update_yaxes(tickprefix="$", secondary_y=False)
-    fig.update_xaxes(title_text=f"Date, {tz_label}", rangeselector={"buttons": RANGE_BUTTONS, "x": 0, "y": 1.15})
+    fig.update_xaxes(title_text=f"Date, {tz_label}", rangeselector=range_selector(theme, y=1.15))
     return _base(fig, theme, height=320)
 
 

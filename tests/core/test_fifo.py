@@ -68,7 +68,8 @@ def test_partial_close_leaves_fifo_remainder_open() -> None:
 
     pos = book.open_positions()["AAPL"]
 
-    assert pos.qty == D(3) and pos.direction is Direction.LONG
+    assert pos.qty == D(3)
+    assert pos.direction is Direction.LONG
     assert [(lot.fill_id, lot.remaining) for lot in pos.lots] == [("f2", D(3))]
     assert pos.avg_entry_price == D(110)
     assert pos.cost_basis == D(330)
@@ -87,15 +88,20 @@ def test_flip_splits_one_fill_into_close_and_open_with_fee_pro_rata() -> None:
     res = match_fills([fill(1, "buy", "10", "100"), fill(2, "sell", "15", "110", fee="1.5")])
 
     (trip,) = res.round_trips
-    assert trip.qty == D(10) and trip.gross_pl == D(100) and trip.fees == D("1.0")
+    assert trip.qty == D(10)
+    assert trip.gross_pl == D(100)
+    assert trip.fees == D("1.0")
     pos = res.open_positions["AAPL"]
-    assert pos.direction is Direction.SHORT and pos.qty == D(-5)
+    assert pos.direction is Direction.SHORT
+    assert pos.qty == D(-5)
     assert pos.avg_entry_price == D(110)
 
     closed_later = match_fills([fill(1, "buy", "10", "100"), fill(2, "sell", "15", "110", fee="1.5"),
                                 fill(3, "buy", "5", "100")])
     second = closed_later.round_trips[1]
-    assert second.direction is Direction.SHORT and second.gross_pl == D(50) and second.fees == D("0.5")
+    assert second.direction is Direction.SHORT
+    assert second.gross_pl == D(50)
+    assert second.fees == D("0.5")
     assert second.open_fills == (("f2", D(5)),)
 
 
@@ -113,7 +119,8 @@ def test_duplicates_are_ignored_and_conflicting_duplicates_refused() -> None:
 
     update = book.apply(fills)
 
-    assert update.ignored_duplicates == 2 and update.upserted == ()
+    assert update.ignored_duplicates == 2
+    assert update.upserted == ()
     assert len(book.round_trips()) == 1
     with pytest.raises(InvalidInput, match="f2"):
         book.apply([fill(2, "sell", "10", "111")])
@@ -168,7 +175,8 @@ def test_exit_reason_from_the_chained_leg(exit_order: str, reason: ExitReason) -
     (trip,) = match_fills(fills, orders=BRACKET).round_trips
 
     assert trip.exit_reason is reason
-    assert trip.entry_order_id == "entry" and trip.exit_order_id == exit_order
+    assert trip.entry_order_id == "entry"
+    assert trip.exit_order_id == exit_order
 
 
 def test_order_metadata_arriving_later_relabels_the_trip() -> None:
@@ -188,7 +196,9 @@ def test_orphan_close_uses_starting_snapshot_price() -> None:
     res = match_fills([fill(1, "sell", "10", "100")], starting_positions=[start])
 
     (trip,) = res.round_trips
-    assert trip.is_orphan and trip.gross_pl == D(100) and trip.entry_price == D(90)
+    assert trip.is_orphan
+    assert trip.gross_pl == D(100)
+    assert trip.entry_price == D(90)
     assert trip.entry_time == start.as_of
     assert trip.lots[0].open_fill_id == "start:AAPL"
 
@@ -196,7 +206,9 @@ def test_orphan_close_uses_starting_snapshot_price() -> None:
 def test_snapshot_position_without_fills_is_open() -> None:
     start = StartingPosition("MSFT", D(-3), T0, avg_entry_price=D(400))
     pos = match_fills([], starting_positions=[start]).open_positions["MSFT"]
-    assert pos.direction is Direction.SHORT and pos.is_orphan and pos.qty == D(-3)
+    assert pos.direction is Direction.SHORT
+    assert pos.is_orphan
+    assert pos.qty == D(-3)
 
 
 def test_orphan_close_without_price_has_zero_pnl_and_is_flagged() -> None:
@@ -215,7 +227,9 @@ def test_orphan_with_unknown_snapshot_price() -> None:
     book = FifoBook(starting_positions=[start])
     book.apply([fill(1, "buy", "1", "50")])
     pos = book.open_positions()["AAPL"]
-    assert pos.avg_entry_price is None and pos.is_orphan and pos.qty == D(3)
+    assert pos.avg_entry_price is None
+    assert pos.is_orphan
+    assert pos.qty == D(3)
 
 
 @pytest.mark.parametrize(
@@ -245,7 +259,8 @@ def test_broker_side_spellings_and_timezone_conversion() -> None:
     from zoneinfo import ZoneInfo
 
     f = Fill("x", datetime(2024, 5, 6, 10, 0, tzinfo=ZoneInfo("America/New_York")), "A", "sell_short", "1", 2.5)
-    assert f.side is Side.SELL and f.ts == datetime(2024, 5, 6, 14, 0, tzinfo=UTC)
+    assert f.side is Side.SELL
+    assert f.ts == datetime(2024, 5, 6, 14, 0, tzinfo=UTC)
     assert f.price == D("2.5")
 
 

@@ -42,7 +42,8 @@ def test_session_for_a_half_day_and_a_holiday() -> None:
     assert half.close == utc(2024, 7, 3, 17, 0)
     assert half.is_half_day
     full = ms.session(date(2024, 7, 2))
-    assert full is not None and not full.is_half_day
+    assert full is not None
+    assert not full.is_half_day
     assert ms.session(date(2024, 7, 4)) is None
     assert ms.session(date(2024, 7, 6)) is None
 
@@ -94,4 +95,5 @@ def test_resample_refuses_naive_or_unsorted() -> None:
 def test_schedule_extends_for_far_dates() -> None:
     assert ms.session(date(1995, 12, 25)) is None
     far = ms.session(date(2035, 3, 5))
-    assert far is not None and far.close == utc(2035, 3, 5, 21, 0)
+    assert far is not None
+    assert far.close == utc(2035, 3, 5, 21, 0)

@@ -54,14 +54,14 @@ def _grid_cells(dash_duo: Any, grid_id: str, col: str) -> list[str]:
     return dash_duo.driver.execute_script(
         "const cells = [...document.querySelectorAll(arguments[0])];"
         "cells.sort((a, b) => +a.parentElement.getAttribute('row-index') - +b.parentElement.getAttribute('row-index'));"
-        "return cells.map(c => c.innerText);",
+        "return cells.map(c => c.innerText.replace(/\\u2212/g, '-').trim());",  # d3 formats with U+2212
         f"#{grid_id} .ag-body .ag-row .ag-cell[col-id='{col}']")
 
 
 def _click(dash_duo: Any, selector: str) -> None:
     element = dash_duo.find_element(selector)
-    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
-    element.click()
+    # a DOM click: a real pointer click can land on whatever overlaps the element at that moment
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", element)
 
 
 def _scalar(dsn: str, sql: str) -> Any:
@@ -162,7 +162,7 @@ def test_closed_grid_sorts_and_filters_on_the_server_and_exports_the_same_rows(
 
     # filter symbol = NVDA: the grid's row count comes from the server's count query
     nvda = int(_scalar(e2e_db.dsn, "SELECT count(*) FROM public.closed_trades_alpha_paper WHERE symbol = 'NVDA'"))
-    box = dash_duo.find_element("#dest-closed .ag-header-row-column-filter [aria-colindex='2'] input")
+    box = dash_duo.find_element("#dest-closed .ag-floating-filter[col-id='symbol'] input")
     box.send_keys("NVDA", Keys.ENTER)
 
     def displayed() -> int:

@@ -387,7 +387,7 @@ def test_replaying_rest_activities_matches_account_and_ground_truth(simulator_fa
     sim = simulator_factory(accounts=2, history_days=3, bot_rate=30, extra_args=["--fees"])
     client = sim.trading_client(0)
     history_fills = len(all_activities(client, activity_types="FILL"))
-    wait_for(lambda: len(all_activities(client, activity_types="FILL")) >= history_fills + 5, "live bot fills")
+    wait_for(lambda: len(all_activities(client, activity_types="FILL")) >= history_fills + 3, "live bot fills")
     sim.admin("/bot", {"rate": 0})
     sim.admin("/pause", {"paused": True})
     client.cancel_orders()

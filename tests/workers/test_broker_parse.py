@@ -123,14 +123,17 @@ def test_fill_activity_parses_exactly() -> None:
     assert row.ts == datetime(2021, 3, 16, 18, 38, 1, 942282, tzinfo=UTC)
     assert (row.qty, row.price, row.cum_qty, row.leaves_qty) == (Decimal("10"), Decimal("121.23"), Decimal("10"), Decimal("0"))
     assert row.order_id == uuid.UUID(ORDER_ID)
-    assert row.is_fill and row.fill_type == "fill" and row.side == "buy"
+    assert row.is_fill
+    assert row.fill_type == "fill"
+    assert row.side == "buy"
 
 
 def test_non_trade_activity_keyed_by_date() -> None:
     row = parse_activity(DIVIDEND)
     assert row.parse_error is None
     assert row.ts == datetime(2021, 3, 17, tzinfo=UTC)
-    assert row.net_amount == Decimal("1.57") and not row.is_fill
+    assert row.net_amount == Decimal("1.57")
+    assert not row.is_fill
 
 
 @pytest.mark.parametrize(
@@ -147,7 +150,8 @@ def test_non_trade_activity_keyed_by_date() -> None:
 )
 def test_malformed_activity_is_flagged_not_raised(patch: dict[str, Any], error_fragment: str) -> None:
     row = parse_activity({**FILL, **patch})
-    assert row.parse_error is not None and error_fragment in row.parse_error
+    assert row.parse_error is not None
+    assert error_fragment in row.parse_error
     assert row.activity_id == FILL["id"]
     assert row.raw == {**FILL, **patch}
 
@@ -155,16 +159,20 @@ def test_malformed_activity_is_flagged_not_raised(patch: dict[str, Any], error_f
 def test_activity_without_id_gets_stable_key() -> None:
     item = {k: v for k, v in FILL.items() if k != "id"}
     first, second = parse_activity(item), parse_activity(dict(item))
-    assert first.activity_id.startswith("malformed:") and first.activity_id == second.activity_id
-    assert first.parse_error is not None and "id: missing" in first.parse_error
+    assert first.activity_id.startswith("malformed:")
+    assert first.activity_id == second.activity_id
+    assert first.parse_error is not None
+    assert "id: missing" in first.parse_error
 
 
 def test_order_with_legs_is_flattened_with_parent() -> None:
     leg = order_json(id=LEG_ID, order_type="limit", type="limit", side="sell", limit_price="130", status="held")
     rows = parse_order(order_json(order_class="bracket", legs=[leg]))
     assert [r.order_id for r in rows] == [uuid.UUID(ORDER_ID), uuid.UUID(LEG_ID)]
-    assert rows[0].parent_order_id is None and rows[1].parent_order_id == uuid.UUID(ORDER_ID)
-    assert rows[1].limit_price == Decimal("130") and rows[1].status == "held"
+    assert rows[0].parent_order_id is None
+    assert rows[1].parent_order_id == uuid.UUID(ORDER_ID)
+    assert rows[1].limit_price == Decimal("130")
+    assert rows[1].status == "held"
     assert all(r.parse_error is None for r in rows)
 
 
@@ -173,8 +181,11 @@ def test_trade_update_keys_by_execution_id_else_stable_hash() -> None:
     fill = {"event": "fill", "execution_id": execution_id, "timestamp": "2021-03-16T18:38:02Z", "price": "121.23",
             "qty": "10", "position_qty": "10", "order": order_json(status="filled", filled_qty="10")}
     row = parse_trade_update(fill)
-    assert row.event_key == f"x:{execution_id}" and row.is_fill and row.parse_error is None
-    assert row.orders[0].status == "filled" and row.price == Decimal("121.23")
+    assert row.event_key == f"x:{execution_id}"
+    assert row.is_fill
+    assert row.parse_error is None
+    assert row.orders[0].status == "filled"
+    assert row.price == Decimal("121.23")
     new = {"event": "new", "timestamp": "2021-03-16T18:38:01Z", "order": order_json()}
     assert parse_trade_update(new).event_key == parse_trade_update(dict(new)).event_key
     assert parse_trade_update(new).event_key != parse_trade_update({**new, "event": "accepted"}).event_key
@@ -182,20 +193,25 @@ def test_trade_update_keys_by_execution_id_else_stable_hash() -> None:
 
 def test_trade_update_missing_order_is_flagged() -> None:
     row = parse_trade_update({"event": "fill", "timestamp": "garbage"})
-    assert row.parse_error is not None and "order: missing" in row.parse_error
-    assert row.ts == EPOCH and row.orders == ()
+    assert row.parse_error is not None
+    assert "order: missing" in row.parse_error
+    assert row.ts == EPOCH
+    assert row.orders == ()
 
 
 def test_account_position_history_parse() -> None:
     acct = parse_account({"id": "x", "equity": "1000.5", "cash": "10", "status": "ACTIVE", "currency": "USD"})
-    assert acct.equity == Decimal("1000.5") and acct.parse_error is None
+    assert acct.equity == Decimal("1000.5")
+    assert acct.parse_error is None
     pos = parse_position({"symbol": "AAPL", "qty": "-3", "avg_entry_price": "10.5", "side": "short"})
-    assert pos.qty == Decimal("-3") and pos.parse_error is None
+    assert pos.qty == Decimal("-3")
+    assert pos.parse_error is None
     hist = parse_portfolio_history({"timestamp": [1700000000, 1700086400], "equity": ["1", None],
                                     "profit_loss": [0, 1], "profit_loss_pct": [0, 0.01], "base_value": 1,
                                     "timeframe": "1D"})
     assert hist.timestamps[1] - hist.timestamps[0] == timedelta(days=1)
-    assert hist.equity == (Decimal("1"), None) and hist.parse_error is None
+    assert hist.equity == (Decimal("1"), None)
+    assert hist.parse_error is None
 
 
 json_values = st.recursive(
@@ -240,11 +256,13 @@ def test_retry_after_and_rate_limit_headers() -> None:
     now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
     assert parse_retry_after_s("3", now) == 3.0
     assert parse_retry_after_s("Thu, 01 Jan 2026 12:00:05 GMT", now) == 5.0
-    assert parse_retry_after_s("soon", now) is None and parse_retry_after_s(None, now) is None
+    assert parse_retry_after_s("soon", now) is None
+    assert parse_retry_after_s(None, now) is None
     assert rate_limit_wait_s("0", str(now.timestamp() + 7), now) == 7.0
     assert rate_limit_wait_s("5", str(now.timestamp() + 7), now) == 0.0
     assert rate_limit_wait_s("x", "y", now) == 0.0
     policy = BackoffPolicy(base_s=1.0, cap_s=10.0, jitter=0.0)
     assert retry_delay_s(policy, 3, 0.5, retry_after_s=2.0) >= 2.0
     assert retry_delay_s(policy, 3, 0.5, retry_after_s=500.0, max_wait_s=60.0) == 60.0
-    assert should_retry(BackoffPolicy(max_attempts=3), 2) and not should_retry(BackoffPolicy(max_attempts=3), 3)
+    assert should_retry(BackoffPolicy(max_attempts=3), 2)
+    assert not should_retry(BackoffPolicy(max_attempts=3), 3)

@@ -69,7 +69,7 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     await asyncio.to_thread(migrate_db, settings)
     p = await create_pool(settings, min_size=1, max_size=4)
     yield p
-    await p.close()
+    await asyncio.wait_for(p.close(), 10)
 
 
 async def commit(pool: asyncpg.Pool, batch: Batch, schema: str = "account_activities") -> Any:
@@ -77,10 +77,10 @@ async def commit(pool: asyncpg.Pool, batch: Batch, schema: str = "account_activi
         return await RawStore(schema).write_batch(conn, SLUG, batch)
 
 
-async def test_activities_idempotent_with_checkpoint_version_and_notify(pool: asyncpg.Pool) -> None:
+async def test_activities_idempotent_with_checkpoint_version_and_notify(pool: asyncpg.Pool, settings: Settings) -> None:
     # Arrange
     received: list[str] = []
-    listener = await pool.acquire()
+    listener = await asyncpg.connect(settings.primary_dsn)
     await listener.add_listener(NEW_FILLS_CHANNEL, lambda *args: received.append(args[3]))
     rows = [parse_activity(fill_json(i)) for i in range(50)]
     batch = Batch()
@@ -103,12 +103,15 @@ async def test_activities_idempotent_with_checkpoint_version_and_notify(pool: as
     total = await pool.fetchval("SELECT sum(qty * price) FROM account_activities.activities WHERE destination=$1", SLUG)
     assert total == Decimal("100.25") * 2 * 50
     cp = await pool.fetchrow("SELECT last_id, last_ts FROM account_activities.checkpoints WHERE destination=$1", SLUG)
-    assert cp["last_id"] == rows[-1].activity_id and cp["last_ts"] == rows[-1].ts
+    assert cp["last_id"] == rows[-1].activity_id
+    assert cp["last_ts"] == rows[-1].ts
     assert await pool.fetchval("SELECT activity_version FROM public.ch_versions WHERE slug=$1", SLUG) == 1
     assert len(received) == 1
     payload = json.loads(received[0])
-    assert payload["d"] == SLUG and payload["n"] == 50 and payload["max_seq"] == first.max_fill_seq
-    await pool.release(listener)
+    assert payload["d"] == SLUG
+    assert payload["n"] == 50
+    assert payload["max_seq"] == first.max_fill_seq
+    await listener.close()
 
 
 async def test_checkpoint_never_moves_backwards(pool: asyncpg.Pool) -> None:
@@ -218,16 +221,17 @@ async def test_writer_survives_database_restart_and_bounds_its_buffer(tmp_path: 
                              on_resync_needed=lambda: resyncs.append(1))
         task = asyncio.create_task(writer.run())
         writer.add_activities([parse_activity(fill_json(i)) for i in range(10)])
-        await asyncio.wait_for(_until(lambda: writer.pending_rows == 0), 10)
+        await asyncio.wait_for(_until(lambda: writer.stats.rows_committed == 10), 10)
 
         # Act: database down while rows keep arriving, more than the buffer holds
         await asyncio.to_thread(server.stop)
         writer.add_activities([parse_activity(fill_json(i)) for i in range(10, 30)])
         await asyncio.wait_for(_until(lambda: not writer.db_ok), 10)
         writer.add_activities([parse_activity(fill_json(i)) for i in range(30, 50)])  # past the bound: dropped
-        assert writer.stats.dropped_rows == 20 and writer.pending_rows == 20
+        assert writer.stats.dropped_rows == 20
+        assert writer.pending_rows == 20
         await asyncio.to_thread(server.start)
-        await asyncio.wait_for(_until(lambda: writer.pending_rows == 0 and writer.db_ok), 30)
+        await asyncio.wait_for(_until(lambda: writer.stats.rows_committed == 30), 30)
         task.cancel()
 
         # Assert: everything buffered landed exactly once; the dropped rows asked for a backfill
@@ -239,5 +243,8 @@ async def test_writer_survives_database_restart_and_bounds_its_buffer(tmp_path: 
 
 
 async def _until(predicate: Any) -> None:
-    while not predicate():
+    """Poll until ``predicate()`` holds (callers bound it with ``asyncio.wait_for``)."""
+    while True:
+        if predicate():
+            return
         await asyncio.sleep(0.02)

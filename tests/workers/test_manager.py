@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
@@ -202,3 +203,78 @@ async def _count(world: Running, sql: str, n: int) -> bool:
 async def _true(value: bool) -> bool:
     return value
 
+
+
+async def test_restart_resumes_from_the_checkpoint_and_applies_only_new_fills(
+        settings: Settings, db_dsn: str) -> None:
+    dest = destination("Alpha")
+    migrate_db(settings, [dest])
+    conn = await asyncpg.connect(db_dsn)
+    pub = Publisher()
+    broker = ScriptedBroker()
+    try:
+        await insert_activities(conn, dest.slug, [cash(0, "CSD", "1000"), fill(1, "AAPL", "buy", "2", "100"),
+                                                  fill(2, "AAPL", "sell", "1", "105")], notify=False)
+        first = await start_manager(settings, db_dsn, broker, dest, pub)
+        await eventually(lambda: _count(first, f"SELECT count(*) FROM open_trades_{dest.slug}", 1), what="first run")
+        first.stop.set()
+        await asyncio.wait_for(first.task, 15)
+        await first.conn.close()
+        saved = await conn.fetchrow("SELECT last_seq, fill_count FROM ch_fifo_state WHERE slug = $1", dest.slug)
+        await insert_activities(conn, dest.slug, [fill(3, "AAPL", "sell", "1", "110")], notify=False)
+
+        second = await start_manager(settings, db_dsn, broker, dest, pub)
+        await eventually(lambda: _count(second, f"SELECT count(*) FROM closed_trades_{dest.slug}", 1),
+                         what="the round trip closed by the new fill")
+        (runner,) = [o.runner for o in second.manager.owned.values()]
+        trip = await conn.fetchrow(f"SELECT qty, net_pl FROM closed_trades_{dest.slug}")
+        second.stop.set()
+        await asyncio.wait_for(second.task, 15)
+        await second.conn.close()
+
+        assert saved["fill_count"] == 2
+        assert runner.stats.fills_applied == 1  # the two old fills came from the checkpoint
+        assert (trip["qty"], trip["net_pl"]) == (Decimal(2), Decimal(15))
+    finally:
+        await conn.close()
+        pub.close()
+
+
+async def test_malformed_activities_are_skipped_and_counted(world: Running) -> None:
+    slug = world.dest.slug
+    bad = fill(8, "AAPL", "buy", "1", "100")
+    bad.parse_error = "price: not a number"
+    await eventually(lambda: _true(bool(world.manager.owned)), what="ownership")
+    (runner,) = [o.runner for o in world.manager.owned.values()]
+    await insert_activities(world.conn, slug, [bad, fill(9, "AAPL", "buy", "1", "100")])
+
+    async def applied() -> bool:
+        pos = runner.positions.get("AAPL")
+        return runner.stats.activities_skipped == 1 and pos is not None and pos.qty == Decimal(7)
+
+    await eventually(applied, what="the good fill applied and the bad one skipped")
+
+
+async def test_first_run_seeds_equity_from_portfolio_history(settings: Settings, db_dsn: str) -> None:
+    dest = destination("Alpha", initial_deposit=Decimal(5000))
+    migrate_db(settings, [dest])
+    broker = ScriptedBroker(history=[(datetime(2026, 1, 5, 21, tzinfo=UTC), Decimal(5000)),
+                                     (datetime(2026, 1, 6, 21, tzinfo=UTC), Decimal(4500)),
+                                     (datetime(2026, 1, 7, 21, tzinfo=UTC), Decimal(5400))])
+    pub = Publisher()
+    running = await start_manager(settings, db_dsn, broker, dest, pub)
+    try:
+        async def seeded() -> bool:
+            return await _count(running, f"SELECT count(*) FROM equity_full_{dest.slug} WHERE source = 'history'", 3)
+
+        await eventually(seeded, what="history rows")
+        rows = await running.rows(f"SELECT equity, net_deposits, drawdown FROM equity_full_{dest.slug} "
+                                  "WHERE source = 'history' ORDER BY ts")
+        assert [(r["equity"], r["net_deposits"]) for r in rows] == [
+            (Decimal(5000), Decimal(5000)), (Decimal(4500), Decimal(5000)), (Decimal(5400), Decimal(5000))]
+        assert [r["drawdown"] for r in rows] == pytest.approx([0.0, -0.1, 0.0])
+    finally:
+        running.stop.set()
+        await asyncio.wait_for(running.task, 15)
+        await running.conn.close()
+        pub.close()
