@@ -58,6 +58,7 @@ _CONTEXT = Context(prec=60)
 _MATCH_CONTEXT = Context(prec=60, traps=[Inexact, InvalidOperation])
 _sort_key = operator.attrgetter("ts", "fill_id")
 _ts_key = operator.attrgetter("ts")
+_id_key = operator.attrgetter("fill_id")
 
 
 
@@ -179,8 +180,7 @@ class BookUpdate:
     @property
     def upserted(self) -> tuple[RoundTrip, ...]:
         """New or changed round trips (built on first access)."""
-        with _gc_paused():
-            return tuple(self._book._trip(ep) for ep in self._pending)
+        return tuple(self._book._trips(self._pending))
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +207,9 @@ class FifoBook:
             if sp.symbol in self._starting:
                 raise InvalidInput(f"starting position {sp.symbol!r}: given twice")
             self._starting[sp.symbol] = sp
-        self._by_id: dict[str, Fill] = {}
+        self._ids: set[str] = set()
+        # id -> fill, built only once a duplicate id shows up (needed to compare contents)
+        self._by_id: dict[str, Fill] | None = None
         self._books: dict[str, _SymbolBook] = {}
         for symbol in self._starting:
             self._books[symbol] = self._new_symbol_book(symbol)
@@ -219,27 +221,8 @@ class FifoBook:
         new_orders = [o for o in orders if self._orders.get(o.order_id) != o]
         for o in new_orders:
             self._orders[o.order_id] = o
-        by_id = self._by_id
-        grouped: dict[str, list[Fill]] = {}
-        duplicates = 0
         with _gc_paused():
-            for f in fills:
-                if type(f) is not Fill:
-                    raise InvalidInput(f"fill row {f!r}: not a Fill record")
-                known = len(by_id)
-                seen = by_id.setdefault(f.fill_id, f)
-                if len(by_id) == known:  # the id was there already
-                    if seen is not f and seen != f:
-                        raise InvalidInput(f"fill {f.fill_id!r}: id already applied with different content")
-                    duplicates += 1
-                    continue
-                group = grouped.get(f.symbol)
-                if group is None:
-                    grouped[f.symbol] = [f]
-                else:
-                    group.append(f)
-        for group in grouped.values():
-            _sort_fills(group)
+            grouped, duplicates = self._ingest(fills)
 
         pending: list[_Episode] = []
         removed: list[str] = []
@@ -248,6 +231,55 @@ class FifoBook:
         if new_orders:
             pending.extend(self._refresh_exit_reasons({o.order_id for o in new_orders}, pending))
         return BookUpdate(self, pending, tuple(removed), frozenset(grouped), duplicates)
+
+    def _ingest(self, fills: Iterable[Fill]) -> tuple[dict[str, list[Fill]], int]:
+        """Drop known fill ids, group the new fills by symbol, each group in ``(ts, fill_id)`` order.
+
+        The usual batch (no duplicates, already in time order) takes C-level passes only.
+        """
+        batch = fills if isinstance(fills, list) else list(fills)
+        if any(t is not Fill for t in set(map(type, batch))):
+            bad = next(f for f in batch if type(f) is not Fill)
+            raise InvalidInput(f"fill row {bad!r}: not a Fill record")
+        ids = list(map(_id_key, batch))
+        unique = set(ids)
+        duplicates = 0
+        if len(unique) == len(batch) and unique.isdisjoint(self._ids):
+            if self._ids:
+                self._ids |= unique
+            else:
+                self._ids = unique
+            if self._by_id is not None:
+                self._by_id.update(zip(ids, batch, strict=True))
+            fresh = batch
+        else:
+            by_id = self._by_id
+            if by_id is None:
+                by_id = self._by_id = {f.fill_id: f for sb in self._books.values() for f in sb.fills}
+            fresh = []
+            for f in batch:
+                seen = by_id.get(f.fill_id)
+                if seen is not None:
+                    if seen is not f and seen != f:
+                        raise InvalidInput(f"fill {f.fill_id!r}: id already applied with different content")
+                    duplicates += 1
+                    continue
+                by_id[f.fill_id] = f
+                self._ids.add(f.fill_id)
+                fresh.append(f)
+        times = list(map(_ts_key, fresh))
+        in_order = all(map(operator.lt, times, islice(times, 1, None)))
+        grouped: dict[str, list[Fill]] = {}
+        for f in fresh:
+            group = grouped.get(f.symbol)
+            if group is None:
+                grouped[f.symbol] = [f]
+            else:
+                group.append(f)
+        if not in_order:
+            for group in grouped.values():
+                _sort_fills(group)
+        return grouped, duplicates
 
     def _apply_grouped(self, grouped: dict[str, list[Fill]], pending: list[_Episode], removed: list[str]) -> None:
         for symbol, new in grouped.items():
@@ -277,8 +309,7 @@ class FifoBook:
 
     def round_trips(self) -> list[RoundTrip]:
         """All closed round trips, ordered by exit time then trade id."""
-        with _gc_paused():
-            out = [self._trip(ep) for sb in self._books.values() for ep in sb.closed]
+        out = self._trips(ep for sb in self._books.values() for ep in sb.closed)
         out.sort(key=lambda t: (t.exit_time, t.trade_id))
         return out
 
@@ -301,7 +332,7 @@ class FifoBook:
 
     @property
     def fill_count(self) -> int:
-        return len(self._by_id)
+        return len(self._ids)
 
     def result(self) -> FifoResult:
         return FifoResult(tuple(self.round_trips()), self.open_positions())
@@ -350,9 +381,12 @@ class FifoBook:
         symbol = sb.symbol
         lot_src = sb.lot_src
         lot_rem = sb.lot_rem
+        src_append, rem_append = lot_src.append, lot_rem.append
+        src_popleft, rem_popleft = lot_src.popleft, lot_rem.popleft
         closed = sb.closed
         pos = sb.pos
         ep = sb.episode
+        opens: list[_Source] = ep.opens if ep is not None else []
         allow_short = self.allow_short
         buy = Side.BUY
         for f in fills:
@@ -368,15 +402,17 @@ class FifoBook:
                 lot_rem.appendleft(excess)
                 if ep is None:
                     ep = _Episode(symbol, 1, True)
+                    opens = ep.opens
                 ep.orphan = True
-                ep.opens.insert(0, orphan)
+                opens.insert(0, orphan)
                 pos = qty
             if not pos or (pos > 0) is is_buy:
                 if ep is None:
                     ep = _Episode(symbol, 1 if is_buy else -1, False)
-                lot_src.append(f)
-                lot_rem.append(qty)
-                ep.opens.append(f)
+                    opens = ep.opens
+                src_append(f)
+                rem_append(qty)
+                opens.append(f)
                 pos = pos + qty if is_buy else pos - qty
                 continue
             assert ep is not None
@@ -387,9 +423,9 @@ class FifoBook:
             while remaining:
                 lot_q = lot_rem[0]
                 if lot_q <= remaining:
-                    m_src.append(lot_src.popleft())
+                    m_src.append(src_popleft())
                     m_close.append(f)
-                    m_qty.append(lot_rem.popleft())
+                    m_qty.append(rem_popleft())
                     remaining -= lot_q
                 else:
                     m_src.append(lot_src[0])
@@ -407,10 +443,11 @@ class FifoBook:
                         ep.part_qty = {}
                     ep.part_qty[f.fill_id] = close_q
                     ep = _Episode(symbol, 1 if is_buy else -1, False)
+                    opens = ep.opens
                     ep.part_qty = {f.fill_id: rest}
-                    lot_src.append(f)
-                    lot_rem.append(rest)
-                    ep.opens.append(f)
+                    src_append(f)
+                    rem_append(rest)
+                    opens.append(f)
                     pos = rest if is_buy else -rest
                 else:
                     ep = None
@@ -425,56 +462,75 @@ class FifoBook:
         if trip is not None:
             return trip
         with localcontext(_CONTEXT):
-            qty = ZERO
-            entry_notional = ZERO
-            exit_notional = ZERO
-            gross = ZERO
-            long = ep.sign > 0
-            lot_rows: list[LotRow] = []
-            for src, close, take in zip(ep.m_src, ep.m_close, ep.m_qty, strict=True):
-                exit_px = close.price
-                known = src.price is not None
-                entry_px = src.price if src.price is not None else exit_px
-                pnl = (exit_px - entry_px) * take if long else (entry_px - exit_px) * take
-                qty += take
-                entry_notional += take * entry_px
-                exit_notional += take * exit_px
-                gross += pnl
-                lot_rows.append((src.fill_id, close.fill_id, take, src.ts, close.ts, entry_px, exit_px, pnl, known))
-            open_fills = tuple((src.fill_id, ep.used(src)) for src in ep.opens)
-            close_fills = tuple((c.fill_id, ep.used(c)) for c in ep.closes)
-            fees = ZERO
-            for src in (*ep.opens, *ep.closes):
-                if src.fee:
-                    q = ep.used(src)
-                    fees += src.fee if q == src.qty else src.fee * q / src.qty
-            net = gross - fees
-            first = ep.opens[0]
-            last = ep.closes[-1]
-            trip = RoundTrip(
-                trade_id=trade_id_for(ep.symbol, first.fill_id, (c.fill_id for c in ep.closes)),
-                symbol=ep.symbol,
-                direction=Direction.LONG if long else Direction.SHORT,
-                qty=qty,
-                entry_time=first.ts,
-                exit_time=last.ts,
-                entry_price=entry_notional / qty,
-                exit_price=exit_notional / qty,
-                gross_pl=gross,
-                fees=fees,
-                net_pl=net,
-                return_pct=float(net / entry_notional * 100) if entry_notional else None,
-                holding_s=(last.ts - first.ts).total_seconds(),
-                exit_reason=exit_reason_for(self._orders.get(last.order_id) if last.order_id else None),
-                entry_order_id=first.order_id,
-                exit_order_id=last.order_id,
-                is_orphan=ep.orphan,
-                open_fills=open_fills,
-                close_fills=close_fills,
-                lot_rows=tuple(lot_rows),
-            )
-        ep.trip = trip
+            trip = ep.trip = self._build_trip(ep)
         return trip
+
+    def _build_trip(self, ep: _Episode) -> RoundTrip:
+        qty = entry_notional = exit_notional = gross = ZERO
+        long = ep.sign > 0
+        lot_rows: list[LotRow] = []
+        for src, close, take in zip(ep.m_src, ep.m_close, ep.m_qty, strict=True):
+            exit_px = close.price
+            entry_px = src.price
+            known = entry_px is not None
+            if entry_px is None:
+                entry_px = exit_px
+            pnl = (exit_px - entry_px) * take if long else (entry_px - exit_px) * take
+            qty += take
+            entry_notional += take * entry_px
+            exit_notional += take * exit_px
+            gross += pnl
+            lot_rows.append((src.fill_id, close.fill_id, take, src.ts, close.ts, entry_px, exit_px, pnl, known))
+        part = ep.part_qty
+        if part is None:
+            open_fills = tuple([(src.fill_id, src.qty) for src in ep.opens])
+            close_fills = tuple([(c.fill_id, c.qty) for c in ep.closes])
+        else:
+            open_fills = tuple([(src.fill_id, part.get(src.fill_id, src.qty)) for src in ep.opens])
+            close_fills = tuple([(c.fill_id, part.get(c.fill_id, c.qty)) for c in ep.closes])
+        fees = ZERO
+        for src in ep.opens:
+            if src.fee:
+                fees += src.fee if part is None or src.fill_id not in part else src.fee * part[src.fill_id] / src.qty
+        for c in ep.closes:
+            if c.fee:
+                fees += c.fee if part is None or c.fill_id not in part else c.fee * part[c.fill_id] / c.qty
+        net = gross - fees
+        first = ep.opens[0]
+        last = ep.closes[-1]
+        return RoundTrip(
+            trade_id=trade_id_for(ep.symbol, first.fill_id, [c.fill_id for c in ep.closes]),
+            symbol=ep.symbol,
+            direction=Direction.LONG if long else Direction.SHORT,
+            qty=qty,
+            entry_time=first.ts,
+            exit_time=last.ts,
+            entry_price=entry_notional / qty,
+            exit_price=exit_notional / qty,
+            gross_pl=gross,
+            fees=fees,
+            net_pl=net,
+            return_pct=float(net) / float(entry_notional) * 100 if entry_notional else None,
+            holding_s=(last.ts - first.ts).total_seconds(),
+            exit_reason=exit_reason_for(self._orders.get(last.order_id) if last.order_id else None),
+            entry_order_id=first.order_id,
+            exit_order_id=last.order_id,
+            is_orphan=ep.orphan,
+            open_fills=open_fills,
+            close_fills=close_fills,
+            lot_rows=tuple(lot_rows),
+        )
+
+    def _trips(self, episodes: Iterable[_Episode]) -> list[RoundTrip]:
+        """Records of many episodes under one decimal context and one GC pause."""
+        out: list[RoundTrip] = []
+        with localcontext(_CONTEXT), _gc_paused():
+            for ep in episodes:
+                trip = ep.trip
+                if trip is None:
+                    trip = ep.trip = self._build_trip(ep)
+                out.append(trip)
+        return out
 
     def _open_position(self, sb: _SymbolBook) -> OpenPosition | None:
         ep = sb.episode

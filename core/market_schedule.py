@@ -97,6 +97,15 @@ class MarketSchedule:
             raise InvalidInput(f"previous_close: {t.isoformat()} is before the calendar's first session")
         return _dt(self._closes[i])
 
+    def session_date_for(self, t: datetime) -> date:
+        """The session a moment belongs to: the first whose close is at or after ``t``."""
+        ns = _ns(to_utc(t, "t", "session_date_for"))
+        i = int(np.searchsorted(self._closes, ns, side="left"))
+        if i >= len(self._closes):
+            raise InvalidInput("session_date_for: beyond the calendar's last session")
+        d: date = self._dates[i].item()
+        return d
+
     def sessions_between(self, start: date, end: date) -> list[date]:
         """Session dates in ``[start, end]`` (both inclusive)."""
         lo, hi = self._date_range(start, end)
@@ -133,21 +142,26 @@ class MarketSchedule:
         return lo, hi
 
 
-_cache: dict[tuple[int, int], MarketSchedule] = {}
+_current: MarketSchedule | None = None
 
 
 def get_schedule(*moments: datetime | date) -> MarketSchedule:
     """The cached schedule; rebuilt (once) with a wider span if a moment falls outside it."""
-    years = [m.year for m in moments]
-    now_year = datetime.now(UTC).year
-    first = min([_FIRST_YEAR, *[y - 1 for y in years]])
-    last = max([now_year + 2, *[y + 1 for y in years]])
+    global _current
+    sched = _current
+    if sched is not None and all(sched.first_year < m.year < sched.last_year for m in moments):
+        return sched
     with _lock:
-        for (a, b), sched in _cache.items():
-            if a <= first and last <= b:
+        sched = _current
+        years = [m.year for m in moments]
+        first = min([_FIRST_YEAR, *[y - 1 for y in years]])
+        last = max([datetime.now(UTC).year + 2, *[y + 1 for y in years]])
+        if sched is not None:
+            first, last = min(first, sched.first_year), max(last, sched.last_year)
+            if sched.first_year <= first and last <= sched.last_year:
                 return sched
         sched = MarketSchedule(first, last)
-        _cache[(first, last)] = sched
+        _current = sched
         return sched
 
 
@@ -171,6 +185,11 @@ def next_close(t: datetime) -> datetime:
 
 def previous_close(t: datetime) -> datetime:
     return get_schedule(t).previous_close(t)
+
+
+def session_date_for(t: datetime) -> date:
+    """The NYSE session ``t`` belongs to (after-hours and weekends roll forward to the next one)."""
+    return get_schedule(t).session_date_for(t)
 
 
 def sessions_between(start: date, end: date) -> list[date]:
@@ -209,8 +228,12 @@ def _to_ns(col: pd.Series) -> npt.NDArray[np.int64]:
     return np.asarray(pd.DatetimeIndex(col).as_unit("ns").asi8, dtype=np.int64)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
 def _ns(t: datetime) -> int:
-    return int(pd.Timestamp(t).as_unit("ns").value)
+    return (t - _EPOCH) // _US * 1000
 
 
 def _dt(ns: np.int64 | int) -> datetime:

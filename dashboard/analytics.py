@@ -27,7 +27,7 @@ class _Trip(NamedTuple):
     """The fields of :class:`core.records.RoundTrip` that ``core.metrics.trade_stats`` reads."""
 
     trade_id: str
-    exit_time: pd.Timestamp
+    exit_time: int  # ns since the epoch: only ordered, never shown
     net_pl: float
     holding_s: float
 
@@ -111,10 +111,12 @@ def trade_stats(frame: pd.DataFrame) -> dict[str, float | None]:
     keys = ("win_rate", "profit_factor", "expectancy", "avg_win", "avg_loss", "payoff_ratio", "avg_holding_s")
     if frame.empty:
         return dict.fromkeys(keys) | {"trades": 0.0}
-    trips = [
-        _Trip(str(i), t, float(p), float(h) if h is not None and np.isfinite(h) else 0.0)
-        for i, t, p, h in zip(range(len(frame)), frame["exit_time"], frame["net_pl"], frame["holding_s"], strict=True)
-    ]
+    # plain ints/floats (exit time as ns) keep building and sorting 1M trips cheap; ids keep row order
+    exit_ns = pd.DatetimeIndex(frame["exit_time"]).as_unit("ns").asi8.tolist()
+    held = np.nan_to_num(frame["holding_s"].to_numpy(dtype=float), nan=0.0).tolist()
+    ids = [f"{i:09d}" for i in range(len(frame))]
+    trips = list(map(_Trip._make, zip(ids, exit_ns, frame["net_pl"].to_numpy(dtype=float).tolist(), held,
+                                      strict=True)))
     result = _m.trade_stats(cast(Any, trips))
     return {k: _num(result.get(k)) for k in keys} | {"trades": float(result["trades"])}
 

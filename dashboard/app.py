@@ -11,6 +11,7 @@ installed Bootstrap-Flask package under ``/_vendor/``; AG Grid's theme is built 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from importlib import resources
 from pathlib import Path
@@ -39,8 +40,14 @@ def _bootstrap_dir() -> Path:
     return Path(str(resources.files("flask_bootstrap"))) / "static" / "bootstrap5" / "css"
 
 
-def create_app(settings: Settings | None = None, *, start_listener: bool = True) -> Dash:
-    """A ready Dash app. ``settings`` default: :func:`core.settings.load_settings`."""
+def create_app(settings: Settings | None = None, *, start_listener: bool = True,
+               warm_cache: bool | None = None) -> Dash:
+    """A ready Dash app. ``settings`` default: :func:`core.settings.load_settings`.
+
+    ``start_listener``: run the LISTEN thread feeding ``/stream/events`` (unless ``DISABLE_SSE``).
+    ``warm_cache`` (default: same as ``start_listener``): load every destination's equity series and the
+    exchange calendar in a background thread, so the first visitor does not pay for them.
+    """
     settings = settings or load_settings()
     dsn = resolve_dsn(settings)
     app = Dash(
@@ -70,7 +77,22 @@ def create_app(settings: Settings | None = None, *, start_listener: bool = True)
     app.layout = _shell(settings)
     _register_shell_callbacks(app)
     _wire_optional(app, settings, model)
+    if start_listener if warm_cache is None else warm_cache:
+        threading.Thread(target=_warm, args=(model,), name="ch-cache-warmup", daemon=True).start()
     return app
+
+
+def _warm(model: ReadModel) -> None:
+    started = time.perf_counter()
+    try:
+        for slug in model.versions():
+            model.equity_series(slug)
+            model.session_returns(slug)
+            model.closed_pl(slug)
+    except Exception:  # noqa: BLE001 - warming is best effort; requests load on demand
+        log.warning("cache warm-up failed", exc_info=True)
+        return
+    log.info("cache warm-up done in %.1fs", time.perf_counter() - started)
 
 
 def _register_routes(app: Dash, settings: Settings, model: ReadModel) -> None:

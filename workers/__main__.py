@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _run_services(settings: Settings, dests: list[Destination], command: str) -> None:
+async def _run_services(settings: Settings, dests: list[Destination], command: str,
+                        since: datetime | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -58,7 +59,7 @@ async def _run_services(settings: Settings, dests: list[Destination], command: s
     if command in {"all", "ingester"}:
         from workers.ingester import run_ingester
 
-        jobs.append(run_ingester(settings, dests, stop_event=stop))
+        jobs.append(run_ingester(settings, dests, stop_event=stop, since=since))
     if command in {"all", "manager"}:
         from workers.manager import run_manager
 
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "migrate":
             return 0
         if args.command in {"all", "ingester", "manager"}:
-            asyncio.run(_run_services(settings, dests, args.command))
+            asyncio.run(_run_services(settings, dests, args.command, args.since))
         else:
             asyncio.run(_run_one_off(settings, dests, args))
         return 0

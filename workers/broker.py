@@ -614,6 +614,7 @@ class BrokerStats:
     rate_limited: int = 0
     server_errors: int = 0
     timeouts: int = 0
+    waited_s: float = 0.0
     last_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -623,6 +624,7 @@ class BrokerStats:
             "rate_limited": self.rate_limited,
             "server_errors": self.server_errors,
             "timeouts": self.timeouts,
+            "waited_s": round(self.waited_s, 3),
         }
 
 
@@ -691,6 +693,7 @@ class BrokerClient:
             attempt += 1
             wait = self._not_before_monotonic - time.monotonic()
             if wait > 0:
+                self.stats.waited_s += wait
                 await asyncio.sleep(wait)
             retry_after: float | None = None
             self.stats.requests += 1
@@ -735,6 +738,7 @@ class BrokerClient:
                 self._retry, attempt, self._random.random(), retry_after_s=retry_after, max_wait_s=self._max_retry_after_s
             )
             self.stats.retries += 1
+            self.stats.waited_s += delay
             self.log.warning("%s; retry %d/%s in %.2fs", error, attempt, self._retry.max_attempts, delay)
             await asyncio.sleep(delay)
 
@@ -832,7 +836,12 @@ class BrokerClient:
         return rows
 
     async def iter_orders(
-        self, *, after: datetime | None = None, until: datetime | None = None, status: str = "all"
+        self,
+        *,
+        after: datetime | None = None,
+        until: datetime | None = None,
+        status: str = "all",
+        limit: int = ORDERS_PAGE_LIMIT,
     ) -> AsyncIterator[list[OrderRow]]:
         """Pages of orders submitted in ``(after, until]``, oldest first, each order once.
 
@@ -842,13 +851,13 @@ class BrokerClient:
         seen: set[uuid.UUID] = set()
         cursor = after
         while True:
-            page = await self.get_orders(after=cursor, until=until, status=status, limit=ORDERS_PAGE_LIMIT)
+            page = await self.get_orders(after=cursor, until=until, status=status, limit=limit)
             top_level = [row for row in page if row.parent_order_id is None]
             fresh = [row for row in page if row.order_id not in seen]
             seen.update(row.order_id for row in page)
             if fresh:
                 yield fresh
-            if len(top_level) < ORDERS_PAGE_LIMIT or not fresh:
+            if len(top_level) < limit or not fresh:
                 return
             stamps = [row.created_at or row.submitted_at for row in top_level]
             newest = max((s for s in stamps if s is not None), default=None)

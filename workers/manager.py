@@ -88,6 +88,7 @@ RECENT_INGEST_S = 15
 """Activity rows are read past the high-water ``seq`` again when ingested this recently: a
 transaction that drew a lower ``seq`` but committed later is still picked up (ids dedupe)."""
 GAP_REFILL_MAX_POINTS = 5_000
+GAP_REFILL_MAX_AGE_S = 3_600.0
 LATE_SNAPSHOTS_MAX = 100
 FLUSH_CONCURRENCY = 4
 ORDER_RETRIES = 20
@@ -422,6 +423,7 @@ class DestinationRunner:
         self.last_fill_at: datetime | None = None
         self.write_lock = asyncio.Lock()
         self.started_mono = time.monotonic()
+        self._open_sql = open_trades_sql(self.slug)
 
     # -- helpers ---------------------------------------------------------------------------
     @property
@@ -812,7 +814,13 @@ class DestinationRunner:
             rows, _ = self.valuation(now_mono_ns)
             self.dirty.clear()
             self.structure_dirty = False
-            await self.write_open(rows, notify)
+            try:
+                await self.write_open(rows, notify)
+            except BaseException:
+                self.structure_dirty = True  # rewrite everything (and NOTIFY) on the next flush
+                if notify:
+                    self.throttle.last_sent = None
+                raise
         elif self.throttle.due(now_mono):
             await self.notify_pos()
         ts = due_snapshot(now, self.last_snapshot_ts, snapshot_sec=self.settings.snapshot_sec,
@@ -841,7 +849,7 @@ class DestinationRunner:
         if marks:
             self.as_of_ns = max(self.as_of_ns, int(max(marks).timestamp() * 1_000_000) * 1000)
         async with self.write_lock:
-            record = await self.pool.fetchrow(open_trades_sql(self.slug), *args, self.slug, notify,
+            record = await self.pool.fetchrow(self._open_sql, *args, self.slug, notify,
                                               pos_channel(self.slug), ids, self.as_of_ns)
         if record is not None:
             self.pos_version = int(record["pos_version"])
@@ -883,7 +891,10 @@ class DestinationRunner:
         deposits, approximate for market value when prices moved during the gap.
         """
         assert self.last_snapshot_ts is not None
-        points = missing_boundaries(self.last_snapshot_ts, now - timedelta(seconds=self.settings.snapshot_sec),
+        # Only a recent gap (a take-over, a restart) is bridged with today's values; older holes are
+        # for ``refill-snapshots``, which replays the activities.
+        since = max(self.last_snapshot_ts, now - timedelta(seconds=GAP_REFILL_MAX_AGE_S))
+        points = missing_boundaries(since, now - timedelta(seconds=self.settings.snapshot_sec),
                                     snapshot_sec=self.settings.snapshot_sec, market_open=self.manager.market_open,
                                     max_points=GAP_REFILL_MAX_POINTS)
         if not points:
@@ -906,7 +917,8 @@ class DestinationRunner:
         snaps: list[EquitySnapshot] = []
         tracker = DrawdownTracker()
         for ts, eq in zip(getattr(history, "timestamps", ()), getattr(history, "equity", ()), strict=False):
-            if eq is None or ts >= datetime.now(UTC) - timedelta(days=1):
+            # The last hour is the live series' job (the broker appends a "now" point).
+            if eq is None or ts >= datetime.now(UTC) - timedelta(hours=1):
                 continue
             deposits = self.ledger.deposits_until(ts, self.deposit_baseline)
             if eq == 0 and deposits == 0:

@@ -70,9 +70,9 @@ def equity_underwater(
 ) -> go.Figure:
     """Equity (top) and underwater drawdown (bottom) on one shared time axis, with range buttons."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3], vertical_spacing=0.04)
-    fig.add_trace(go.Scattergl(x=x, y=equity, name="Equity", mode="lines", line={"color": ACCENT, "width": 1.6},
+    fig.add_trace(go.Scatter(x=x, y=equity, name="Equity", mode="lines", line={"color": ACCENT, "width": 1.6},
                                hovertemplate="%{y:$,.2f}<extra>Equity</extra>"), row=1, col=1)
-    fig.add_trace(go.Scattergl(x=dd_x, y=drawdown, name="Drawdown", mode="lines", fill="tozeroy",
+    fig.add_trace(go.Scatter(x=dd_x, y=drawdown, name="Drawdown", mode="lines", fill="tozeroy",
                                line={"color": DOWN, "width": 1}, hovertemplate="%{y:.2%}<extra>Drawdown</extra>"),
                   row=2, col=1)
     flows = np.asarray(flows, dtype=float)

@@ -30,6 +30,7 @@ def layout(slug: str | None = None, **_: Any) -> Any:
                            html.Span(["Pick one on the ", dcc.Link("overview", href="/"), "."]))
     tz = runtime().settings.display_timezone
     label = fmt.tz_label(tz)
+    v = m.version_of(dest.slug)
     badge = dbc.Badge("LIVE" if dest.is_live else "PAPER", color="danger" if dest.is_live else "secondary",
                       className="ms-2 align-middle")
     export_links = html.Div(
@@ -45,9 +46,10 @@ def layout(slug: str | None = None, **_: Any) -> Any:
         [
             dcc.Store(id="dest-slug", data=dest.slug),
             dcc.Interval(id="dest-tick", interval=poll_interval_ms(), n_intervals=0),
-            dcc.Store(id="dest-v-pos"),
-            dcc.Store(id="dest-v-closed"),
-            dcc.Store(id="dest-v-equity"),
+            # current versions in the layout: data callbacks fire at once, without waiting for a poll
+            dcc.Store(id="dest-v-pos", data=v.pos),
+            dcc.Store(id="dest-v-closed", data=v.closed),
+            dcc.Store(id="dest-v-equity", data=v.equity),
             html.Div(
                 [
                     html.H4([dest.name, badge], className="mb-0"),
@@ -271,26 +273,7 @@ def register(app: Dash) -> None:
         if v_eq is None:
             return (no_update,) * 5
         tz = resolve_tz(tz_choice, browser_tz)
-        label = fmt.tz_label(tz)
-        daily, returns = _returns(slug, tz, v_eq)
-        if returns.empty:
-            msg = "Not enough equity history yet (two days are needed)."
-            return (html.P(msg, className="text-body-secondary"),) + tuple(figures.empty(msg, theme) for _ in range(4))
-        m = model()
-        periods = m.memo(("ddp", slug, v_eq, tz), lambda: analytics.drawdown_periods(returns, 10))
-        monthly = m.memo(("monthly", slug, v_eq, tz), lambda: analytics.monthly_table(returns))
-        roll = m.memo(("rolling", slug, v_eq, tz), lambda: analytics.rolling(returns))
-        day_pl = (daily["equity"].diff() - daily["net_deposits"].diff()).dropna()
-        return (
-            _periods_table(periods),
-            figures.monthly_heatmap(monthly, theme) if not monthly.empty else figures.empty("No monthly data", theme),
-            figures.daily_calendar(day_pl, theme),
-            figures.rolling(_local_index(roll[0].index, tz), roll[0].to_numpy(), roll[1].to_numpy(),
-                            window=analytics.ROLLING_WINDOW_DAYS,
-                            tz_label=label, theme=theme)
-            if len(roll[0]) else figures.empty(f"Rolling metrics need {analytics.ROLLING_WINDOW_DAYS} days", theme),
-            figures.distribution(returns.to_numpy(), theme),
-        )
+        return model().memo(("eq-analytics", slug, v_eq, tz, theme), lambda: _equity_analytics(slug, v_eq, tz, theme))
 
     @app.callback(
         Output("dest-by-symbol", "figure"),
@@ -393,6 +376,30 @@ def register(app: Dash) -> None:
         if not cell or cell.get("colId") != "trade_id" or not cell.get("value"):
             return no_update
         return f"/destination/{slug}/trade/{cell['value']}"
+
+
+def _equity_analytics(slug: str, v_eq: int, tz: str, theme: str | None) -> tuple[Any, ...]:
+    """Drawdown table, monthly heatmap, daily calendar, rolling and distribution (plotly JSON, cacheable)."""
+    label = fmt.tz_label(tz)
+    daily, returns = _returns(slug, tz, v_eq)
+    if returns.empty:
+        msg = "Not enough equity history yet (two days are needed)."
+        return (html.P(msg, className="text-body-secondary"),) + tuple(figures.empty(msg, theme) for _ in range(4))
+    m = model()
+    periods = m.memo(("ddp", slug, v_eq, tz), lambda: analytics.drawdown_periods(returns, 10))
+    monthly = m.memo(("monthly", slug, v_eq, tz), lambda: analytics.monthly_table(returns))
+    roll = m.memo(("rolling", slug, v_eq, tz), lambda: analytics.rolling(returns))
+    day_pl = (daily["equity"].diff() - daily["net_deposits"].diff()).dropna()
+    return (
+        _periods_table(periods),
+        figures.monthly_heatmap(monthly, theme) if not monthly.empty else figures.empty("No monthly data", theme),
+        figures.daily_calendar(day_pl, theme),
+        figures.rolling(_local_index(roll[0].index, tz), roll[0].to_numpy(), roll[1].to_numpy(),
+                        window=analytics.ROLLING_WINDOW_DAYS,
+                        tz_label=label, theme=theme)
+        if len(roll[0]) else figures.empty(f"Rolling metrics need {analytics.ROLLING_WINDOW_DAYS} days", theme),
+        figures.distribution(returns.to_numpy(), theme),
+    )
 
 
 def _local_index(index: pd.Index, tz: str) -> pd.DatetimeIndex:

@@ -24,7 +24,7 @@ def layout(**_: Any) -> Any:
     return html.Div(
         [
             dcc.Interval(id="ov-tick", interval=poll_interval_ms(), n_intervals=0),
-            dcc.Store(id="ov-versions"),
+            dcc.Store(id="ov-versions", data={s: v.as_dict() for s, v in model().versions().items()}),
             html.Div(id="ov-cards"),
             html.Div(section("All destinations: total equity and growth of $1", graph("ov-aggregate")),
                      id="ov-aggregate-wrap"),

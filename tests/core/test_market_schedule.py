@@ -97,3 +97,10 @@ def test_schedule_extends_for_far_dates() -> None:
     far = ms.session(date(2035, 3, 5))
     assert far is not None
     assert far.close == utc(2035, 3, 5, 21, 0)
+
+
+def test_session_date_for_rolls_after_hours_forward() -> None:
+    assert ms.session_date_for(utc(2024, 7, 1, 15, 0)) == date(2024, 7, 1)
+    assert ms.session_date_for(utc(2024, 7, 1, 20, 0)) == date(2024, 7, 1)
+    assert ms.session_date_for(utc(2024, 7, 1, 20, 1)) == date(2024, 7, 2)
+    assert ms.session_date_for(utc(2024, 7, 3, 18, 0)) == date(2024, 7, 5)  # half day, then July 4th

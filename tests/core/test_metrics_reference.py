@@ -265,5 +265,5 @@ def test_win_rate_and_extremes_match_quantstats() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert close(M.win_rate(r), qs.stats.win_rate(naive(r)))
-        assert close(M.cvar(r) if hasattr(M, "cvar") else M.conditional_value_at_risk(r, method="historical"),
+        assert close(M.conditional_value_at_risk(r, method="historical"),
                      qs.stats.conditional_value_at_risk(naive(r), method="historical"))

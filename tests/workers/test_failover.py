@@ -8,13 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import asyncpg
-import pandas as pd
 import pytest
 
 from core import market_schedule
@@ -142,18 +140,44 @@ async def test_sigkill_takeover_and_sigterm_drain(settings: Settings, db_dsn: st
         pub.close()
 
 
-def _is_open(ts: datetime) -> bool:
-    # core.market_schedule builds its calendar with pandas' Series.values on tz-aware data, which
-    # pandas 3.1 deprecates (Pandas4Warning); not ours to change, and harmless here.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=pd.errors.Pandas4Warning)
-        return market_schedule.is_open(ts)
-
-
 def _missing(a: datetime, b: datetime) -> list[datetime]:
     """Grid points strictly between two consecutive rows (the rows themselves excluded)."""
-    return [p for p in missing_boundaries(a, b, snapshot_sec=SNAPSHOT_SEC, market_open=_is_open) if p != b]
+    return [p for p in missing_boundaries(a, b, snapshot_sec=SNAPSHOT_SEC, market_open=market_schedule.is_open) if p != b]
 
 
 async def _count(conn: asyncpg.Connection, sql: str, at_least: int) -> bool:
     return int(await conn.fetchval(sql)) >= at_least
+
+
+async def test_lost_lock_connection_stops_and_retakes_the_destination(settings: Settings, db_dsn: str) -> None:
+    from tests.workers.test_manager_support import ScriptedBroker
+    from workers.manager import AccountManager, always_open
+
+    dest = destination("Alpha")
+    migrate_db(settings, [dest])
+    pub = Publisher()
+    conn = await asyncpg.connect(db_dsn)
+    manager = AccountManager(settings.replace(zmq_price_endpoints=pub.url), [dest],
+                             broker_factory=lambda d, s: ScriptedBroker(), market_open=always_open)
+    stop = asyncio.Event()
+    task = asyncio.create_task(manager.run(stop))
+    try:
+        await eventually(lambda: _true(manager.takeovers == 1 and all(o.runner.ready for o in manager.owned.values())
+                                       and bool(manager.owned)), what="first ownership")
+        first_runner = next(iter(manager.owned.values())).runner
+
+        # Act: the database kills the session holding the advisory lock (network cut, admin, restart).
+        killed = await conn.fetchval("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'")
+
+        await eventually(lambda: _true(manager.takeovers == 2 and bool(manager.owned)), what="re-acquisition")
+        assert killed is True
+        assert next(iter(manager.owned.values())).runner is not first_runner  # a fresh runner after the loss
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+        await conn.close()
+        pub.close()
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -6,6 +6,7 @@ rejected while the others keep running."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from tests.simulator_fixtures import SimHandle
 from tests.workers.test_ingester_store import migrate_db
 from workers.backoff import BackoffPolicy
 from workers.broker import parse_timestamp
-from workers.ingester import IngesterOptions, run_ingester
+from workers.ingester import IngesterOptions, run_backfill, run_ingester
 
 with warnings.catch_warnings():
     # alpaca-py 0.44 imports websockets.legacy, deprecated since websockets 14; not ours to change.
@@ -200,8 +201,8 @@ async def test_chaos_every_fault_and_a_database_restart(simulator_factory: Calla
             diffs = await wait_converged(dsn, sim, dests, 45)
             assert diffs == {}
 
-        # Act
-        await run_for(settings, dests, since_for(sim, 1), body)
+        # Act: a short overlap, so orders that change long after creation must be caught by the open-order refresh
+        await run_for(settings, dests, since_for(sim, 1), body, options=dataclasses.replace(FAST, overlap_s=1.0))
 
         # Assert: the faults really happened and were survived
         conn = await asyncpg.connect(dsn)
@@ -296,3 +297,72 @@ async def test_rejected_credentials_isolated_to_one_destination(simulator_factor
     for d in dests:
         assert d.secret_key not in text
         assert d.key_id not in text
+
+
+@pytest.mark.slow
+async def test_backfill_command_rereads_a_range_idempotently(simulator_factory: Callable[..., SimHandle],
+                                                             settings: Settings,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # Arrange: history only, no ingester running
+    sim = simulator_factory(accounts=1, history_days=2)
+    dests = sim_destinations(sim)
+    await asyncio.to_thread(migrate_db, settings, dests)
+    dsn = settings.primary_dsn or ""
+
+    async def activity_version() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval("SELECT activity_version FROM public.ch_versions WHERE slug = $1",
+                                           dests[0].slug) or 0)
+        finally:
+            await conn.close()
+
+    # Act: the same range twice
+    first = await run_backfill(settings, dests[0], since=since_for(sim, 2), progress=True)
+    version = await activity_version()
+    second = await run_backfill(settings, dests[0], since=since_for(sim, 2), progress=False)
+
+    # Assert: everything once; the second pass read the same and changed nothing; a progress bar was drawn
+    assert await wait_converged(dsn, sim, dests, 0) == {}
+    assert first == second
+    assert first > 0
+    assert version > 0
+    assert await activity_version() == version
+    assert "100.0%" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+async def test_order_changed_while_down_is_refreshed(simulator_factory: Callable[..., SimHandle],
+                                                     settings: Settings) -> None:
+    # Arrange: a resting limit order stored as open; the REST re-read window is tiny
+    sim = simulator_factory(accounts=1)
+    dests = sim_destinations(sim)
+    await asyncio.to_thread(migrate_db, settings, dests)
+    dsn = settings.primary_dsn or ""
+    client = sim.trading_client(0)
+    options = dataclasses.replace(FAST, overlap_s=0.2)
+    order = await asyncio.to_thread(client.submit_order, LimitOrderRequest(
+        symbol="SPY", qty=1, side=OrderSide.BUY, limit_price=1, time_in_force=TimeInForce.GTC))
+    await asyncio.sleep(0.5)  # a newer order moves the orders checkpoint past the resting one
+    await asyncio.to_thread(client.submit_order, MarketOrderRequest(symbol="AAPL", qty=1, side=OrderSide.BUY,
+                                                                    time_in_force=TimeInForce.DAY))
+
+    async def until_stored() -> None:
+        assert await wait_converged(dsn, sim, dests, 15) == {}
+
+    await run_for(settings, dests, since_for(sim, 0), until_stored, options)
+
+    # Act: the order is cancelled while no ingester runs, long after it was created
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(client.cancel_order_by_id, order.id)  # type: ignore[union-attr]
+
+    async def converge() -> None:
+        assert await wait_converged(dsn, sim, dests, 15) == {}
+
+    await run_for(settings, dests, since_for(sim, 0), converge, options)
+
+    # Assert
+    conn = await asyncpg.connect(dsn)
+    status = await conn.fetchval(f"SELECT status FROM {SCHEMA}.orders WHERE order_id = $1", order.id)  # type: ignore[union-attr]
+    await conn.close()
+    assert status == "canceled"

@@ -77,12 +77,14 @@ async def commit(pool: asyncpg.Pool, batch: Batch, schema: str = "account_activi
         return await RawStore(schema).write_batch(conn, SLUG, batch)
 
 
-async def test_activities_idempotent_with_checkpoint_version_and_notify(pool: asyncpg.Pool, settings: Settings) -> None:
+@pytest.mark.parametrize("n_rows", [50, 1500], ids=["unnest", "copy"])
+async def test_activities_idempotent_with_checkpoint_version_and_notify(pool: asyncpg.Pool, settings: Settings,
+                                                                        n_rows: int) -> None:
     # Arrange
     received: list[str] = []
     listener = await asyncpg.connect(settings.primary_dsn)
     await listener.add_listener(NEW_FILLS_CHANNEL, lambda *args: received.append(args[3]))
-    rows = [parse_activity(fill_json(i)) for i in range(50)]
+    rows = [parse_activity(fill_json(i)) for i in range(n_rows)]
     batch = Batch()
     for row in rows + rows[:10]:  # duplicates inside the batch too
         batch.add_activity(row)
@@ -97,11 +99,11 @@ async def test_activities_idempotent_with_checkpoint_version_and_notify(pool: as
         await asyncio.sleep(0.02)
 
     # Assert
-    assert (first.new_activities, first.new_fills) == (50, 50)
+    assert (first.new_activities, first.new_fills) == (n_rows, n_rows)
     assert (second.new_activities, second.new_fills) == (0, 0)
-    assert await pool.fetchval("SELECT count(*) FROM account_activities.activities") == 50
+    assert await pool.fetchval("SELECT count(*) FROM account_activities.activities") == n_rows
     total = await pool.fetchval("SELECT sum(qty * price) FROM account_activities.activities WHERE destination=$1", SLUG)
-    assert total == Decimal("100.25") * 2 * 50
+    assert total == Decimal("100.25") * 2 * n_rows
     cp = await pool.fetchrow("SELECT last_id, last_ts FROM account_activities.checkpoints WHERE destination=$1", SLUG)
     assert cp["last_id"] == rows[-1].activity_id
     assert cp["last_ts"] == rows[-1].ts
@@ -109,7 +111,7 @@ async def test_activities_idempotent_with_checkpoint_version_and_notify(pool: as
     assert len(received) == 1
     payload = json.loads(received[0])
     assert payload["d"] == SLUG
-    assert payload["n"] == 50
+    assert payload["n"] == n_rows
     assert payload["max_seq"] == first.max_fill_seq
     await listener.close()
 

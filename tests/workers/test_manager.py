@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from core.destinations import Destination, closed_channel, pos_channel
+from core.destinations import PriceFeed as PriceFeedConfig
 from core.fifo import match_fills
 from core.records import Fill
 from core.settings import Settings
@@ -138,6 +139,8 @@ async def test_new_fill_closes_a_trade_incrementally_and_notifies_both_channels(
                                 Fill("a6", fill(6, "AAPL", "sell", "6", "130").ts, "AAPL", "sell", Decimal(6),
                                      Decimal(130))]).round_trips
         assert [r["net_pl"] for r in aapl] == [t.net_pl for t in expected] == [Decimal(220)]
+        assert runner.feed is not None
+        assert "AAPL" not in runner.feed.symbols  # flat: no longer subscribed
         assert runner.stats.fills_applied == (syncs_before or 0) + 1  # incremental: one new fill applied
         closed_payload = listener.received[closed_channel(slug)][-1]
         assert closed_payload["ids"] == [aapl[0]["trade_id"]]
@@ -278,3 +281,35 @@ async def test_first_run_seeds_equity_from_portfolio_history(settings: Settings,
         await asyncio.wait_for(running.task, 15)
         await running.conn.close()
         pub.close()
+
+
+async def test_destinations_with_their_own_feeds_get_their_own_prices(settings: Settings, db_dsn: str) -> None:
+    pubs = [Publisher(), Publisher()]
+    dests = [destination("Alpha", price_feed=PriceFeedConfig((pubs[0].url,))),
+             destination("Beta", price_feed=PriceFeedConfig((pubs[1].url,)))]
+    migrate_db(settings, dests)
+    conn = await asyncpg.connect(db_dsn)
+    for d in dests:
+        await insert_activities(conn, d.slug, [fill(1, "AAPL", "buy", "1", "100")], notify=False)
+    manager = AccountManager(settings, dests, broker_factory=lambda d, s: ScriptedBroker(), market_open=always_open)
+    stop = asyncio.Event()
+    task = asyncio.create_task(manager.run(stop))
+
+    def publish() -> None:
+        pubs[0].publish("AAPL", "101")
+        pubs[1].publish("AAPL", "202")
+
+    async def both_marked() -> bool:
+        a = await conn.fetchval("SELECT mark_price FROM open_trades_alpha WHERE symbol = 'AAPL'")
+        b = await conn.fetchval("SELECT mark_price FROM open_trades_beta WHERE symbol = 'AAPL'")
+        return (a, b) == (Decimal(101), Decimal(202))
+
+    try:
+        await eventually(both_marked, what="each destination marked by its own feed", tick=publish)
+        assert len(manager.feeds) == 2
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await conn.close()
+        for p in pubs:
+            p.close()

@@ -5,14 +5,11 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import warnings
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
-import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
@@ -42,15 +39,6 @@ from workers.manager import ActivityRecord, rebuild_equity, refill_snapshots
 
 ROOT = Path(__file__).resolve().parents[2]
 T = datetime(2026, 1, 6, 15, 0, tzinfo=UTC)  # a Tuesday, 10:00 New York: the market is open
-
-
-@pytest.fixture
-def quiet_calendar() -> Iterator[None]:
-    # core.market_schedule builds its calendar through pandas' Series.values on tz-aware data, which
-    # pandas 3.1 flags with Pandas4Warning; not ours to change and harmless for these tests.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=pd.errors.Pandas4Warning)
-        yield
 
 
 @pytest.mark.parametrize(
@@ -164,8 +152,7 @@ def test_replay_realized_pl_equals_cash_flow_once_flat(trades: list[tuple[bool, 
     assert snap.equity == snap.cash == cash_flow_pl(fills)
 
 
-async def test_rebuild_equity_values_each_session_close(settings: Settings, db_dsn: str,
-                                                         quiet_calendar: None) -> None:
+async def test_rebuild_equity_values_each_session_close(settings: Settings, db_dsn: str) -> None:
     dest = destination("Alpha", initial_deposit=Decimal(10_000))
     migrate_db(settings, [dest])
     conn = await asyncpg.connect(db_dsn)
@@ -196,7 +183,7 @@ async def test_rebuild_equity_values_each_session_close(settings: Settings, db_d
         await conn.close()
 
 
-async def test_refill_snapshots_fills_holes_only(settings: Settings, db_dsn: str, quiet_calendar: None) -> None:
+async def test_refill_snapshots_fills_holes_only(settings: Settings, db_dsn: str) -> None:
     dest = destination("Alpha")
     migrate_db(settings, [dest])
     cfg = settings.replace(snapshot_sec=60.0)

@@ -42,7 +42,7 @@ def truth_fifo(truth: dict[str, Any]) -> dict[str, tuple[Decimal, Decimal]]:
 async def test_bot_session_matches_simulator_ground_truth(
     settings: Settings, db_dsn: str, simulator_factory: Callable[..., SimHandle],
 ) -> None:
-    sim = simulator_factory(accounts=1, seed=7, bot_rate=4.0, extra_args=["--tick-ms", "50"])
+    sim = simulator_factory(accounts=1, seed=7, bot_rate=4.0, history_days=1, extra_args=["--tick-ms", "50", "--fees"])
     dest = sim_destination(sim)
     cfg = settings.replace(zmq_price_endpoints=sim.zmq_url, closed_sync_sec=1.0, snapshot_sec=0.5,
                            price_stale_after_s=30.0)
@@ -89,9 +89,12 @@ async def test_bot_session_matches_simulator_ground_truth(
 
         await eventually(snapshot_after, what="a snapshot after convergence", timeout_s=30)
         snaps = await conn.fetch(f"SELECT ts, equity FROM equity_full_{dest.slug} WHERE ts > $1", mark_time)
+        sources = dict(await conn.fetch(f"SELECT source, count(*) FROM equity_full_{dest.slug} GROUP BY source"))
 
         # Assert
         assert expected_trips, "the bot closed no trade: the comparison would be vacuous"
+        assert sources.get("history", 0) >= 1  # seeded from the broker's portfolio history (the back-filled day)
+        assert {a["activity_type"] for a in final["activities"]} >= {"CSD", "FEE", "FILL"}  # cash flows covered
         for snap in snaps:
             assert abs(snap["equity"] - sim_equity) <= Decimal("0.01"), (snap["ts"], snap["equity"], sim_equity)
         assert listener.received[closed_channel(dest.slug)], "no NOTIFY on the closed channel"
