@@ -4,10 +4,12 @@
    :class:`workers.ingester.BatchWriter` (batches of ``flush_max_rows`` through ``unnest`` with
    ``ON CONFLICT``, checkpoint in the same transaction), i.e. exactly the ingester's path.
    Peer: a naive one-``INSERT``-per-row loop (autocommit) over the same rows, same run. Target ≥ 20,000/s.
-2. ``ingest.update_commit_latency_p50_ms`` / ``_p99_ms``: 500 trade updates/s spread over 10
-   destinations (one writer each, production ``FLUSH_INTERVAL_S`` = 0.25 s), from the moment the
-   JSON text is handed to :meth:`workers.ingester.Ingester.handle_update` until its transaction
-   commits. Target p99 ≤ ``FLUSH_INTERVAL_S`` + 50 ms.
+2. ``ingest.update_commit_latency_p50_ms`` / ``_p99_ms``: a local websocket broker (same process)
+   pushes 500 trade updates/s round-robin to 10 destinations, each a real
+   :class:`workers.broker.TradeUpdatesStream` session feeding :meth:`workers.ingester.Ingester.handle_update`
+   (one writer each, production ``FLUSH_INTERVAL_S`` = 0.25 s); latency runs from the moment the
+   parsed update is handed to the ingester until its transaction commits. Target p99 ≤
+   ``FLUSH_INTERVAL_S`` + 50 ms.
 
 Database: ``BENCH_DATABASE_URL`` if set (a maintenance DSN; a scratch database is created and
 dropped), else a throwaway embedded server (``fsync=off``, as the embedded default runs).
@@ -17,24 +19,27 @@ dropped), else a throwaway embedded server (``fsync=off``, as the embedded defau
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+from aiohttp import web
 
 from core.db import connect, migrate
 from core.destinations import Destination
 from core.dsn import parse_dsn
 from core.embedded_pg import EmbeddedPostgres
 from core.settings import Settings
-from workers.broker import parse_activity, parse_trade_update
+from workers.broker import TradeUpdatesStream, parse_activity
 from workers.db import create_pool
 from workers.ingester import STREAM_ACTIVITIES, BatchWriter, Checkpoint, Ingester, IngesterOptions, RawStore
 
@@ -77,6 +82,14 @@ def update_text(n: int, slug: str) -> str:
     return json.dumps({"stream": "trade_updates", "data": data})
 
 
+async def _until(predicate: Callable[[], bool]) -> None:
+    """Poll ``predicate`` (1 ms) until it holds."""
+    while True:
+        if predicate():
+            return
+        await asyncio.sleep(0.001)
+
+
 async def _throughput(pool: asyncpg.Pool, n_rows: int, slug: str, offset: int) -> float:
     """The live shape: a producer parses pages while the writer's background loop commits full batches."""
     payloads = [activity_json(offset + i) for i in range(n_rows)]
@@ -87,14 +100,12 @@ async def _throughput(pool: asyncpg.Pool, n_rows: int, slug: str, offset: int) -
     started = time.perf_counter()
     try:
         for i in range(0, n_rows, page_rows):
-            while writer.pending_rows >= 2 * 5000:  # backpressure: at most two batches ahead of the database
-                await asyncio.sleep(0.001)
+            await _until(lambda: writer.pending_rows < 2 * 5000)  # backpressure: two batches ahead at most
             rows = [parse_activity(p) for p in payloads[i : i + page_rows]]
             writer.add_activities(rows, Checkpoint(STREAM_ACTIVITIES, rows[-1].activity_id, rows[-1].ts))
             await asyncio.sleep(0)
         await writer.flush()
-        while writer.stats.rows_committed < n_rows:
-            await asyncio.sleep(0.001)
+        await _until(lambda: writer.stats.rows_committed >= n_rows)
         elapsed = time.perf_counter() - started
     finally:
         flusher.cancel()
@@ -121,36 +132,71 @@ async def _naive(pool: asyncpg.Pool, n_rows: int, offset: int) -> float:
 
 
 async def _latency(pool: asyncpg.Pool, settings: Settings, duration_s: float) -> list[float]:
+    """A local websocket broker pushes 500 updates/s round-robin to 10 real ``TradeUpdatesStream``
+    sessions; each row goes through ``Ingester.handle_update`` into its destination's writer."""
     latencies: list[float] = []
+    sockets: dict[str, web.WebSocketResponse] = {}
+
+    async def stream(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            payload = json.loads(msg.data)
+            if payload.get("action") == "authenticate":
+                key = payload["data"]["key_id"]
+                await ws.send_str(json.dumps({"stream": "authorization", "data": {"status": "authorized"}}))
+            elif payload.get("action") == "listen":
+                await ws.send_str(json.dumps({"stream": "listening", "data": {"streams": ["trade_updates"]}}))
+                sockets[key] = ws
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/stream", stream)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"ws://127.0.0.1:{runner.addresses[0][1]}/stream"
+
     ingesters: list[Ingester] = []
     for i in range(LATENCY_DESTINATIONS):
-        dest = Destination(name=f"bench {i}", slug=f"bench_{i}", key_id="PKBENCH", secret_key="unused",
-                           base_url="http://127.0.0.1:9")
+        dest = Destination(name=f"bench {i}", slug=f"bench_{i}", key_id=f"PKBENCH{i}", secret_key="unused",
+                           base_url="http://127.0.0.1:9", stream_url=url)
         ing = Ingester(settings=settings, destination=dest, pool=pool, options=IngesterOptions())
         ing.writer._on_commit = lambda _r, received: latencies.extend(time.monotonic() - t for t in received)
         ingesters.append(ing)
+
+    async def consume(ing: Ingester) -> None:
+        session = TradeUpdatesStream(ing.destination, stale_after_s=30.0)
+        await session.open()
+        try:
+            async for row in session.updates():
+                ing.handle_update(row)
+        finally:
+            await session.close()
+
     tasks = [asyncio.create_task(ing.writer.run()) for ing in ingesters]
-    interval = 1.0 / LATENCY_EVENTS_PER_S
+    tasks += [asyncio.create_task(consume(ing)) for ing in ingesters]
     n_events = int(duration_s * LATENCY_EVENTS_PER_S)
-    started = time.monotonic()
-    for n in range(n_events):
-        due = started + n * interval
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        ing = ingesters[n % LATENCY_DESTINATIONS]
-        text = update_text(n, ing.slug)
-        received = time.monotonic()
-        message = json.loads(text)
-        ing.handle_update(parse_trade_update(message["data"]), received)
-    deadline = time.monotonic() + 10
-    while len(latencies) < n_events and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for ing in ingesters:
-        await ing.broker.close()
+    try:
+        await asyncio.wait_for(_until(lambda: len(sockets) == LATENCY_DESTINATIONS), 10)
+        interval = 1.0 / LATENCY_EVENTS_PER_S
+        started = time.monotonic()
+        for n in range(n_events):
+            delay = started + n * interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            ing = ingesters[n % LATENCY_DESTINATIONS]
+            await sockets[ing.destination.key_id].send_str(update_text(n, ing.slug))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_until(lambda: len(latencies) >= n_events), 10)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for ing in ingesters:
+            await ing.broker.close()
+        await runner.cleanup()
     if len(latencies) != n_events:
         raise RuntimeError(f"only {len(latencies)} of {n_events} updates committed")
     return latencies

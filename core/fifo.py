@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import itertools
 import operator
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -31,7 +32,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
-from itertools import islice
 from typing import Any
 
 from core.errors import InvalidInput
@@ -61,12 +61,18 @@ _ts_key = operator.attrgetter("ts")
 _id_key = operator.attrgetter("fill_id")
 
 
+def _strictly_increasing(group: list[Fill]) -> bool:
+    times = list(map(_ts_key, group))
+    return all(map(operator.lt, times, itertools.islice(times, 1, None)))
+
 
 def _sort_fills(group: list[Fill]) -> None:
-    """Sort by ``(ts, fill_id)``; input already strictly increasing in time (the usual case) costs
-    one C-level pass instead of a tuple-keyed sort."""
-    times = list(map(_ts_key, group))
-    if not all(map(operator.lt, times, islice(times, 1, None))):
+    """Sort by ``(ts, fill_id)`` with C-level passes: an ordered group costs one check; otherwise a
+    sort on the timestamp alone, and the tuple-keyed sort only if equal timestamps need their ids."""
+    if _strictly_increasing(group):
+        return
+    group.sort(key=_ts_key)
+    if not _strictly_increasing(group):
         group.sort(key=_sort_key)
 
 
@@ -226,8 +232,11 @@ class FifoBook:
 
         pending: list[_Episode] = []
         removed: list[str] = []
-        with localcontext(_MATCH_CONTEXT), _gc_paused():
-            self._apply_grouped(grouped, pending, removed)
+        try:
+            with localcontext(_MATCH_CONTEXT), _gc_paused():
+                self._apply_grouped(grouped, pending, removed)
+        except (Inexact, InvalidOperation) as exc:  # only with quantities beyond 60 significant digits
+            raise InvalidInput(f"fills: quantity arithmetic is not exact in 60 digits ({exc!r})") from exc
         if new_orders:
             pending.extend(self._refresh_exit_reasons({o.order_id for o in new_orders}, pending))
         return BookUpdate(self, pending, tuple(removed), frozenset(grouped), duplicates)
@@ -244,7 +253,8 @@ class FifoBook:
         ids = list(map(_id_key, batch))
         unique = set(ids)
         duplicates = 0
-        if len(unique) == len(batch) and unique.isdisjoint(self._ids):
+        collides = not unique.isdisjoint(self._ids)
+        if len(unique) == len(batch) and not collides:
             if self._ids:
                 self._ids |= unique
             else:
@@ -254,21 +264,26 @@ class FifoBook:
             fresh = batch
         else:
             by_id = self._by_id
-            if by_id is None:
+            if collides and by_id is None:
                 by_id = self._by_id = {f.fill_id: f for sb in self._books.values() for f in sb.fills}
+            # validate the whole batch before registering anything, so a refused batch leaves no trace
             fresh = []
+            taken: dict[str, Fill] = {}
             for f in batch:
-                seen = by_id.get(f.fill_id)
+                seen = taken.get(f.fill_id)
+                if seen is None and collides and by_id is not None:
+                    seen = by_id.get(f.fill_id)
                 if seen is not None:
                     if seen is not f and seen != f:
                         raise InvalidInput(f"fill {f.fill_id!r}: id already applied with different content")
                     duplicates += 1
                     continue
-                by_id[f.fill_id] = f
-                self._ids.add(f.fill_id)
+                taken[f.fill_id] = f
                 fresh.append(f)
-        times = list(map(_ts_key, fresh))
-        in_order = all(map(operator.lt, times, islice(times, 1, None)))
+            self._ids.update(taken)
+            if self._by_id is not None:
+                self._by_id.update(taken)
+        in_order = _strictly_increasing(fresh)
         grouped: dict[str, list[Fill]] = {}
         for f in fresh:
             group = grouped.get(f.symbol)

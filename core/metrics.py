@@ -41,14 +41,14 @@ _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT",
 # ----------------------------------------------------------------------------- input
 
 
-def _check_index(series: pd.Series, what: str) -> pd.DatetimeIndex:
+def _check_index(series: pd.Series, what: str, *, increasing: bool = True) -> pd.DatetimeIndex:
     index = series.index
     if not isinstance(index, pd.DatetimeIndex):
         raise InvalidInput(f"{what}: index must be a DatetimeIndex, got {type(index).__name__}")
     if index.tz is None:
         raise InvalidInput(f"{what}: index is timezone-naive; use timezone-aware UTC timestamps")
     ns = index.as_unit("ns").asi8
-    if len(ns) > 1:
+    if increasing and len(ns) > 1:
         bad = np.flatnonzero(np.diff(ns) <= 0)
         if len(bad):
             row = int(bad[0]) + 1
@@ -103,7 +103,7 @@ def returns_from_equity(equity: pd.Series, cash_flows: pd.Series | None = None, 
         return pd.Series([], index=eq.index[:0], dtype=np.float64, name="returns")
     start = values[:-1]
     if cash_flows is not None and len(cash_flows):
-        flows_index = _check_index(cash_flows, "cash_flows")
+        flows_index = _check_index(cash_flows, "cash_flows", increasing=False)  # any order, ties allowed
         amounts = np.asarray(cash_flows.to_numpy(dtype=np.float64, na_value=np.nan))
         bad = np.flatnonzero(~np.isfinite(amounts))
         if len(bad):
@@ -123,6 +123,20 @@ def returns_from_equity(equity: pd.Series, cash_flows: pd.Series | None = None, 
             )
     r = values[1:] / start - 1.0
     return pd.Series(r, index=eq.index[1:], name="returns")
+
+
+def flows_from_cumulative(net_deposits: pd.Series) -> pd.Series:
+    """External flows from a cumulative net-deposits column (``equity_full_<slug>.net_deposits``).
+
+    The first value is the deposits already inside the first equity observation, so it is not a
+    flow; each later change is one.
+    """
+    index = _check_index(net_deposits, "net_deposits")
+    values = np.asarray(net_deposits.to_numpy(dtype=np.float64, na_value=np.nan))
+    values = pd.Series(values, index=index).ffill().fillna(0.0).to_numpy()
+    flows = np.diff(values)
+    keep = flows != 0
+    return pd.Series(flows[keep], index=index[1:][keep], name="cash_flows")
 
 
 def _arr(returns: pd.Series | FloatArray) -> FloatArray:
@@ -146,6 +160,12 @@ def cumulative_return(returns: pd.Series | FloatArray) -> float:
     """Compounded total return ``prod(1 + r) - 1``."""
     r = _arr(returns)
     return float(np.prod(1.0 + r) - 1.0)
+
+
+def cumulative_returns(returns: pd.Series) -> pd.Series:
+    """Running compounded return ``prod_{j<=i}(1 + r_j) - 1`` (NaN periods count as flat)."""
+    r = returns.fillna(0.0).to_numpy(dtype=np.float64)
+    return pd.Series(np.cumprod(1.0 + r) - 1.0, index=returns.index, name="cumulative_return")
 
 
 def cagr(returns: pd.Series | FloatArray, periods_per_year: float = DEFAULT_PERIODS_PER_YEAR) -> float:
@@ -365,21 +385,21 @@ def conditional_value_at_risk(returns: pd.Series | FloatArray, confidence: float
 
 
 def skew(returns: pd.Series | FloatArray) -> float:
-    """Adjusted Fisher-Pearson sample skewness (pandas' ``skew``); 0 for a constant series."""
+    """Adjusted Fisher-Pearson sample skewness (pandas' ``skew``); NaN for a constant series."""
     r = _arr(returns)
     n = len(r)
     if n < 3:
         return math.nan
     d = r - r.mean()
     m2 = float(np.dot(d, d)) / n
-    if m2 <= 1e-14 * max(float(np.mean(r * r)), 1e-300) or m2 == 0:
-        return 0.0
+    if m2 == 0:
+        return math.nan
     m3 = float(np.dot(d * d, d)) / n
     return float(math.sqrt(n * (n - 1)) / (n - 2) * m3 / m2**1.5)
 
 
 def kurtosis(returns: pd.Series | FloatArray) -> float:
-    """Sample excess kurtosis with the small-sample correction (pandas' ``kurt``); 0 if constant."""
+    """Sample excess kurtosis with the small-sample correction (pandas' ``kurt``); NaN if constant."""
     r = _arr(returns)
     n = len(r)
     if n < 4:
@@ -387,8 +407,8 @@ def kurtosis(returns: pd.Series | FloatArray) -> float:
     d = r - r.mean()
     d2 = d * d
     s2 = float(d2.sum())
-    if s2 <= 1e-14 * max(float(np.dot(r, r)), 1e-300) or s2 == 0:
-        return 0.0
+    if s2 == 0:
+        return math.nan
     s4 = float(np.dot(d2, d2))
     adj = 3.0 * (n - 1) ** 2 / ((n - 2) * (n - 3))
     num = n * (n + 1) * (n - 1) * s4

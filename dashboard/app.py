@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, *, start_listener: bool = True,
         external_stylesheets=["/_vendor/bootstrap.min.css"],
         suppress_callback_exceptions=True,
         title="Cold Harbour",
-        update_title=None,
+        update_title=None,  # type: ignore[arg-type]  # Dash accepts None: no "Updating..." title
         meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}],
     )
     server = app.server
@@ -99,14 +99,14 @@ def _register_routes(app: Dash, settings: Settings, model: ReadModel) -> None:
     server = app.server
     bootstrap_dir = _bootstrap_dir()
 
-    @server.route("/_vendor/<path:name>")
+    @server.route("/_vendor/<path:name>")  # type: ignore[untyped-decorator]
     def vendor(name: str) -> Response:
         if name not in VENDOR_FILES:
             abort(404)
         response = send_from_directory(bootstrap_dir, name, max_age=86400)
         return response
 
-    @server.route("/healthz")
+    @server.route("/healthz")  # type: ignore[untyped-decorator]
     def healthz() -> tuple[Response, int]:
         return _health_payload(settings, model)
 
@@ -199,7 +199,7 @@ def _shell(settings: Settings) -> Any:
 
 
 def _register_shell_callbacks(app: Dash) -> None:
-    app.clientside_callback(
+    app.clientside_callback(  # type: ignore[no-untyped-call]
         """function(dark) {
             const theme = dark ? 'dark' : 'light';
             document.documentElement.setAttribute('data-bs-theme', theme);
@@ -209,14 +209,14 @@ def _register_shell_callbacks(app: Dash) -> None:
         Output("theme-store", "data"),
         Input("theme-switch", "value"),
     )
-    app.clientside_callback(
+    app.clientside_callback(  # type: ignore[no-untyped-call]
         """function(_) {
             try { return Intl.DateTimeFormat().resolvedOptions().timeZone || null; } catch (e) { return null; }
         }""",
         Output("browser-tz", "data"),
         Input("url", "pathname"),
     )
-    app.clientside_callback(
+    app.clientside_callback(  # type: ignore[no-untyped-call]
         """function(config) {
             if (config && config.enabled && window.chSSE) { window.chSSE.start(config.url); }
             return window.dash_clientside.no_update;

@@ -104,7 +104,7 @@ def cache_config(settings: Settings, dsn: str = "") -> dict[str, Any]:
     """
     kind = settings.cache_type
     target = parse_dsn(dsn).safe() if dsn else ""
-    prefix = "ch:" + hashlib.sha1(target.encode()).hexdigest()[:10] + ":"
+    prefix = "ch:" + hashlib.sha1(target.encode(), usedforsecurity=False).hexdigest()[:10] + ":"
     config: dict[str, Any] = {"CACHE_TYPE": kind, "CACHE_DEFAULT_TIMEOUT": 300, "CACHE_KEY_PREFIX": prefix}
     if kind == "SimpleCache":
         config["CACHE_THRESHOLD"] = 2000
@@ -133,7 +133,7 @@ def _key(*parts: Any) -> str:
     raw = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
     if len(raw) <= 200:
         return raw
-    return raw[:80] + ":" + hashlib.sha1(raw.encode()).hexdigest()
+    return raw[:80] + ":" + hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()
 
 
 class ReadModel:
@@ -464,7 +464,8 @@ def downsample(ts_ns: np.ndarray, values: np.ndarray, max_points: int = MAX_POIN
     x = np.ascontiguousarray(ts_ns, dtype=np.int64)
     if not np.isfinite(y).all():
         y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
-    return np.asarray(MinMaxLTTBDownsampler().downsample(x, y, n_out=max_points), dtype=np.int64)
+    sampler = MinMaxLTTBDownsampler()  # type: ignore[no-untyped-call]
+    return np.asarray(sampler.downsample(x, y, n_out=max_points), dtype=np.int64)
 
 
 def _to_ns(value: datetime) -> int:

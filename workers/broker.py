@@ -569,7 +569,7 @@ def parse_portfolio_history(data: Any) -> PortfolioHistory:
     for value in raw_ts:
         try:
             stamps.append(datetime.fromtimestamp(float(value), tz=UTC))
-        except (TypeError, ValueError, OverflowError):
+        except (TypeError, ValueError, OverflowError, OSError):
             f.errors.append(f"timestamp: bad epoch {str(value)[:20]!r}")
             stamps.append(EPOCH)
 

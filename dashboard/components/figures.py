@@ -7,6 +7,7 @@ as naive wall-clock values in the display zone, whose label goes on the axis.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,8 +65,7 @@ def empty(message: str, theme: str | None, *, height: int = 260) -> go.Figure:
 
 
 def equity_underwater(
-    x: Sequence[object], equity: Sequence[float], dd_x: Sequence[object], drawdown: Sequence[float],
-    flows_x: Sequence[object], flows: Sequence[float], flows_y: Sequence[float], *, tz_label: str,
+    x: Any, equity: Any, dd_x: Any, drawdown: Any, flows_x: Any, flows: Any, flows_y: Any, *, tz_label: str,
     theme: str | None,
 ) -> go.Figure:
     """Equity (top) and underwater drawdown (bottom) on one shared time axis, with range buttons."""
@@ -75,10 +75,10 @@ def equity_underwater(
     fig.add_trace(go.Scatter(x=dd_x, y=drawdown, name="Drawdown", mode="lines", fill="tozeroy",
                                line={"color": DOWN, "width": 1}, hovertemplate="%{y:.2%}<extra>Drawdown</extra>"),
                   row=2, col=1)
-    flows = np.asarray(flows, dtype=float)
-    if flows.size:
-        colours = [UP if f > 0 else DOWN for f in flows]
-        labels = [f"{'Deposit' if f > 0 else 'Withdrawal'} ${abs(f):,.0f}" for f in flows]
+    amounts = np.asarray(flows, dtype=float)
+    if amounts.size:
+        colours = [UP if f > 0 else DOWN for f in amounts]
+        labels = [f"{'Deposit' if f > 0 else 'Withdrawal'} ${abs(f):,.0f}" for f in amounts]
         fig.add_trace(go.Scatter(x=flows_x, y=flows_y, mode="markers", name="Deposits / withdrawals",
                                  marker={"symbol": "diamond", "size": 11, "color": colours,
                                          "line": {"width": 1, "color": "white"}},

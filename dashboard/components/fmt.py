@@ -68,7 +68,7 @@ def local_time(value: Any, tz: str, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        return value.astimezone(ZoneInfo(tz)).strftime(fmt)
+        return str(value.astimezone(ZoneInfo(tz)).strftime(fmt))
     return str(value)
 
 

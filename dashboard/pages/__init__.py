@@ -17,7 +17,7 @@ def register_all(app: Dash) -> None:
     for order, page in enumerate(PAGES):
         path = getattr(page, "PATH", None)
         template = getattr(page, "PATH_TEMPLATE", None)
-        dash.register_page(
+        dash.register_page(  # type: ignore[no-untyped-call]
             page.__name__,
             path=path,
             path_template=template,

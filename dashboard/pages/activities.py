@@ -60,7 +60,7 @@ def register(app: Dash) -> None:
         except grid_sql.GridRequestError:
             return {"rowData": [], "rowCount": 0}
 
-    app.clientside_callback(
+    app.clientside_callback(  # type: ignore[no-untyped-call]
         """async function(slug) {
             try { const api = await dash_ag_grid.getApiAsync('act-grid'); api.purgeInfiniteCache(); } catch (e) {}
             return window.dash_clientside.no_update;

@@ -65,7 +65,7 @@ def section(title: str, *children: Any, right: Any = None) -> Any:
     return dbc.Card(dbc.CardBody([header, *children]), className="mb-3 ch-section")
 
 
-GRAPH_CONFIG = {"displaylogo": False, "responsive": True,
+GRAPH_CONFIG: Any = {"displaylogo": False, "responsive": True,
                 "modeBarButtonsToRemove": ["lasso2d", "select2d", "autoScale2d"]}
 
 

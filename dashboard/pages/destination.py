@@ -16,6 +16,7 @@ from dashboard.context import model, resolve_tz, runtime
 from dashboard.pages.common import empty_state, graph, kpi, no_destinations, poll_interval_ms, section, tone_of
 
 PATH_TEMPLATE = "/destination/<slug>"
+DEFER_MS = 600
 TITLE = "Destination"
 
 
@@ -46,6 +47,8 @@ def layout(slug: str | None = None, **_: Any) -> Any:
         [
             dcc.Store(id="dest-slug", data=dest.slug),
             dcc.Interval(id="dest-tick", interval=poll_interval_ms(), n_intervals=0),
+            # the secondary analytics draw once the primary content (KPIs, positions, equity, grid) is up
+            dcc.Interval(id="dest-defer", interval=DEFER_MS, n_intervals=0, max_intervals=1),
             # current versions in the layout: data callbacks fire at once, without waiting for a poll
             dcc.Store(id="dest-v-pos", data=v.pos),
             dcc.Store(id="dest-v-closed", data=v.closed),
@@ -134,7 +137,7 @@ def _kpi_cards(k: dict[str, float | None]) -> list[Any]:
         kpi("Win rate", fmt.pct(k.get("win_rate"), decimals=1)),
         kpi("Profit factor", fmt.num(k.get("profit_factor"))),
         kpi("Expectancy", fmt.money(k.get("expectancy"), sign=True), tone=tone_of(k.get("expectancy"))),
-        kpi("Trades", f"{int(k['trades']):,}" if k.get("trades") is not None else fmt.DASH),
+        kpi("Trades", f"{int(trades):,}" if (trades := k.get("trades")) is not None else fmt.DASH),
     ]
 
 
@@ -267,10 +270,12 @@ def register(app: Dash) -> None:
         Input("theme-store", "data"),
         Input("tz-choice", "value"),
         Input("browser-tz", "data"),
+        Input("dest-defer", "n_intervals"),
         State("dest-slug", "data"),
     )
-    def equity_analytics(v_eq: int | None, theme: str, tz_choice: str, browser_tz: str | None, slug: str) -> Any:
-        if v_eq is None:
+    def equity_analytics(v_eq: int | None, theme: str, tz_choice: str, browser_tz: str | None, deferred: int,
+                         slug: str) -> Any:
+        if v_eq is None or not deferred:
             return (no_update,) * 5
         tz = resolve_tz(tz_choice, browser_tz)
         return model().memo(("eq-analytics", slug, v_eq, tz, theme), lambda: _equity_analytics(slug, v_eq, tz, theme))
@@ -280,10 +285,11 @@ def register(app: Dash) -> None:
         Output("dest-by-reason", "figure"),
         Input("dest-v-closed", "data"),
         Input("theme-store", "data"),
+        Input("dest-defer", "n_intervals"),
         State("dest-slug", "data"),
     )
-    def trade_breakdowns(v_closed: int | None, theme: str, slug: str) -> Any:
-        if v_closed is None:
+    def trade_breakdowns(v_closed: int | None, theme: str, deferred: int, slug: str) -> Any:
+        if v_closed is None or not deferred:
             return no_update, no_update
         m = model()
 
@@ -333,7 +339,7 @@ def register(app: Dash) -> None:
         return grids.closed_columns(label), grids.open_columns(label)
 
     # new closed trades or another time zone: drop the grid's cached blocks so it asks again
-    app.clientside_callback(
+    app.clientside_callback(  # type: ignore[no-untyped-call]
         """async function(v, tz, btz) {
             if (v === undefined || v === null) { return window.dash_clientside.no_update; }
             try {
@@ -362,9 +368,9 @@ def register(app: Dash) -> None:
 
         tz = resolve_tz(tz_choice, browser_tz)
         request = request or {}
-        args = {"sort_model": request.get("sortModel") or None, "filter_model": request.get("filterModel") or None,
-                "tz": tz}
-        return (export_url(slug, "closed_trades", "csv", **args), export_url(slug, "closed_trades", "xlsx", **args))
+        sort_model, filter_model = request.get("sortModel") or None, request.get("filterModel") or None
+        return tuple(export_url(slug, "closed_trades", kind, sort_model=sort_model, filter_model=filter_model, tz=tz)
+                     for kind in ("csv", "xlsx"))
 
     @app.callback(
         Output("url", "pathname", allow_duplicate=True),

@@ -304,3 +304,16 @@ def test_cash_flow_of_a_flat_book_equals_realised_pnl() -> None:
     res = match_fills(fills)
     assert sum((t.gross_pl for t in res.round_trips), D(0)) == cash_flow_pl(fills)
     assert not math.isnan(float(cash_flow_pl(fills)))
+
+
+def test_a_refused_batch_leaves_no_trace() -> None:
+    book = FifoBook()
+    book.apply([fill(1, "buy", "10", "100")])
+
+    with pytest.raises(InvalidInput, match="f1"):
+        book.apply([fill(2, "sell", "10", "110"), fill(1, "buy", "10", "99")])
+
+    update = book.apply([fill(2, "sell", "10", "110")])
+    assert update.ignored_duplicates == 0
+    assert [t.gross_pl for t in book.round_trips()] == [D(100)]
+    assert book.fill_count == 2

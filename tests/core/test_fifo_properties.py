@@ -15,7 +15,7 @@ from core.records import Direction, Fill, Side
 T0 = datetime(2024, 1, 2, 15, 0, tzinfo=UTC)
 QTYS = [D(1), D(2), D(3), D(5), D("0.5"), D("1.25"), D("0.001")]
 PRICES = [D("9.99"), D("10"), D("10.5"), D("11.25"), D("100"), D("0.0123")]
-SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite

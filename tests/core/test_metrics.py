@@ -30,6 +30,27 @@ def test_deposit_is_not_a_gain_and_withdrawal_is_not_a_loss() -> None:
     assert M.cumulative_return(r) == pytest.approx(1.1 * 1.1 * (100 / 96) - 1, rel=1e-12)
 
 
+def test_simultaneous_and_unsorted_flows_are_summed() -> None:
+    equity = _equity([100.0, 130.0, 132.6])
+    t = equity.index[1] - pd.Timedelta(hours=1)
+    flows = pd.Series([20.0, 10.0, 0.0], index=[t, t, equity.index[0] - pd.Timedelta(days=3)])
+
+    r = M.returns_from_equity(equity, flows)
+
+    np.testing.assert_allclose(r.to_numpy(), [0.0, 0.02], atol=1e-15)
+
+
+def test_flows_from_cumulative_net_deposits() -> None:
+    equity = _equity([1000.0, 1010.0, 1510.0, 1520.0])
+    cumulative = pd.Series([1000.0, 1000.0, 1500.0, 1500.0], index=equity.index)
+
+    flows = M.flows_from_cumulative(cumulative)
+    r = M.returns_from_equity(equity, flows)
+
+    assert list(flows) == [500.0]
+    np.testing.assert_allclose(r.to_numpy(), [0.01, 0.0, 1520 / 1510 - 1])
+
+
 def test_flows_before_first_and_after_last_observation_are_ignored() -> None:
     equity = _equity([100.0, 101.0])
     flows = pd.Series([1000.0, 5.0], index=[equity.index[0] - pd.Timedelta(days=1), equity.index[1] + pd.Timedelta(days=1)])
@@ -113,6 +134,11 @@ def test_period_returns_compound_within_the_month() -> None:
     monthly = M.period_returns(r, "M")
 
     np.testing.assert_allclose(monthly.to_numpy(), [0.21, -0.5])
+
+
+def test_cumulative_returns_compound() -> None:
+    r = pd.Series([0.1, np.nan, -0.5], index=pd.bdate_range("2024-01-02", periods=3, tz="UTC"))
+    np.testing.assert_allclose(M.cumulative_returns(r).to_numpy(), [0.1, 0.1, -0.45])
 
 
 def test_annualisation_is_explicit() -> None:

@@ -111,6 +111,14 @@ def case_short() -> np.ndarray:
     return np.array([0.01, -0.02, 0.015, 0.005])  # 5 equity points
 
 
+def case_three_points() -> np.ndarray:
+    return np.array([-0.01, 0.02])
+
+
+def case_constant() -> np.ndarray:
+    return np.full(30, 0.001)
+
+
 def case_all_gains() -> np.ndarray:
     return np.abs(_rng(5).normal(0.001, 0.002, 60)) + 1e-5
 
@@ -120,6 +128,8 @@ CASES = {
     "ten_years": case_ten_years,
     "flat_stretches": case_flat_stretches,
     "five_points": case_short,
+    "three_points": case_three_points,
+    "constant": case_constant,
     "all_gains": case_all_gains,
 }
 

@@ -49,7 +49,8 @@ def test_every_asset_is_served_locally(app: Dash) -> None:
     assert urls, html[:500]
     assert not [u for u in urls if u.startswith(("http:", "https:", "//"))]
     css = client.get("/_vendor/bootstrap.min.css")
-    assert css.status_code == 200 and b"Bootstrap" in css.data[:200]
+    assert css.status_code == 200
+    assert b"Bootstrap" in css.data[:200]
     assert client.get("/_vendor/../app.py").status_code == 404
     assert "cdn" not in json.dumps(client.get("/_dash-layout").get_json()).lower()
 
@@ -71,7 +72,8 @@ def test_pages_render_their_layout(app: Dash, path: str) -> None:
     elif path.startswith("/destination/alpha_paper/trade"):
         assert "T0000001" in text
     elif path.startswith("/destination"):
-        assert "dest-closed" in text and "dest-positions" in text
+        assert "dest-closed" in text
+        assert "dest-positions" in text
 
 
 def test_empty_database_explains_what_to_do(db_dsn: str, settings: Settings) -> None:
@@ -81,7 +83,8 @@ def test_empty_database_explains_what_to_do(db_dsn: str, settings: Settings) -> 
     with app.server.test_request_context("/destination/x"):
         page = dash.page_registry["dashboard.pages.destination"]
         text = json.dumps(page["layout"](slug="x").to_plotly_json(), default=str)
-    assert "No destinations configured" in text and "destinations.toml" in text
+    assert "No destinations configured" in text
+    assert "destinations.toml" in text
 
 
 def test_poll_answers_no_update_until_a_version_moves(app: Dash, seeded: Seeded) -> None:
@@ -132,7 +135,8 @@ def test_positions_and_closed_grid_callbacks(app: Dash) -> None:
         ["dest-closed.getRowsRequest"],
     )
     data = block.get_json()["response"]["dest-closed"]["getRowsResponse"]
-    assert data["rowCount"] == 200 and len(data["rowData"]) == 100
+    assert data["rowCount"] == 200
+    assert len(data["rowData"]) == 100
     pls = [r["net_pl"] for r in data["rowData"]]
     assert pls == sorted(pls)
     assert len(block.data) < 300_000

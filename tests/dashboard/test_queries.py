@@ -96,14 +96,16 @@ def test_equity_window_is_downsampled_and_zoomable(model: ReadModel) -> None:
     assert len(series) == 2000
     window = model.equity_window("alpha_paper", max_points=500)
     assert window["ts"].size <= 500
-    assert window["ts"][0] == series.ts_ns[0] and window["ts"][-1] == series.ts_ns[-1]
+    assert window["ts"][0] == series.ts_ns[0]
+    assert window["ts"][-1] == series.ts_ns[-1]
     assert window["flow"].size == 2  # a top-up and a withdrawal
     assert window["flow"][0] > 0 > window["flow"][1]
     assert (window["drawdown"] <= 0).all()
 
     start, end = int(series.ts_ns[100]), int(series.ts_ns[400])
     zoomed = model.equity_window("alpha_paper", start, end, max_points=MAX_POINTS)
-    assert zoomed["ts"][0] >= series.ts_ns[99] and zoomed["ts"][-1] <= series.ts_ns[401]
+    assert zoomed["ts"][0] >= series.ts_ns[99]
+    assert zoomed["ts"][-1] <= series.ts_ns[401]
     assert zoomed["ts"].size >= 300  # the full resolution inside a narrow window
 
 

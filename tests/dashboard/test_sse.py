@@ -23,7 +23,7 @@ def hub(seeded: Seeded) -> Iterator[NotifyHub]:
     h.stop()
 
 
-def _next(q: "queue.Queue[dict]", slug: str, kind: str) -> dict:
+def _next(q: queue.Queue[dict], slug: str, kind: str) -> dict:
     while True:
         event = q.get(timeout=20)
         if event["slug"] == slug and event["kind"] == kind:

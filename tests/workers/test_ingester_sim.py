@@ -120,15 +120,17 @@ async def wait_converged(dsn: str, sim: SimHandle, dests: list[Destination], tim
         await asyncio.sleep(0.5)
 
 
-def trade_with_sdk(client: TradingClient) -> None:
-    """Orders through the real alpaca-py client: market, bracket, and a limit order cancelled."""
+def trade_with_sdk(client: TradingClient) -> Any:
+    """Orders through the real alpaca-py client: market, bracket, and a limit order cancelled.
+    Returns the bracket order's id."""
     client.submit_order(MarketOrderRequest(symbol="AAPL", qty=3, side=OrderSide.BUY, time_in_force=TimeInForce.DAY))
-    client.submit_order(MarketOrderRequest(
+    bracket = client.submit_order(MarketOrderRequest(
         symbol="MSFT", qty=2, side=OrderSide.BUY, time_in_force=TimeInForce.GTC, order_class=OrderClass.BRACKET,
         take_profit=TakeProfitRequest(limit_price=9999), stop_loss=StopLossRequest(stop_price=1)))
     resting = client.submit_order(LimitOrderRequest(symbol="SPY", qty=1, side=OrderSide.BUY, limit_price=1,
                                                     time_in_force=TimeInForce.DAY))
     client.cancel_order_by_id(resting.id)  # type: ignore[union-attr]
+    return bracket.id  # type: ignore[union-attr]
 
 
 async def run_for(settings: Settings, dests: list[Destination], since: datetime, body: Callable[[], Any],
@@ -150,11 +152,12 @@ async def test_ingest_equals_ground_truth(simulator_factory: Callable[..., SimHa
     await asyncio.to_thread(migrate_db, settings, dests)
     dsn = settings.primary_dsn or ""
     notes: list[str] = []
+    notes_ids: list[Any] = []
 
     async def body() -> None:
         listener = await asyncpg.connect(dsn)
         await listener.add_listener("ch_new_fills", lambda *a: notes.append(a[3]))
-        await asyncio.to_thread(trade_with_sdk, sim.trading_client(0))
+        notes_ids.append(await asyncio.to_thread(trade_with_sdk, sim.trading_client(0)))
         await asyncio.sleep(4)
         await asyncio.to_thread(sim.admin, "/bot", {"rate": 0})
         diffs = await wait_converged(dsn, sim, dests, 30)
@@ -170,8 +173,10 @@ async def test_ingest_equals_ground_truth(simulator_factory: Callable[..., SimHa
     assert {r["destination"] for r in hb} == {d.slug for d in dests}
     assert all(r["rows_ingested"] > 0 and r["errors"] == 0 for r in hb)
     version = await conn.fetchval("SELECT activity_version FROM public.ch_versions WHERE slug = $1", dests[0].slug)
+    legs = await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.orders WHERE parent_order_id = $1", notes_ids[0])
     await conn.close()
     assert version > 0
+    assert legs == 2  # the bracket's take-profit and stop-loss keep their parent link
     assert any(json.loads(n)["d"] == dests[0].slug for n in notes)
 
 

@@ -4,6 +4,7 @@ checkpoints in the same transaction, version bump + NOTIFY, malformed rows, a da
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -250,3 +251,22 @@ async def _until(predicate: Any) -> None:
         if predicate():
             return
         await asyncio.sleep(0.02)
+
+
+async def test_a_row_the_database_refuses_does_not_block_the_batch(pool: asyncpg.Pool) -> None:
+    # Arrange: a row built past the parser (which strips NUL) that PostgreSQL refuses as text
+    good = [parse_activity(fill_json(i)) for i in range(3)]
+    poisoned = dataclasses.replace(parse_activity(fill_json(99)), symbol="AA\x00PL")
+    writer = BatchWriter(pool, RawStore("account_activities"), SLUG, flush_interval_s=0.05)
+    writer.add_activities([*good, poisoned], Checkpoint("activities", good[-1].activity_id, good[-1].ts))
+
+    # Act
+    result = await writer.flush()
+
+    # Assert: the others and the checkpoint are committed, the refused row counted
+    assert result is not None
+    assert result.new_activities == 3
+    assert writer.stats.unstorable_rows == 1
+    assert writer.pending_rows == 0
+    assert await pool.fetchval("SELECT count(*) FROM account_activities.activities") == 3
+    assert await pool.fetchval("SELECT last_id FROM account_activities.checkpoints") == good[-1].activity_id
