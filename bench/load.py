@@ -49,11 +49,15 @@ APP_NAME = "coldharbour-dashboard"
 TZ = "utc"
 FIRST_BLOCK = {"startRow": 0, "endRow": 100, "sortModel": [{"colId": "exit_time", "sort": "desc"}], "filterModel": {}}
 
-CONFIGS: tuple[tuple[str, str, dict[str, str]], ...] = (
-    ("single", "flask", {"CACHE_TYPE": "SimpleCache"}),
-    ("gunicorn4", "gunicorn", {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": REDIS_URL}),
-    ("gunicorn4_nocache", "gunicorn", {"CACHE_TYPE": "NullCache"}),
+# (label, server, env, gthread threads per worker). 32 threads is entrypoint.sh's GUNICORN_THREADS default.
+CONFIGS: tuple[tuple[str, str, dict[str, str], int], ...] = (
+    ("single", "flask", {"CACHE_TYPE": "SimpleCache"}, 0),
+    ("gunicorn4", "gunicorn", {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": REDIS_URL}, 32),
+    ("gunicorn4_nocache", "gunicorn", {"CACHE_TYPE": "NullCache"}, 32),
 )
+# Full run only: the ``--threads 8`` of dashboard/__main__.py's docstring. 50 tabs hold 50 SSE streams,
+# each on a thread: 4 x 8 = 32 threads cannot serve them and the callbacks too.
+CONFIG_T8 = ("gunicorn4_t8", "gunicorn", {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": REDIS_URL}, 8)
 
 
 def _find_data(node: Any, wanted: set[str], out: dict[str, Any]) -> None:
@@ -221,9 +225,9 @@ def _count_statements(stack: Stack, since_bytes: int) -> tuple[int, int]:
     return ours, total
 
 
-def measure_config(stack: Stack, label: str, web: str, env: dict[str, str], sessions: int,
+def measure_config(stack: Stack, label: str, web: str, env: dict[str, str], threads: int, sessions: int,
                    duration_s: float) -> dict[str, Any]:
-    stack.restart_web(web=web, env=env, workers=4, threads=8)
+    stack.restart_web(web=web, env=env, workers=4, threads=threads or 8)
     sse = env.get("DISABLE_SSE", "false") != "true"
     # warm the process(es) like a deploy's first visitor would (not measured)
     asyncio.run(_drive(stack.web_url, stack.slugs, 2, 1.0, False))
@@ -250,10 +254,11 @@ def run(quick: bool, sessions: int = SESSIONS) -> list[dict[str, Any]]:
     with Stack(cfg) as stack:
         stack.wait_ready(90)
         stack.log_all_statements(True)
-        for label, web, env in CONFIGS:
-            r = measure_config(stack, label, web, env, sessions, duration_s)
+        for label, web, env, threads in (CONFIGS if quick else (*CONFIGS, CONFIG_T8)):
+            r = measure_config(stack, label, web, env, threads, sessions, duration_s)
             lat = r["latency"]
-            common = {"config": label, "sessions": sessions, "duration_s": r["duration_s"]}
+            common = {"config": label, "sessions": sessions, "duration_s": r["duration_s"],
+                      "server": web if web == "flask" else f"gunicorn gthread 4x{threads}", "cache": env["CACHE_TYPE"]}
             rows += [
                 {"name": f"load.{label}.callback_p50_ms", "value": round(lat["p50"] * 1000, 1), "unit": "ms", **common},
                 {"name": f"load.{label}.callback_p95_ms", "value": round(lat["p95"] * 1000, 1), "unit": "ms", **common},

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import json
 import logging
 import random
@@ -121,22 +122,25 @@ def is_db_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, _DB_DOWN_ERRORS)
 
 
-_STATUS_RANK = {"new": 0, "pending_new": 0, "accepted": 0, "pending_cancel": 1, "pending_replace": 1,
+_STATUS_RANK = {"new": 0, "pending_new": 0, "accepted": 0, "pending_cancel": 0, "pending_replace": 0,
                 "accepted_for_bidding": 0, "held": 0, "calculated": 1, "partially_filled": 2, "stopped": 2,
                 "suspended": 1, "done_for_day": 3, "filled": 4, "canceled": 4, "expired": 4,
                 "rejected": 4, "replaced": 4}  # fmt: skip
 _STATUS_RANK_SQL = "CASE {col} " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in _STATUS_RANK.items()) + " ELSE 0 END"
 
 
-def order_version(row: OrderRow) -> tuple[datetime, Decimal, int]:
-    """Order states compare by ``updated_at``, then ``filled_qty``, then status progress.
+def order_version(row: OrderRow) -> tuple[Decimal, int, datetime]:
+    """Order states compare by progress first — ``filled_qty`` (never decreases), then status
+    (``new`` < ``partially_filled`` < terminal) — and only then by ``updated_at``.
 
-    Duplicated or reordered deliveries therefore never move an order backwards.
+    Duplicated, delayed or reordered deliveries therefore never move an order backwards, even when
+    the broker's ``updated_at`` values are not monotonic (seen on the simulator: a fill stamped
+    to the millisecond before the order's microsecond creation time).
     """
     return (
-        row.updated_at or datetime.min.replace(tzinfo=UTC),
         row.filled_qty if row.filled_qty is not None else Decimal(0),
         _STATUS_RANK.get(row.status or "", 0),
+        row.updated_at or datetime.min.replace(tzinfo=UTC),
     )
 
 
@@ -193,8 +197,15 @@ class Batch:
 
     def add_order(self, row: OrderRow) -> None:
         current = self.orders.get(row.order_id)
-        if current is None or order_version(row) >= order_version(current):
+        if current is None:
             self.orders[row.order_id] = row
+        elif order_version(row) >= order_version(current):
+            # Only a parent's nested legs carry the parent link; never lose it to a flat rendering.
+            if row.parent_order_id is None and current.parent_order_id is not None:
+                row = dataclasses.replace(row, parent_order_id=current.parent_order_id)
+            self.orders[row.order_id] = row
+        elif current.parent_order_id is None and row.parent_order_id is not None:
+            self.orders[row.order_id] = dataclasses.replace(current, parent_order_id=row.parent_order_id)
 
     def add_checkpoint(self, cp: Checkpoint) -> None:
         current = self.checkpoints.get(cp.stream)
@@ -264,12 +275,18 @@ class RawStore:
         order_arrays = ", ".join(f"${i + 28}::{t}[]" for i, t in enumerate(order_types))
         # Alpaca's order JSON carries no parent id: only a parent's nested ``legs`` tell us, so a leg's
         # own update (trade update, flat listing) must not erase a parent link learned earlier.
-        updates = ", ".join(
-            f"{c} = COALESCE(EXCLUDED.{c}, o.{c})" if c == "parent_order_id" else f"{c} = EXCLUDED.{c}"
-            for c in order_cols
-        )
         rank_new = _STATUS_RANK_SQL.format(col="EXCLUDED.status")
         rank_old = _STATUS_RANK_SQL.format(col="o.status")
+        # Same order as order_version(): progress first, then updated_at. An equal state (e.g. the
+        # flat and the nested rendering of one order) is not rewritten, so re-reads change nothing.
+        newer = (f"((COALESCE(EXCLUDED.filled_qty, 0), {rank_new}, COALESCE(EXCLUDED.updated_at, '-infinity')) > "
+                 f"(COALESCE(o.filled_qty, 0), {rank_old}, COALESCE(o.updated_at, '-infinity')))")
+        updates = ", ".join(
+            f"{c} = COALESCE(o.{c}, EXCLUDED.{c})" if c == "parent_order_id"
+            else f"{c} = CASE WHEN {newer} THEN EXCLUDED.{c} ELSE o.{c} END"
+            for c in order_cols
+        )
+        learned_parent = "(o.parent_order_id IS NULL AND EXCLUDED.parent_order_id IS NOT NULL)"
         tail = f"""
             ev AS (
                 INSERT INTO {s}.order_events (destination, event_key, ts, order_id, event, execution_id, price, qty,
@@ -282,11 +299,7 @@ class RawStore:
                 INSERT INTO {s}.orders AS o (destination, order_id, {", ".join(order_cols)})
                 SELECT $1, * FROM unnest({order_arrays})
                 ON CONFLICT (destination, order_id) DO UPDATE SET {updates}, ingested_at = now()
-                WHERE o.updated_at IS NULL
-                   OR EXCLUDED.updated_at > o.updated_at
-                   OR (EXCLUDED.updated_at = o.updated_at
-                       AND (COALESCE(EXCLUDED.filled_qty, 0), {rank_new}) >= (COALESCE(o.filled_qty, 0), {rank_old})
-                       AND (EXCLUDED.raw IS DISTINCT FROM o.raw))
+                WHERE {newer} OR {learned_parent}
                 RETURNING parse_error IS NOT NULL AS malformed
             ),
             cp AS (
@@ -780,7 +793,7 @@ class Ingester:
             await self.writer.drain(self.options.drain_timeout_s)
             self.state = IngestState.STOPPED
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._write_heartbeat(), timeout=2.0)
+                await asyncio.wait_for(self._write_heartbeat(), timeout=5.0)
             await self.broker.close()
             self.log.info("ingester stopped (%d rows committed)", self.writer.stats.rows_committed)
 

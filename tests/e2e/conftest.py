@@ -8,6 +8,7 @@ Tests skip when chromium/chromedriver are missing (``make system-deps`` installs
 from __future__ import annotations
 
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,25 @@ E2E_SPECS = (
     SeedSpec("Gamma Live", closed_trades=80, equity_points=2000, open_positions=3,
              initial_deposit=__import__("decimal").Decimal("25000"), drift=-0.00001),
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ignore_thread_system_exit() -> None:
+    """Ignore ``SystemExit`` in threads, as Python's own ``threading.excepthook`` does.
+
+    dash.testing stops its threaded server by raising ``SystemExit`` asynchronously in the server's
+    threads (``PyThreadState_SetAsyncExc``), including a browser's open ``/stream/events``; pytest's
+    thread-exception hook would report that (a warning, so an error here) in whichever test runs next.
+    Installed from a fixture: it must wrap pytest's hook, which is set after initial conftests load.
+    """
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        previous(args)
+
+    threading.excepthook = hook
 
 
 def pytest_setup_options() -> Options:

@@ -24,9 +24,6 @@ from tests.e2e.conftest import E2EData
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
-    # dash.testing's ThreadedRunner stops the server by raising SystemExit inside its request threads,
-    # including the one holding a browser's open /stream/events; that is its shutdown, not a failure
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning"),
 ]
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"

@@ -85,19 +85,21 @@ async def test_malformed_payloads_stored_raw_flagged_and_counted(garbage_broker:
     stop = asyncio.Event()
     dsn = settings.primary_dsn or ""
 
-    async def stored() -> tuple[int, int]:
+    async def stored() -> tuple[int, int, int]:
         conn = await asyncpg.connect(dsn)
         try:
+            details = await conn.fetchval(f"SELECT details FROM {SCHEMA}.heartbeats WHERE destination = 'garbage'")
             return (await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.activities"),
-                    await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.order_events"))
+                    await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.order_events"),
+                    json.loads(details)["parse_errors"] if details else 0)
         finally:
             await conn.close()
 
     # Act
     task = asyncio.create_task(run_ingester(settings, [dest], stop_event=stop, options=FAST,
                                             since=datetime(2026, 1, 1, tzinfo=UTC)))
-    for _ in range(200):
-        if await stored() == (5, 4):
+    for _ in range(400):  # bounded wait: rows stored and a heartbeat carrying the counters
+        if await stored() == (5, 4, 8):
             break
         await asyncio.sleep(0.05)
     stop.set()

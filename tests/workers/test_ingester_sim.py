@@ -371,3 +371,36 @@ async def test_order_changed_while_down_is_refreshed(simulator_factory: Callable
     status = await conn.fetchval(f"SELECT status FROM {SCHEMA}.orders WHERE order_id = $1", order.id)  # type: ignore[union-attr]
     await conn.close()
     assert status == "canceled"
+
+
+@pytest.mark.slow
+async def test_one_replica_owns_a_destination_and_a_standby_takes_over(
+        simulator_factory: Callable[..., SimHandle], settings: Settings) -> None:
+    # Arrange: two ingester replicas on the same destinations (another connection each for the locks)
+    sim = simulator_factory(accounts=2, bot_rate=4, extra_args=["--stream-conflict", "allow"])
+    dests = sim_destinations(sim)
+    await asyncio.to_thread(migrate_db, settings, dests)
+    dsn = settings.primary_dsn or ""
+    since = since_for(sim, 0)
+    stop_a, stop_b = asyncio.Event(), asyncio.Event()
+    replica_a = asyncio.create_task(run_ingester(settings, dests, stop_event=stop_a, options=FAST, since=since))
+    await asyncio.sleep(1.0)
+    replica_b = asyncio.create_task(run_ingester(settings, dests, stop_event=stop_b, options=FAST, since=since))
+    try:
+        await asyncio.sleep(2.0)
+        # Assert (ownership): one websocket per account although both replicas run
+        state = await asyncio.to_thread(sim.admin, "/state")
+        assert state["stream_connections"] == {d.name: 1 for d in dests}
+
+        # Act: the owner stops; the standby must take over and keep the store complete
+        stop_a.set()
+        await asyncio.wait_for(replica_a, 30)
+        await asyncio.sleep(3.0)
+        await asyncio.to_thread(sim.admin, "/bot", {"rate": 0})
+        assert await wait_converged(dsn, sim, dests, 30) == {}
+        state = await asyncio.to_thread(sim.admin, "/state")
+        assert state["stream_connections"] == {d.name: 1 for d in dests}
+    finally:
+        stop_a.set()
+        stop_b.set()
+        await asyncio.wait_for(asyncio.gather(replica_a, replica_b), 30)

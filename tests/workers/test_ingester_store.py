@@ -270,3 +270,49 @@ async def test_a_row_the_database_refuses_does_not_block_the_batch(pool: asyncpg
     assert writer.pending_rows == 0
     assert await pool.fetchval("SELECT count(*) FROM account_activities.activities") == 3
     assert await pool.fetchval("SELECT last_id FROM account_activities.checkpoints") == good[-1].activity_id
+
+
+async def test_rereading_an_unchanged_order_changes_nothing_and_parent_links_stick(pool: asyncpg.Pool) -> None:
+    # Arrange: a bracket parent with one leg, first seen flat (leg without its parent link)
+    parent, leg = str(uuid.uuid4()), str(uuid.uuid4())
+    leg_json = order_json(leg, "held", T0)
+    nested = order_json(parent, "filled", T0, "2") | {"legs": [leg_json]}
+    flat = order_json(parent, "filled", T0, "2")
+
+    async def write(*payloads: dict[str, Any]) -> Any:
+        batch = Batch()
+        for payload in payloads:
+            for row in parse_order(payload):
+                batch.add_order(row)
+        return await commit(pool, batch)
+
+    # Act
+    first = await write(flat, leg_json)
+    linked = await write(nested)
+    again_nested, again_flat = await write(nested), await write(flat, leg_json)
+
+    # Assert
+    assert first.orders_changed == 2
+    assert linked.orders_changed == 1  # only the leg: it learned its parent
+    assert (again_nested.orders_changed, again_flat.orders_changed) == (0, 0)
+    assert again_flat.activity_version is None  # nothing changed: no version bump
+    got = await pool.fetchval("SELECT parent_order_id FROM account_activities.orders WHERE order_id = $1", uuid.UUID(leg))
+    assert got == uuid.UUID(parent)
+
+
+@pytest.mark.parametrize("fill_first", [True, False])
+async def test_progress_beats_a_non_monotonic_updated_at(pool: asyncpg.Pool, fill_first: bool) -> None:
+    # Arrange: seen on the simulator: the fill is stamped to the millisecond, before the order's
+    # microsecond creation time, so updated_at goes backwards
+    oid = str(uuid.uuid4())
+    created = T0 + timedelta(microseconds=362_397)
+    new = order_json(oid, "new", created)
+    filled = order_json(oid, "filled", T0 + timedelta(microseconds=362_000), "2")
+    # Act
+    for state in ([filled, new] if fill_first else [new, filled]):
+        batch = Batch()
+        batch.add_order(parse_order(state)[0])
+        await commit(pool, batch)
+    # Assert
+    row = await pool.fetchrow("SELECT status, filled_qty FROM account_activities.orders")
+    assert (row["status"], row["filled_qty"]) == ("filled", Decimal("2"))
