@@ -35,6 +35,7 @@ import psutil
 import requests
 
 from bench.stack import ROOT, DashClient, Stack, StackConfig, percentiles
+from bench.soak import signed_positions
 from core.destinations import open_trades_table
 
 IDLE_S = 10.0
@@ -113,11 +114,18 @@ def destinations_part(n: int) -> dict[str, Any]:
         manager_s = time.monotonic() - t0
         cpu_ms_per_fill = 1000 * (_cpu_s(procs) - c0) / fills
         rss_after = sum(p.memory_info().rss for p in procs) / 2**20
+        # idle again, now holding positions: every price tick revalues them
+        time.sleep(2.0)
+        c0, t1 = _cpu_s(procs), time.monotonic()
+        time.sleep(IDLE_S)
+        holding_cpu_pct = 100 * (_cpu_s(procs) - c0) / (time.monotonic() - t1)
+        positions = len(stack.query(sql))
         errors = len(stack.error_lines("workers"))
     return {"destinations": n, "fills": fills, "submit_s": round(submit_s, 2),
             "ingest_fills_per_s": round(fills / ingest_s, 1), "manager_fills_per_s": round(fills / manager_s, 1),
             "ingest_s": round(ingest_s, 2), "manager_s": round(manager_s, 2),
             "workers_cpu_ms_per_fill": round(cpu_ms_per_fill, 2), "workers_idle_cpu_pct": round(idle_cpu_pct, 1),
+            "workers_holding_cpu_pct": round(holding_cpu_pct, 1), "positions": positions,
             "workers_rss_idle_mb": round(rss_idle, 1), "workers_rss_after_mb": round(rss_after, 1),
             "worker_log_errors": errors}
 
@@ -138,9 +146,7 @@ def history_part(days: int) -> dict[str, Any]:
         stack.start_workers()
 
         def book_matches() -> bool:
-            signed = {sym: (Decimal(q) if side == "long" else -Decimal(q)) for sym, side, q in stack.query(
-                f'SELECT symbol, side, qty FROM public."{open_trades_table(slug)}"')}
-            return signed == broker and bool(stack.query(f'SELECT 1 FROM public."closed_trades_{slug}" LIMIT 1'))
+            return signed_positions(stack, slug) == broker and bool(stack.query(f'SELECT 1 FROM public."closed_trades_{slug}" LIMIT 1'))
 
         stack.wait_for(book_matches, TIMEOUT_S * 2, "manager cold start", 0.1)
         cold_start_s = time.monotonic() - t0
@@ -218,6 +224,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
             {"name": f"scale.dest{n}.manager_fills_per_s", "value": r["manager_fills_per_s"], "unit": "fills/s", **common},
             {"name": f"scale.dest{n}.workers_cpu_ms_per_fill", "value": r["workers_cpu_ms_per_fill"], "unit": "ms", **common},
             {"name": f"scale.dest{n}.workers_idle_cpu_pct", "value": r["workers_idle_cpu_pct"], "unit": "%", **common},
+            {"name": f"scale.dest{n}.workers_holding_cpu_pct", "value": r["workers_holding_cpu_pct"], "unit": "%",
+             "positions": r["positions"], **common},
             {"name": f"scale.dest{n}.workers_rss_mb", "value": r["workers_rss_idle_mb"], "unit": "MB",
              "after_burst": r["workers_rss_after_mb"], **common},
             {"name": f"scale.dest{n}.worker_log_errors", "value": r["worker_log_errors"], "unit": "lines", **common},

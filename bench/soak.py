@@ -102,11 +102,19 @@ def _web_sessions(stack: Stack, stop: threading.Event, duration_s: float) -> thr
 
 
 def _rss_groups(stack: Stack) -> dict[str, float]:
-    """MB per role: postgres backends summed into ``postgres``; gunicorn/children into their parent."""
+    """MB per role: RSS of each Python process (children into their parent's role); for ``postgres``
+    the PSS of the postmaster and every backend summed."""
+    import contextlib
+
+    import psutil
+
     out: dict[str, float] = {}
-    for name, mb in stack.rss_mb().items():
+    for name, proc in stack.processes().items():
         role = name.split(".", 1)[0]
-        out[role] = round(out.get(role, 0.0) + mb, 1)
+        with contextlib.suppress(psutil.Error):
+            # postgres backends share shared_buffers: RSS would count those pages once per backend
+            mb = (proc.memory_full_info().pss if role == "postgres" else proc.memory_info().rss) / 2**20
+            out[role] = round(out.get(role, 0.0) + mb, 1)
     return out
 
 
@@ -119,6 +127,16 @@ def _slope_mb_per_min(samples: list[tuple[float, float]]) -> float:
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     den = sum((x - mx) ** 2 for x in xs)
     return round(sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den, 2) if den else 0.0
+
+
+def signed_positions(stack: Stack, slug: str) -> dict[str, Decimal]:
+    """``open_trades_<slug>`` as the broker states positions: short quantities negative (whether the
+    table stores them signed or as a magnitude with ``side = 'short'``)."""
+    out = {}
+    for sym, side, qty in stack.query(f'SELECT symbol, side, qty FROM public."{open_trades_table(slug)}"'):
+        magnitude = abs(Decimal(qty))
+        out[sym] = -magnitude if side == "short" else magnitude
+    return out
 
 
 def compare_with_truth(stack: Stack) -> dict[str, Any]:
@@ -139,9 +157,7 @@ def compare_with_truth(stack: Stack) -> dict[str, Any]:
             "SELECT order_id::text FROM account_activities.orders WHERE destination = %s", (slug,))}
         orders_lost += sum(1 for o in acct["orders"] if o["id"] not in have_orders)
         broker = {s: Decimal(p["qty"]) for s, p in acct["positions"].items() if Decimal(p["qty"]) != 0}
-        # open_trades keeps qty positive with a side; the broker signs short positions
-        signed = {sym: (Decimal(qty) if side == "long" else -Decimal(qty)) for sym, side, qty in stack.query(
-            f'SELECT symbol, side, qty FROM public."{open_trades_table(slug)}"')}
+        signed = signed_positions(stack, slug)
         if signed != broker:
             pos_mismatch += 1
             examples.append(f"{slug}: broker {broker} vs open_trades {signed}")

@@ -17,6 +17,7 @@ from dashboard.pages.common import empty_state, graph, kpi, no_destinations, pol
 
 PATH_TEMPLATE = "/destination/<slug>"
 DEFER_MS = 600
+APPEND_MAX_POINTS = 1000  # live-appended raw points before the chart is rebuilt (and re-downsampled)
 TITLE = "Destination"
 
 
@@ -53,12 +54,19 @@ def layout(slug: str | None = None, **_: Any) -> Any:
             dcc.Store(id="dest-v-pos", data=v.pos),
             dcc.Store(id="dest-v-closed", data=v.closed),
             dcc.Store(id="dest-v-equity", data=v.equity),
+            dcc.Store(id="dest-eq-cursor"),  # last equity point drawn: live appends send only newer ones
             html.Div(
                 [
-                    html.H4([dest.name, badge], className="mb-0"),
-                    html.Small(f"{dest.slug} · key {dest.masked_key or '—'}", className="text-body-secondary"),
+                    html.Div(
+                        [
+                            html.H4([dest.name, badge], className="mb-0"),
+                            html.Small(f"{dest.slug} · key {dest.masked_key or '—'}",
+                                       className="text-body-secondary"),
+                        ]
+                    ),
+                    _export_menu(dest.slug),
                 ],
-                className="mb-3",
+                className="d-flex justify-content-between align-items-start gap-2 mb-3",
             ),
             dcc.Loading(html.Div(id="dest-kpis", className="ch-kpi-grid mb-3"), type="dot", delay_show=500),
             section("Open positions", grids.client_grid("dest-positions", grids.open_columns(label), row_id="symbol",
@@ -90,6 +98,23 @@ def layout(slug: str | None = None, **_: Any) -> Any:
             ),
         ]
     )
+
+
+def _export_menu(slug: str) -> Any:
+    """Downloads served by :mod:`dashboard.export` (times in the exchange zone unless the link says)."""
+    base = f"/export/{slug}"
+    items = [
+        dbc.DropdownMenuItem("QuantStats tearsheet (HTML)", href=f"{base}/tearsheet.html", external_link=True,
+                             target="_blank"),
+        dbc.DropdownMenuItem("Static report (HTML)", href=f"{base}/report.html", external_link=True, target="_blank"),
+        dbc.DropdownMenuItem(divider=True),
+        dbc.DropdownMenuItem("Metrics (Excel)", href=f"{base}/metrics.xlsx", external_link=True),
+        dbc.DropdownMenuItem("Open positions (CSV)", href=f"{base}/open_positions.csv", external_link=True),
+        dbc.DropdownMenuItem("Equity series (CSV)", href=f"{base}/equity.csv", external_link=True),
+        dbc.DropdownMenuItem("Activities (CSV)", href=f"{base}/activities.csv", external_link=True),
+    ]
+    return dbc.DropdownMenu(items, label="Export", size="sm", color="secondary", align_end=True,
+                            id="dest-export-menu")
 
 
 # --- computations (memoised per version) ------------------------------------------------------------
@@ -151,6 +176,13 @@ def equity_figure(slug: str, tz: str, theme: str | None, start_ns: int | None = 
         fmt.ns_to_local(w["ts"], tz), w["equity"], fmt.ns_to_local(w["dd_ts"], tz), w["drawdown"],
         fmt.ns_to_local(w["flow_ts"], tz), w["flow"], w["flow_equity"], tz_label=fmt.tz_label(tz), theme=theme,
     )
+
+
+def equity_tail(slug: str, after_ns: int) -> dict[str, np.ndarray]:
+    """Raw equity/drawdown points strictly after ``after_ns`` (for live appends)."""
+    series = model().equity_series(slug)
+    start = int(np.searchsorted(series.ts_ns, after_ns, side="right"))
+    return {"ts": series.ts_ns[start:], "equity": series.equity[start:], "drawdown": series.drawdown()[start:]}
 
 
 def _relayout_window(relayout: dict[str, Any] | None, tz: str) -> tuple[int | None, int | None] | None:
@@ -236,29 +268,61 @@ def register(app: Dash) -> None:
 
     @app.callback(
         Output("dest-equity", "figure"),
+        Output("dest-eq-cursor", "data"),
         Input("dest-v-equity", "data"),
         Input("theme-store", "data"),
         Input("tz-choice", "value"),
         Input("browser-tz", "data"),
         Input("dest-equity", "relayoutData"),
         State("dest-slug", "data"),
+        State("dest-eq-cursor", "data"),
     )
-    def equity(v_eq: int | None, theme: str, tz_choice: str, browser_tz: str | None, relayout: Any, slug: str) -> Any:
+    def equity(v_eq: int | None, theme: str, tz_choice: str, browser_tz: str | None, relayout: Any, slug: str,
+               cursor: dict[str, Any] | None) -> Any:
         if v_eq is None:
-            return no_update
+            return no_update, no_update
         tz = resolve_tz(tz_choice, browser_tz)
+        m = model()
         if ctx.triggered_id == "dest-equity":
             window = _relayout_window(relayout, tz)
             if window is None:
-                return no_update
-            w = model().equity_window(slug, *window)
+                return no_update, no_update
+            w = m.equity_window(slug, *window)
             patch = Patch()
             patch["data"][0]["x"] = fmt.ns_to_local(w["ts"], tz)
             patch["data"][0]["y"] = w["equity"]
             patch["data"][1]["x"] = fmt.ns_to_local(w["dd_ts"], tz)
             patch["data"][1]["y"] = w["drawdown"]
-            return patch
-        return equity_figure(slug, tz, theme)
+            zoomed = window != (None, None)
+            last = int(w["ts"][-1]) if w["ts"].size else None
+            new_cursor = dict(cursor or {}, zoomed=zoomed)
+            if not zoomed and last is not None:
+                new_cursor.update(last_ns=last, appended=0)
+            return patch, new_cursor
+        series = m.equity_series(slug, v_eq)
+        same_view = (cursor is not None and cursor.get("tz") == tz and cursor.get("theme") == theme
+                     and cursor.get("first_ns") == series.first_ts_ns and ctx.triggered_id == "dest-v-equity")
+        if same_view and cursor is not None and len(series):
+            # live append: only the points after the cursor travel, with the cursor in the same response
+            if cursor.get("zoomed"):
+                return no_update, no_update  # a zoomed view is refreshed on its next relayout
+            tail = equity_tail(slug, int(cursor["last_ns"]))
+            if tail["ts"].size == 0:
+                return no_update, no_update
+            if int(cursor.get("appended", 0)) + tail["ts"].size <= APPEND_MAX_POINTS:
+                patch = Patch()
+                x = list(fmt.ns_to_local(tail["ts"], tz))
+                patch["data"][0]["x"].extend(x)
+                patch["data"][0]["y"].extend(tail["equity"].tolist())
+                patch["data"][1]["x"].extend(x)
+                patch["data"][1]["y"].extend(tail["drawdown"].tolist())
+                return patch, dict(cursor, last_ns=int(tail["ts"][-1]),
+                                   appended=int(cursor.get("appended", 0)) + int(tail["ts"].size))
+        # the whole-curve figure is the same for every visitor of this version: build it once
+        figure = m.memo(("eq-figure", slug, v_eq, tz, theme), lambda: equity_figure(slug, tz, theme))
+        last_ns = int(series.ts_ns[-1]) if len(series) else 0
+        return figure, {"last_ns": last_ns, "appended": 0, "tz": tz, "theme": theme,
+                        "first_ns": series.first_ts_ns, "zoomed": False}
 
     @app.callback(
         Output("dest-dd-table", "children"),

@@ -60,8 +60,7 @@ def register(app: Dash) -> None:
         body = []
         for h in rows:
             colour = fmt.health_colour(h["age_s"], ok_s=ok_s, warn_s=warn_s)
-            details = h.get("details") or {}
-            zmq_age = details.get("zmq_age_s") if isinstance(details, dict) else None
+            feed = _feed_text(h.get("details"))
             body.append(html.Tr([
                 html.Td([html.Span(className=f"ch-dot bg-{colour} me-2"), h["destination"]]),
                 html.Td(h["service"]),
@@ -71,11 +70,27 @@ def register(app: Dash) -> None:
                 html.Td(fmt.duration(h["lag_s"]) if h["lag_s"] is not None else "—"),
                 html.Td(f"{h['rows_ingested']:,}"),
                 html.Td(str(h["errors"])),
-                html.Td(fmt.duration(zmq_age) if zmq_age is not None else "—"),
+                html.Td(feed),
                 html.Td(h["last_error"] or "", className="text-danger small"),
             ]))
         head = ["Destination", "Service", "State", "Heartbeat", f"Last event ({fmt.tz_label(tz)})", "Ingest lag",
-                "Rows", "Errors", "Price feed age", "Last error"]
+                "Rows", "Errors", "Price feed", "Last error"]
         table = dbc.Table([html.Thead(html.Tr([html.Th(c) for c in head])), html.Tbody(body)], size="sm",
                           hover=True, responsive=True, className="mb-0")
         return summary, table
+
+
+def _feed_text(details: Any) -> str:
+    """The manager's price-feed counters and stale symbols (from its heartbeat details)."""
+    if not isinstance(details, dict):
+        return "—"
+    parts = []
+    feed = details.get("price_feed")
+    if isinstance(feed, dict) and feed.get("received") is not None:
+        parts.append(f"{int(feed['received']):,} ticks")
+    stale = details.get("stale_symbols")
+    if isinstance(stale, list):
+        parts.append(f"stale: {', '.join(map(str, stale[:5]))}" if stale else "all fresh")
+    if details.get("zmq_age_s") is not None:
+        parts.append(f"last tick {fmt.age(details['zmq_age_s'])}")
+    return " · ".join(parts) or "—"

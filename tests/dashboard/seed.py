@@ -242,14 +242,18 @@ def _raw(cur: object, schema: str, slug: str, spec: SeedSpec) -> None:
         """,
         {"slug": slug, "symbols": SYMBOLS, "n": min(spec.closed_trades, 300)},
     )
-    for service, age_s, state, err in (("ingester", 2, "running", None), ("manager", 3, "running", None)):
+    manager_details = {"price_feed": {"received": 48213, "malformed": 0, "conflated": 310, "unsubscribed": 0},
+                       "stale_symbols": [SYMBOLS[spec.open_positions - 1]] if spec.open_positions else [],
+                       "open_positions": spec.open_positions}
+    for service, age_s, state, err, details in (("ingester", 2, "running", None, {"backfill": "done"}),
+                                                ("manager", 3, "running", None, manager_details)):
         cur.execute(  # type: ignore[attr-defined]
             f"""INSERT INTO {schema}.heartbeats (destination, service, replica, state, last_event_at, lag_s,
                     rows_ingested, errors, last_error, details, updated_at)
                 VALUES (%s, %s, 'seed-1', %s, now() - %s * interval '1 second', 0.4, 1234, 0, %s,
-                        '{{"zmq_age_s": 0.8}}'::jsonb, now() - %s * interval '1 second')
+                        %s::jsonb, now() - %s * interval '1 second')
                 ON CONFLICT (destination, service) DO UPDATE SET updated_at = EXCLUDED.updated_at""",
-            (slug, service, state, age_s, err, age_s),
+            (slug, service, state, age_s, err, json.dumps(details), age_s),
         )
 
 

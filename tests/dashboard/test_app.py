@@ -6,6 +6,7 @@ import json
 import re
 from typing import Any
 
+import pandas as pd
 import pytest
 from dash import Dash
 
@@ -154,3 +155,73 @@ def test_kpis_and_charts_compute_from_core_metrics(app: Dash) -> None:
     assert values["max_drawdown"] < 0
     assert len(figure.data[0].x) <= 2000
     assert figure.layout.template.layout.paper_bgcolor is not None
+
+
+def test_export_menu_links_resolve(app: Dash) -> None:
+    import dash
+
+    with app.server.test_request_context("/destination/alpha_paper"):
+        layout = dash.page_registry["dashboard.pages.destination"]["layout"](slug="alpha_paper")
+    text = json.dumps(layout.to_plotly_json(), default=str)
+    links = sorted(set(re.findall(r"['\"](/export/alpha_paper/[a-z_]+\.(?:csv|xlsx))", text)))
+    assert {"/export/alpha_paper/closed_trades.csv", "/export/alpha_paper/metrics.xlsx"} <= set(links)
+    client = app.server.test_client()
+    for link in links:
+        response = client.get(link)
+        assert response.status_code == 200, link
+        assert len(response.data) > 20, link
+
+
+def _equity_call(client: Any, relayout: Any, changed: str) -> Any:
+    return _update(
+        client, "dest-equity.figure", {"id": "dest-equity", "property": "figure"},
+        [{"id": "dest-v-equity", "property": "data", "value": 1},
+         {"id": "theme-store", "property": "data", "value": "light"},
+         {"id": "tz-choice", "property": "value", "value": "utc"},
+         {"id": "browser-tz", "property": "data", "value": None},
+         {"id": "dest-equity", "property": "relayoutData", "value": relayout}],
+        [{"id": "dest-slug", "property": "data", "value": "alpha_paper"}], [changed],
+    )
+
+
+def test_zoom_refines_the_chart_with_a_patch(app: Dash, seeded: Seeded) -> None:
+    client = app.server.test_client()
+    client.get("/")
+    full = _equity_call(client, None, "dest-v-equity.data").get_json()["response"]["dest-equity"]["figure"]
+    assert len(full["data"][0]["x"]) <= 2000
+    first, last = full["data"][0]["x"][0], full["data"][0]["x"][-1]
+    # zoom into the first tenth of the curve: a Patch of the trace arrays, at full resolution there
+    lo = first[:19].replace("T", " ")
+    hi = str(pd.Timestamp(first) + (pd.Timestamp(last) - pd.Timestamp(first)) / 10)
+    zoom = {"xaxis.range[0]": lo, "xaxis.range[1]": hi}
+    patch = _equity_call(client, zoom, "dest-equity.relayoutData").get_json()["response"]["dest-equity"]["figure"]
+    assert patch["__dash_patch_update"] == "__dash_patch_update"
+    ops = {tuple(op["location"]): op["params"]["value"] for op in patch["operations"]}
+    xs = ops[("data", 0, "x")]
+    assert 150 <= len(xs) <= 2000  # 2000 points over the whole year -> ~200 in a tenth: now all of them
+    assert xs[0] >= lo[:10]
+    assert xs[-1][:10] <= hi[:10]
+    # double-click (autorange) goes back to the whole curve
+    reset = _equity_call(client, {"xaxis.autorange": True}, "dest-equity.relayoutData").get_json()
+    ops = {tuple(op["location"]): op["params"]["value"]
+           for op in reset["response"]["dest-equity"]["figure"]["operations"]}
+    assert pd.Timestamp(ops[("data", 0, "x")][0]) == pd.Timestamp(first)
+
+
+def test_secondary_analytics_wait_for_the_deferred_tick(app: Dash) -> None:
+    client = app.server.test_client()
+    client.get("/")
+    outputs = [{"id": "dest-by-symbol", "property": "figure"}, {"id": "dest-by-reason", "property": "figure"}]
+
+    def call(deferred: int) -> Any:
+        return _update(client, "..dest-by-symbol.figure...dest-by-reason.figure..", outputs,
+                       [{"id": "dest-v-closed", "property": "data", "value": 1},
+                        {"id": "theme-store", "property": "data", "value": "dark"},
+                        {"id": "dest-defer", "property": "n_intervals", "value": deferred}],
+                       [{"id": "dest-slug", "property": "data", "value": "alpha_paper"}], ["dest-v-closed.data"])
+
+    assert call(0).get_json()["response"] == {}
+    drawn = call(1).get_json()["response"]
+    symbols = drawn["dest-by-symbol"]["figure"]["data"][0]["x"]
+    assert set(symbols) <= {"AAPL", "MSFT", "NVDA", "AMZN", "TSLA", "META", "SPY", "QQQ", "AMD", "GOOGL"}
+    assert len(symbols) >= 5

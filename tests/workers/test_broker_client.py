@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
+from aiohttp import web
 
 from core.destinations import Destination
 from tests.simulator_fixtures import SimHandle
@@ -134,3 +136,30 @@ async def test_stream_auth_updates_staleness_and_conflict(simulator: SimHandle) 
                 pass
     finally:
         await quiet.close()
+
+
+async def test_spent_rate_limit_budget_is_waited_out() -> None:
+    # Arrange: a broker whose every answer says the budget is spent until the next second
+    async def account(request: web.Request) -> web.Response:
+        reset = int(time.time()) + 1
+        return web.json_response({"equity": "1"}, headers={"X-RateLimit-Limit": "200",
+                                                           "X-RateLimit-Remaining": "0",
+                                                           "X-RateLimit-Reset": str(reset)})
+
+    app = web.Application()
+    app.router.add_get("/v2/account", account)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    dest = Destination(name="rl", slug="rl", key_id="PK", secret_key="s", base_url=f"http://127.0.0.1:{runner.addresses[0][1]}")
+    try:
+        async with BrokerClient(dest) as broker:
+            # Act
+            await broker.get_account()
+            assert broker.stats.waited_s == 0
+            await broker.get_account()
+        # Assert: the second request was held back instead of being sent into a 429
+        assert broker.stats.waited_s > 0
+        assert broker.stats.rate_limited == 0
+    finally:
+        await runner.cleanup()

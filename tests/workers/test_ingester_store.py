@@ -15,6 +15,9 @@ from typing import Any
 
 import asyncpg
 import pytest
+from hypothesis import given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 
 from core.db import connect, migrate
 from core.destinations import Destination
@@ -316,3 +319,25 @@ async def test_progress_beats_a_non_monotonic_updated_at(pool: asyncpg.Pool, fil
     # Assert
     row = await pool.fetchrow("SELECT status, filled_qty FROM account_activities.orders")
     assert (row["status"], row["filled_qty"]) == ("filled", Decimal("2"))
+
+
+@settings_(max_examples=60, deadline=None)
+@given(st.permutations(range(6)), st.lists(st.integers(0, 5), min_size=0, max_size=4))
+def test_batch_keeps_the_most_advanced_order_state_whatever_the_order(perm: list[int], dupes: list[int]) -> None:
+    # Arrange: a lifecycle new -> accepted -> partially_filled x2 -> filled -> (late duplicate deliveries)
+    oid = str(uuid.uuid4())
+    lifecycle = [
+        order_json(oid, "pending_new", T0),
+        order_json(oid, "new", T0 + timedelta(milliseconds=1)),
+        order_json(oid, "accepted", T0 + timedelta(milliseconds=2)),
+        order_json(oid, "partially_filled", T0 + timedelta(milliseconds=3), "1"),
+        order_json(oid, "partially_filled", T0 + timedelta(milliseconds=4), "1.5"),
+        order_json(oid, "filled", T0 + timedelta(milliseconds=4), "2"),
+    ]
+    batch = Batch()
+    # Act
+    for i in [*perm, *dupes]:
+        batch.add_order(parse_order(lifecycle[i])[0])
+    # Assert
+    (final,) = batch.orders.values()
+    assert (final.status, final.filled_qty) == ("filled", Decimal("2"))
