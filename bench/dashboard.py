@@ -150,17 +150,21 @@ def callbacks(app: Any, runs: int) -> list[dict[str, Any]]:
                       [("dest-v-equity", "data", 1), ("dest-v-closed", "data", 1), *tz_state], slug,
                       "dest-v-equity.data")
 
+    eq_outputs = [("dest-equity", "figure"), ("dest-eq-cursor", "data")]
+
     def equity(i: int) -> tuple[float, float, int, int]:
-        return c.call([("dest-equity", "figure")],
+        return c.call(eq_outputs,
                       [("dest-v-equity", "data", 1), ("theme-store", "data", "light"), *tz_state,
-                       ("dest-equity", "relayoutData", None)], slug, "dest-v-equity.data")
+                       ("dest-equity", "relayoutData", None)], [*slug, ("dest-eq-cursor", "data", None)],
+                      "dest-v-equity.data")
 
     def zoom(i: int) -> tuple[float, float, int, int]:
         month = 1 + i % 10
         relayout = {"xaxis.range[0]": f"2026-{month:02d}-03 00:00:00", "xaxis.range[1]": f"2026-{month + 1:02d}-{1 + i % 27:02d} 12:00:00"}
-        return c.call([("dest-equity", "figure")],
+        return c.call(eq_outputs,
                       [("dest-v-equity", "data", 1), ("theme-store", "data", "light"), *tz_state,
-                       ("dest-equity", "relayoutData", relayout)], slug, "dest-equity.relayoutData")
+                       ("dest-equity", "relayoutData", relayout)], [*slug, ("dest-eq-cursor", "data", None)],
+                      "dest-equity.relayoutData")
 
     def analytics(i: int) -> tuple[float, float, int, int]:
         return c.call([("dest-dd-table", "children"), ("dest-monthly", "figure"), ("dest-calendar", "figure"),

@@ -34,8 +34,8 @@ from typing import Any
 import psutil
 import requests
 
-from bench.stack import ROOT, DashClient, Stack, StackConfig, percentiles
 from bench.soak import signed_positions
+from bench.stack import ROOT, DashClient, Stack, StackConfig, percentiles
 from core.destinations import open_trades_table
 
 IDLE_S = 10.0
@@ -133,7 +133,7 @@ def destinations_part(n: int) -> dict[str, Any]:
 def history_part(days: int) -> dict[str, Any]:
     with Stack(StackConfig(destinations=1, history_days=days, workers=False, web="none")) as stack:
         slug, name = stack.slugs[0], stack.names[0]
-        since = (datetime.now(UTC) - timedelta(days=int(days * 7 / 5) + 10)).date().isoformat()
+        since = (datetime.now(UTC) - timedelta(days=int(days * 1.5) + 15)).date().isoformat()
         t0 = time.monotonic()
         subprocess.run([sys.executable, "-m", "workers", "backfill", "--since", since, "--no-progress"],
                        env=stack.env(), cwd=ROOT, check=True, capture_output=True, timeout=TIMEOUT_S * 2)

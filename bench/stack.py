@@ -425,12 +425,21 @@ class DashClient:
         deps = self.session.get(f"{self.base_url}/_dash-dependencies", timeout=30).json()
         self.callbacks = {cb["output"]: cb for cb in deps}
 
-    def find(self, prefix: str) -> str:
-        """The full output string of the first callback whose output starts with ``prefix``."""
+    def find(self, target: str) -> str:
+        """The full output string of the callback that outputs ``target`` (``"id.prop"``; a leading
+        ``..`` is ignored), preferring one where it is the first output. Pages change their callback
+        grouping; benchmarks name the property they need, not the grouping."""
+        want = target.strip(".")
+        first = None
         for output in self.callbacks:
-            if output.startswith(prefix):
-                return output
-        raise KeyError(prefix)
+            parts = [p.split("@", 1)[0] for p in output.strip(".").split("...")]
+            if want in parts or (want.count(".") == 0 and any(p.startswith(want + ".") for p in parts)):
+                if parts[0] == want or parts[0].startswith(want + "."):
+                    return output
+                first = first or output
+        if first is None:
+            raise KeyError(target)
+        return first
 
     def payload(self, output: str, values: dict[str, Any], changed: list[str] | None = None) -> dict[str, Any]:
         cb = self.callbacks[output]

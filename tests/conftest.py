@@ -7,6 +7,7 @@ Fixtures for the simulator live in ``tests/simulator_fixtures.py`` (registered a
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -36,6 +37,18 @@ def pg_server_dsn() -> Iterator[str]:
         yield dsn
     finally:
         server.stop()
+
+
+@pytest.fixture
+def pg_data_dir() -> Iterator[Path]:
+    """A directory for a test's own EmbeddedPostgres cluster.
+
+    Outside pytest's ``tmp_path``: pytest re-chmods ``/tmp/pytest-of-<user>`` to 0700 at session start,
+    which would lock the unprivileged ``embedded_postgres`` user (used when running as root) out.
+    """
+    path = Path(tempfile.mkdtemp(prefix="ch-test-own-pg-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

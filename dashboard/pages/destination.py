@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from dash import Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
+from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard import analytics, grid_sql
 from dashboard.components import figures, fmt, grids
@@ -216,7 +217,10 @@ def register(app: Dash) -> None:
         State("dest-v-equity", "data"),
     )
     def poll(_n: int, _hint: Any, slug: str, v_pos: int | None, v_closed: int | None, v_eq: int | None) -> Any:
-        v = model().version_of(slug)
+        try:
+            v = model().version_of(slug)
+        except SQLAlchemyError:
+            raise PreventUpdate from None  # database away: keep what is shown; /health and /healthz say why
         if (v.pos, v.closed, v.equity) == (v_pos, v_closed, v_eq):
             raise PreventUpdate  # nothing changed: an empty 204, no re-render anywhere
         return (

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from dash import Dash, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
+from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard import analytics
 from dashboard.components import figures, fmt
@@ -159,7 +160,12 @@ def register(app: Dash) -> None:
         State("ov-versions", "data"),
     )
     def poll(_n: int, _hint: Any, held: dict[str, Any] | None) -> Any:
-        current = {slug: v.as_dict() for slug, v in model().versions().items()}
+        try:
+            current = {slug: v.as_dict() for slug, v in model().versions().items()}
+        except SQLAlchemyError:
+            raise PreventUpdate from None
+        if not current and held:
+            raise PreventUpdate  # an unreadable registry during an outage: keep the cards shown
         if current == held:
             raise PreventUpdate  # nothing changed: an empty 204, no re-render anywhere
         return current

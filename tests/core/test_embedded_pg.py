@@ -17,8 +17,8 @@ def _postgres_processes(data_dir: Path) -> list[psutil.Process]:
     return found
 
 
-def test_start_reuse_and_clean_stop(tmp_path: Path) -> None:
-    owner = EmbeddedPostgres(tmp_path / "db")
+def test_start_reuse_and_clean_stop(pg_data_dir: Path) -> None:
+    owner = EmbeddedPostgres(pg_data_dir / "db")
     dsn = owner.start()
     conn = connect(dsn)
     with conn, conn.cursor() as cur:
@@ -26,17 +26,17 @@ def test_start_reuse_and_clean_stop(tmp_path: Path) -> None:
         cur.execute("INSERT INTO kept VALUES (42)")
     conn.close()
 
-    guest = EmbeddedPostgres(tmp_path / "db")
+    guest = EmbeddedPostgres(pg_data_dir / "db")
     assert guest.start() == dsn
     assert guest.owner is False
     guest.stop()  # a guest never stops the owner's server
-    assert _postgres_processes(tmp_path / "db")
+    assert _postgres_processes(pg_data_dir / "db")
 
     owner.stop()
-    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in _postgres_processes(tmp_path / "db"))
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in _postgres_processes(pg_data_dir / "db"))
 
     # Data survives a restart of the same data directory.
-    again = EmbeddedPostgres(tmp_path / "db")
+    again = EmbeddedPostgres(pg_data_dir / "db")
     conn = connect(again.start())
     with conn.cursor() as cur:
         cur.execute("SELECT x FROM kept")

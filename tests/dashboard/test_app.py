@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from dash import Dash
 
+from core.db import connect
 from core.settings import Settings
 from dashboard.app import create_app
 from tests.dashboard.conftest import Seeded
@@ -172,15 +173,17 @@ def test_export_menu_links_resolve(app: Dash) -> None:
         assert len(response.data) > 20, link
 
 
-def _equity_call(client: Any, relayout: Any, changed: str) -> Any:
+def _equity_call(client: Any, relayout: Any, changed: str, cursor: Any = None, version: int = 1) -> Any:
     return _update(
-        client, "dest-equity.figure", {"id": "dest-equity", "property": "figure"},
-        [{"id": "dest-v-equity", "property": "data", "value": 1},
+        client, "..dest-equity.figure...dest-eq-cursor.data..",
+        [{"id": "dest-equity", "property": "figure"}, {"id": "dest-eq-cursor", "property": "data"}],
+        [{"id": "dest-v-equity", "property": "data", "value": version},
          {"id": "theme-store", "property": "data", "value": "light"},
          {"id": "tz-choice", "property": "value", "value": "utc"},
          {"id": "browser-tz", "property": "data", "value": None},
          {"id": "dest-equity", "property": "relayoutData", "value": relayout}],
-        [{"id": "dest-slug", "property": "data", "value": "alpha_paper"}], [changed],
+        [{"id": "dest-slug", "property": "data", "value": "alpha_paper"},
+         {"id": "dest-eq-cursor", "property": "data", "value": cursor}], [changed],
     )
 
 
@@ -225,3 +228,77 @@ def test_secondary_analytics_wait_for_the_deferred_tick(app: Dash) -> None:
     symbols = drawn["dest-by-symbol"]["figure"]["data"][0]["x"]
     assert set(symbols) <= {"AAPL", "MSFT", "NVDA", "AMZN", "TSLA", "META", "SPY", "QQQ", "AMD", "GOOGL"}
     assert len(symbols) >= 5
+
+
+def test_new_equity_points_are_appended_with_their_cursor(app: Dash, seeded: Seeded) -> None:
+    client = app.server.test_client()
+    client.get("/")
+    first = _equity_call(client, None, "dest-v-equity.data").get_json()["response"]
+    cursor = first["dest-eq-cursor"]["data"]
+    assert cursor["appended"] == 0
+    conn = connect(seeded.dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("""INSERT INTO public.equity_full_alpha_paper (ts, equity, net_deposits)
+                           SELECT max(ts) + k * interval '1 minute', 150000 + k, max(net_deposits)
+                           FROM public.equity_full_alpha_paper, generate_series(1, 3) AS k GROUP BY k""")
+            cur.execute("UPDATE public.ch_versions SET equity_version = 2 WHERE slug = 'alpha_paper'")
+    finally:
+        conn.close()
+    update = _equity_call(client, None, "dest-v-equity.data", cursor=cursor, version=2).get_json()["response"]
+    patch = update["dest-equity"]["figure"]
+    assert patch["__dash_patch_update"] == "__dash_patch_update"
+    extended = {tuple(op["location"]): op["params"]["value"] for op in patch["operations"] if op["operation"] == "Extend"}
+    assert extended[("data", 0, "y")] == [150001.0, 150002.0, 150003.0]
+    assert len(extended[("data", 1, "y")]) == 3
+    new_cursor = update["dest-eq-cursor"]["data"]
+    assert new_cursor["appended"] == 3
+    assert new_cursor["last_ns"] > cursor["last_ns"]
+    # nothing newer than the cursor: nothing is sent
+    again = _equity_call(client, None, "dest-v-equity.data", cursor=new_cursor, version=2)
+    assert again.status_code == 204 or again.get_json()["response"] == {}
+
+
+@pytest.mark.parametrize(("choice", "browser", "expected"), [
+    ("exchange", "Asia/Tokyo", "America/New_York"),
+    (None, None, "America/New_York"),
+    ("utc", "Asia/Tokyo", "UTC"),
+    ("local", "Asia/Tokyo", "Asia/Tokyo"),
+    ("local", None, "America/New_York"),
+    ("local", "Not/A_Zone", "America/New_York"),
+])
+def test_time_zone_choice(choice: str | None, browser: str | None, expected: str) -> None:
+    from dashboard.context import resolve_tz
+
+    assert resolve_tz(choice, browser, Settings()) == expected
+
+
+def test_poll_keeps_the_page_when_the_database_goes_away(app: Dash, seeded: Seeded, pg_server_dsn: str) -> None:
+    client = app.server.test_client()
+    client.get("/")
+    model = app.server.extensions["coldharbour"].model
+    model.engine.dispose()
+    admin = connect(pg_server_dsn)
+    admin.autocommit = True
+    name = seeded.dsn.rsplit("/", 1)[1]
+    with admin.cursor() as cur:
+        cur.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+    try:
+        response = _update(
+            client, "..dest-v-pos.data...dest-v-closed.data...dest-v-equity.data..",
+            [{"id": "dest-v-pos", "property": "data"}, {"id": "dest-v-closed", "property": "data"},
+             {"id": "dest-v-equity", "property": "data"}],
+            [{"id": "dest-tick", "property": "n_intervals", "value": 9},
+             {"id": "sse-hint", "property": "data", "value": None}],
+            [{"id": "dest-slug", "property": "data", "value": "alpha_paper"},
+             {"id": "dest-v-pos", "property": "data", "value": 1},
+             {"id": "dest-v-closed", "property": "data", "value": 1},
+             {"id": "dest-v-equity", "property": "data", "value": 1}],
+            ["dest-tick.n_intervals"])
+        assert response.status_code == 204
+        assert client.get("/healthz").status_code == 503
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        admin.close()

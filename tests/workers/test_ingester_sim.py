@@ -182,9 +182,9 @@ async def test_ingest_equals_ground_truth(simulator_factory: Callable[..., SimHa
 
 @pytest.mark.slow
 async def test_chaos_every_fault_and_a_database_restart(simulator_factory: Callable[..., SimHandle],
-                                                        tmp_path: Path) -> None:
+                                                        tmp_path: Path, pg_data_dir: Path) -> None:
     # Arrange: a database we can restart, a simulator with every fault knob on
-    server = EmbeddedPostgres(tmp_path / "pg")
+    server = EmbeddedPostgres(pg_data_dir / "pg")
     dsn = await asyncio.to_thread(server.start)
     sim = simulator_factory(accounts=2, history_days=1, bot_rate=5, extra_args=[
         "--ws-drop-every-s", "1.5", "--ws-delay-ms", "20", "--ws-duplicate-rate", "0.3", "--ws-reorder-rate", "0.3",

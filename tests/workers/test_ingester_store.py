@@ -213,9 +213,9 @@ async def test_writer_flushes_on_interval_and_reports_latency(pool: asyncpg.Pool
 
 
 @pytest.mark.slow
-async def test_writer_survives_database_restart_and_bounds_its_buffer(tmp_path: Path) -> None:
+async def test_writer_survives_database_restart_and_bounds_its_buffer(pg_data_dir: Path) -> None:
     # Arrange: a dedicated server we can stop and start
-    server = EmbeddedPostgres(tmp_path / "pg")
+    server = EmbeddedPostgres(pg_data_dir / "pg")
     dsn = await asyncio.to_thread(server.start)
     try:
         settings = Settings(postgresql_live_conn_string=dsn, flush_interval_s=0.05, db_connect_timeout_s=2)
