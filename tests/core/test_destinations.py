@@ -48,9 +48,11 @@ def test_loads_valid_file_with_env_references(tmp_path: Path) -> None:
     dests = load_destinations(_write(tmp_path, GOOD), environ={"MR_KEY": "PKPAPER5678", "MR_SECRET": "papersecret"})
     assert [d.slug for d in dests] == ["momentum_live", "mean_reversion_paper"]
     live, paper = dests
-    assert live.is_live and live.base_url == "https://api.alpaca.markets"
+    assert live.is_live
+    assert live.base_url == "https://api.alpaca.markets"
     assert live.initial_deposit == Decimal("25000")
-    assert paper.key_id == "PKPAPER5678" and paper.secret_key == "papersecret"
+    assert paper.key_id == "PKPAPER5678"
+    assert paper.secret_key == "papersecret"
     assert paper.enabled is False
     assert paper.price_feed.zmq_endpoints == ("tcp://127.0.0.1:5556",)
 
@@ -58,7 +60,8 @@ def test_loads_valid_file_with_env_references(tmp_path: Path) -> None:
 def test_secrets_never_in_repr(tmp_path: Path) -> None:
     dests = load_destinations(_write(tmp_path, GOOD), environ={"MR_KEY": "PKPAPER5678", "MR_SECRET": "papersecret"})
     text = repr(dests) + str(dests[0])
-    assert "liveSECRETvalue999" not in text and "PKLIVEKEY00001234" not in text
+    assert "liveSECRETvalue999" not in text
+    assert "PKLIVEKEY00001234" not in text
     assert "papersecret" not in text
     assert "PK…1234" in text
 
@@ -69,7 +72,8 @@ def test_local_override_replaces_and_adds(tmp_path: Path) -> None:
                    '[[destinations]]\nname = "Extra"\nkey_id = "k"\nsecret_key = "s"\nbase_url = "paper"\n', "local.toml")
     dests = load_destinations(main, local, environ={"MR_KEY": "a", "MR_SECRET": "b"})
     assert [d.slug for d in dests] == ["momentum_live", "mean_reversion_paper", "extra"]
-    assert dests[0].key_id == "PKNEW0000" and dests[0].base_url == "https://paper-api.alpaca.markets"
+    assert dests[0].key_id == "PKNEW0000"
+    assert dests[0].base_url == "https://paper-api.alpaca.markets"
 
 
 ENTRY = 'name = "Acct"\nkey_id = "k"\nsecret_key = "s"\nbase_url = "paper"\n'
@@ -151,5 +155,6 @@ def test_cli_exits_nonzero_before_touching_database(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "workers", "migrate"], env=env, capture_output=True, text=True,
                           timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 2
-    assert "initial_deposit" in proc.stderr and str(path) in proc.stderr
+    assert "initial_deposit" in proc.stderr
+    assert str(path) in proc.stderr
     assert "cannot reach" not in proc.stderr

@@ -74,7 +74,8 @@ def test_timescale_sql_is_rendered_for_every_time_series_table() -> None:
     assert sql[0] == "CREATE EXTENSION IF NOT EXISTS timescaledb"
     assert "create_hypertable('\"account_activities\".activities', 'ts'" in joined
     assert "create_hypertable('public.\"equity_full_alpha\"', 'ts'" in joined
-    assert "INTERVAL '3 days'" in joined and "INTERVAL '365 days'" in joined
+    assert "INTERVAL '3 days'" in joined
+    assert "INTERVAL '365 days'" in joined
     assert sum("add_retention_policy" in s for s in sql) == 3
 
 
@@ -92,3 +93,17 @@ def test_destination_ddl_quotes_every_identifier() -> None:
     ddl = destination_ddl("my_fund")
     assert any('public."open_trades_my_fund"' in s for s in ddl)
     assert all("{" not in s for s in ddl)
+
+
+def test_longest_slug_gets_valid_unique_index_names(settings: Settings) -> None:
+    from core.destinations import slugify
+
+    slug = slugify("a very long destination name " * 5)
+    conn = connect(settings.primary_dsn or "")
+    migrate(conn, settings, [_dest("a very long destination name " * 5, slug)])
+    with conn.cursor() as cur:
+        cur.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", (f"closed_trades_{slug}",))
+        names = [r[0] for r in cur.fetchall()]
+    assert len(names) == len(set(names)) >= 7
+    assert all(len(n) <= 63 for n in names)
+    conn.close()
