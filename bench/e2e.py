@@ -118,10 +118,24 @@ def _first_at_or_after(times: list[float], t: float) -> float | None:
     return None
 
 
-def measure(sse: bool, fills: int, rate_per_s: float = RATE_PER_S) -> dict[str, Any]:
+def whatif_workers_args(fill_catchup_min_interval_s: float) -> tuple[str, ...]:
+    """``python`` arguments running ``python -m workers all`` with another ingester fill catch-up
+    interval (``IngesterOptions.fill_catchup_min_interval_s``, not a setting): for what-if runs."""
+    code = ("import functools, runpy, workers.ingester as m; "
+            "m.run_ingester = functools.partial(m.run_ingester, options=m.IngesterOptions("
+            f"fill_catchup_min_interval_s={fill_catchup_min_interval_s!r})); "
+            "import sys; sys.argv = ['workers', 'all']; runpy.run_module('workers', run_name='__main__')")
+    return ("-c", code)
+
+
+def measure(sse: bool, fills: int, rate_per_s: float = RATE_PER_S,
+            workers_args: tuple[str, ...] | None = None) -> dict[str, Any]:
     """One run of the stack; returns freshness percentiles (seconds) and the stage breakdown."""
     env = {"UI_SNAPSHOT_SEC": str(UI_SNAPSHOT_SEC), "DISABLE_SSE": "false" if sse else "true"}
-    with Stack(StackConfig(destinations=1, env=env)) as stack:
+    cfg = StackConfig(destinations=1, env=env)
+    if workers_args:
+        cfg = StackConfig(destinations=1, env=env, workers_args=workers_args)
+    with Stack(cfg) as stack:
         stack.wait_ready(60)
         slug, account = stack.slugs[0], stack.names[0]
         driver = chrome()

@@ -43,7 +43,7 @@ from bench.stack import DashClient, Stack, StackConfig, percentiles
 SESSIONS = 50
 UI_SNAPSHOT_SEC = 1.0
 DURATION_S_FULL = 60.0
-DURATION_S_QUICK = 20.0
+DURATION_S_QUICK = 15.0
 REDIS_URL = "redis://127.0.0.1:6379/0"
 APP_NAME = "coldharbour-dashboard"
 TZ = "utc"

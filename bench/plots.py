@@ -139,7 +139,36 @@ def scale(rows: dict[str, dict[str, Any]]) -> Path | None:
     return _save(fig, "scale.png")
 
 
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.3f}".rstrip("0").rstrip(".") if abs(v) < 10 else f"{v:,.1f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def tables() -> str:
+    """Markdown tables of every end-to-end result row (name, value, unit, target)."""
+    out = []
+    for bench in ("e2e", "load", "soak", "scale"):
+        rows = _rows(bench)
+        if not rows:
+            continue
+        out.append(f"\n#### {bench}\n\n| figure | value | unit | target |\n|---|---:|---|---|")
+        for name, r in rows.items():
+            if r.get("value") is None:
+                continue
+            target = r.get("target")
+            ok = r.get("ok")
+            mark = "" if ok is None else (" ✅" if ok else " ❌")
+            out.append(f"| `{name}` | {_fmt(r['value'])} | {r.get('unit', '')} | {_fmt(target) if target is not None else ''}{mark} |")
+    return "\n".join(out) + "\n"
+
+
 def main() -> int:
+    if "--tables" in sys.argv:
+        print(tables())
+        return 0
     made = [p for p in (e2e(_rows("e2e")), load(_rows("load")), soak(_rows("soak")), scale(_rows("scale"))) if p]
     for p in made:
         print(p.relative_to(ROOT))

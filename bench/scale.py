@@ -2,12 +2,12 @@
 ``python -m bench scale [--quick]``. Every part runs the real processes through :mod:`bench.stack`.
 
 1. **Destinations** (1, 10, 50; ``--quick``: 1, 10): idle CPU and RSS of ``python -m workers all``
-   over ``IDLE_S`` (prices tick, nothing trades), then a burst of ``BURST_PER_DEST`` x N one-share
+   over ``IDLE_S`` (``--quick``: half; prices tick, nothing held), then a burst of ``BURST_PER_DEST`` x N one-share
    fills submitted as fast as 8 client threads can (``POST /admin/fill``, round robin over the
    accounts). Ingest throughput = fills / time until every FILL activity is stored; manager
    throughput = fills / time until every ``open_trades_<slug>`` holds the expected quantities; CPU
    milliseconds of the workers process per fill.
-2. **History length** (1 month = 21 sessions vs 5 years = 1260; ``--quick``: 21 vs 252): the
+2. **History length** (1 month = 21 sessions vs 5 years = 1260; ``--quick``: 21 vs 126): the
    simulator generates the history (its bots, ~40 fills per session), then ``python -m workers
    backfill`` reads it over REST (rows/s), then ``python -m workers all`` starts cold (time until the
    manager's open trades equal the broker's positions), then 10 single fills (fill → open trades
@@ -86,13 +86,13 @@ def _all_open_sql(slugs: list[str]) -> str:
     return " UNION ALL ".join(f"SELECT '{s}', symbol, qty FROM public.\"{open_trades_table(s)}\"" for s in slugs)
 
 
-def destinations_part(n: int) -> dict[str, Any]:
+def destinations_part(n: int, idle_s: float = IDLE_S) -> dict[str, Any]:
     with Stack(StackConfig(destinations=n, web="none")) as stack:
         stack.wait_ready(120)
         time.sleep(2.0)
         procs = _workers_procs(stack)
         c0, t0 = _cpu_s(procs), time.monotonic()
-        time.sleep(IDLE_S)
+        time.sleep(idle_s)
         idle_cpu_pct = 100 * (_cpu_s(procs) - c0) / (time.monotonic() - t0)
         rss_idle = sum(p.memory_info().rss for p in procs) / 2**20
         k = max(BURST_MIN, min(BURST_MAX, BURST_PER_DEST * n))
@@ -117,7 +117,7 @@ def destinations_part(n: int) -> dict[str, Any]:
         # idle again, now holding positions: every price tick revalues them
         time.sleep(2.0)
         c0, t1 = _cpu_s(procs), time.monotonic()
-        time.sleep(IDLE_S)
+        time.sleep(idle_s)
         holding_cpu_pct = 100 * (_cpu_s(procs) - c0) / (time.monotonic() - t1)
         positions = len(stack.query(sql))
         errors = len(stack.error_lines("workers"))
@@ -217,7 +217,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     random.seed(5)
     rows: list[dict[str, Any]] = []
     for n in ((1, 10) if quick else (1, 10, 50)):
-        r = destinations_part(n)
+        r = destinations_part(n, IDLE_S / 2 if quick else IDLE_S)
         common = {"destinations": n, "fills": r["fills"]}
         rows += [
             {"name": f"scale.dest{n}.ingest_fills_per_s", "value": r["ingest_fills_per_s"], "unit": "fills/s", **common},
@@ -230,7 +230,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
              "after_burst": r["workers_rss_after_mb"], **common},
             {"name": f"scale.dest{n}.worker_log_errors", "value": r["worker_log_errors"], "unit": "lines", **common},
         ]
-    for days in ((21, 252) if quick else (21, 1260)):
+    for days in ((21, 126) if quick else (21, 1260)):
         r = history_part(days)
         common = {"history_days": days, "activities": r["activities"], "fills": r["fills"],
                   "closed_trades": r["closed_trades"], "equity_points": r["equity_points"]}
@@ -245,7 +245,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
         for label, v in r["web"].items():
             rows.append({"name": f"scale.hist{days}.web_{label}_ms", "value": v["warm_ms"], "unit": "ms",
                          "cold_ms": v["cold_ms"], **common})
-    for r in sessions_part((1, 10, 25) if quick else (1, 10, 50), 10.0 if quick else 30.0):
+    for r in sessions_part((1, 10, 25) if quick else (1, 10, 50), 8.0 if quick else 30.0):
         n = r["sessions"]
         common = {"sessions": n, "server": "python -m dashboard (1 process)"}
         rows += [

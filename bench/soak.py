@@ -203,7 +203,7 @@ def soak(duration_s: float, sample_every_s: float) -> dict[str, Any]:
                         or result["position_mismatches"])
 
         try:
-            stack.wait_for(converged, CONVERGE_S, "stored data equal to the ground truth", poll_s=5.0)
+            stack.wait_for(converged, CONVERGE_S, "stored data equal to the ground truth", poll_s=2.0)
         except TimeoutError:
             pass
         converge_s = time.monotonic() - t_conv

@@ -88,6 +88,7 @@ class StackConfig:
     sim_args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     workers: bool = True
+    workers_args: tuple[str, ...] = ("-m", "workers", "all")  # after ``python``: what-if runs patch options
     web: str = "flask"  # "flask", "gunicorn" or "none"
     web_workers: int = 4
     web_threads: int = 8
@@ -220,7 +221,7 @@ class Stack:
         self.sim_state = json.loads(state_path.read_text())
 
     def start_workers(self, name: str = "workers") -> subprocess.Popen[bytes]:
-        return self._spawn(name, [sys.executable, "-m", "workers", "all"], self.env())
+        return self._spawn(name, [sys.executable, *self.config.workers_args], self.env())
 
     def start_web(self) -> None:
         if self.config.web == "gunicorn":

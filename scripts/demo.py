@@ -17,10 +17,12 @@ from pathlib import Path
 
 from core.db import connect, migrate, resolve_dsn, stop_embedded
 from core.destinations import load_destinations
+from core.dsn import parse_dsn
 from core.errors import ColdHarbourError
 from core.settings import PROJECT_ROOT, load_settings
 
 SIM_PORT = int(os.environ.get("DEMO_SIM_PORT", "8765"))
+DEMO_DATABASE = "coldharbour_demo"
 ZMQ_URL = os.environ.get("DEMO_ZMQ_URL", "tcp://127.0.0.1:5556")
 
 
@@ -35,6 +37,9 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout_s: float, what:
 
 
 def _stop(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    # A second Ctrl-C (or make's SIGTERM after ours) must not abandon children half-stopped.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for _, proc in reversed(children):
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -46,6 +51,24 @@ def _stop(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
             print(f"demo: {name} did not stop in time; killing it", file=sys.stderr)
             proc.kill()
             proc.wait()
+
+
+def _fresh_demo_database(server_dsn: str) -> str:
+    """A clean ``coldharbour_demo`` database on the server.
+
+    The simulator regenerates its world (history, ids) on every start and keeps nothing, so data
+    ingested from an earlier demo run would describe trades this broker never made. The cluster and
+    any other database on it are left alone.
+    """
+    admin = connect(server_dsn)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{DEMO_DATABASE}" WITH (FORCE)')
+            cur.execute(f'CREATE DATABASE "{DEMO_DATABASE}"')
+    finally:
+        admin.close()
+    return parse_dsn(server_dsn).with_dbname(DEMO_DATABASE).uri()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -68,8 +91,9 @@ def main() -> int:
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     # Children must not stop on the terminal's Ctrl-C before we do: they get SIGTERM from us.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored (background jobs)
     try:
-        dsn = resolve_dsn(settings)
+        dsn = _fresh_demo_database(resolve_dsn(settings))
         conn = connect(dsn)
         try:
             migrate(conn, settings, destinations)
@@ -109,6 +133,7 @@ def main() -> int:
     finally:
         _stop(children)
         stop_embedded()
+        print("demo: stopped")
 
 
 if __name__ == "__main__":

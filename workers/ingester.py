@@ -89,7 +89,9 @@ class IngesterOptions:
     max_buffer_rows: int = 200_000
     backfill_interval_s: float = 60.0
     overlap_s: float = 300.0
-    default_lookback_days: float = 30.0
+    # First run reads the whole account history: a position opened before the window would otherwise
+    # look like an orphan close to the lot engine and skew cash, equity and P&L.
+    default_lookback_days: float = 3650.0
     fill_catchup_min_interval_s: float = 2.0
     stream_stale_after_s: float = 90.0
     stream_ping_interval_s: float = 10.0
