@@ -1021,6 +1021,7 @@ class DestinationRunner:
             "broker_cash": None if self.broker_cash is None else str(self.broker_cash),
             "broker_equity": None if self.broker_equity is None else str(self.broker_equity),
             "price_feed": asdict(self.feed.stats) if self.feed is not None else None,
+            "price_feed_last_tick_age_s": self.feed.last_tick_age_s() if self.feed is not None else None,
             "pos_version": self.pos_version,
             "closed_version": self.closed_version,
         }

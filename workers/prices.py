@@ -64,6 +64,8 @@ class PriceFeedStats:
     """Ticks replaced by a newer one before the consumer drained them."""
     unsubscribed: int = 0
     """Ticks for symbols nobody holds (prefix matches, or before an unsubscribe took effect)."""
+    last_tick_mono_ns: int | None = None
+    """``time.monotonic_ns()`` of the newest well-formed tick of any symbol (feed liveness)."""
 
 
 def _decimal(value: Any, what: str) -> Decimal:
@@ -193,6 +195,7 @@ class PriceFeed:
             self.stats.unsubscribed += 1
             return None
         self.stats.received += 1
+        self.stats.last_tick_mono_ns = tick.received_mono_ns
         if tick.symbol in self._pending:
             self.stats.conflated += 1
         self._latest[tick.symbol] = tick
@@ -224,6 +227,13 @@ class PriceFeed:
     # -- reading -------------------------------------------------------------------------------
     def latest(self, symbol: str) -> PriceTick | None:
         return self._latest.get(symbol)
+
+    def last_tick_age_s(self, now_mono_ns: int | None = None) -> float | None:
+        """Seconds since the newest tick of any subscribed symbol; ``None`` before the first."""
+        if self.stats.last_tick_mono_ns is None:
+            return None
+        now = time.monotonic_ns() if now_mono_ns is None else now_mono_ns
+        return (now - self.stats.last_tick_mono_ns) / 1e9
 
     def is_stale(self, symbol: str, now_mono_ns: int | None = None) -> bool:
         """No tick for ``symbol`` within ``stale_after_s`` (or never)."""

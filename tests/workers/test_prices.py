@@ -189,3 +189,20 @@ async def test_live_burst_is_conflated_to_the_last_price(
         with pytest.raises(asyncio.CancelledError):
             await task
         feed.close()
+
+
+def test_last_tick_age_tracks_the_newest_subscribed_tick() -> None:
+    import time as _time
+
+    from workers.prices import PriceFeed, encode_message
+
+    feed = PriceFeed(["tcp://127.0.0.1:1"], stale_after_s=5)
+    feed.set_symbols(["AAPL"])
+    assert feed.last_tick_age_s() is None
+    feed.handle(encode_message("MSFT", "10", 1))  # not subscribed: not a sign of life for us
+    assert feed.last_tick_age_s() is None
+    feed.handle(encode_message("AAPL", "10", 1))
+    age = feed.last_tick_age_s(_time.monotonic_ns() + 2_000_000_000)
+    assert age is not None
+    assert 1.9 < age < 60
+    feed.close()
