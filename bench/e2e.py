@@ -12,15 +12,14 @@ is the wall clock at speed 1, the browser's ``performance.timeOrigin + now()`` t
 
 Run twice: with SSE (the page re-asks on each ``pos_channel`` hint) and with ``DISABLE_SSE=true``
 (``dcc.Interval`` polling every ``UI_SNAPSHOT_SEC``). Where the time goes, per fill: simulator fill →
-``activities.ingested_at`` (ingester), → the next ``pos_channel_<slug>`` NOTIFY seen by a LISTEN in
-this process (manager), → DOM (dashboard callbacks + browser render).
+``activities.ingested_at`` (ingester), → the row in ``open_trades_<slug>`` with the new quantity (seen
+by polling the table every 20 ms from this process: manager), → DOM (dashboard callbacks + browser).
 
 Targets (issue 9): p95 <= 1.0 s with SSE; p95 <= poll interval + 0.5 s polling.
 """
 
 from __future__ import annotations
 
-import select
 import threading
 import time
 from datetime import datetime
@@ -79,43 +78,39 @@ def _epoch(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
-class NotifyRecorder:
-    """LISTEN on the destination's ``pos_channel``; keeps the arrival time of every NOTIFY."""
+class TablePoller:
+    """Polls ``open_trades_<slug>`` every ``period_s``: when did each (symbol, qty) first appear?"""
 
-    def __init__(self, dsn: str, channel: str) -> None:
-        import psycopg2.extensions
-
+    def __init__(self, dsn: str, slug: str, period_s: float = 0.02) -> None:
         from core.db import connect
+        from core.destinations import open_trades_table
 
-        self.times: list[float] = []
+        self.seen: list[tuple[float, str, float]] = []
+        self._last: dict[str, float] = {}
+        self._sql = f'SELECT symbol, qty FROM public."{open_trades_table(slug)}"'
+        self._period_s = period_s
         self._stop = threading.Event()
         self._conn = connect(dsn)
-        self._conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
-        with self._conn.cursor() as cur:
-            cur.execute(f'LISTEN "{channel}"')
+        self._conn.autocommit = True
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            if select.select([self._conn], [], [], 0.2)[0]:
-                self._conn.poll()
-                now = time.time()
-                while self._conn.notifies:
-                    self._conn.notifies.pop(0)
-                    self.times.append(now)
+        while not self._stop.wait(self._period_s):
+            with self._conn.cursor() as cur:
+                cur.execute(self._sql)
+                rows = cur.fetchall()
+            now = time.time()
+            for sym, qty in rows:
+                q = float(qty)
+                if self._last.get(sym) != q:
+                    self._last[sym] = q
+                    self.seen.append((now, sym, q))
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2)
         self._conn.close()
-
-
-def _first_at_or_after(times: list[float], t: float) -> float | None:
-    for x in times:
-        if x >= t:
-            return x
-    return None
 
 
 def whatif_workers_args(fill_catchup_min_interval_s: float) -> tuple[str, ...]:
@@ -139,7 +134,7 @@ def measure(sse: bool, fills: int, rate_per_s: float = RATE_PER_S,
         stack.wait_ready(60)
         slug, account = stack.slugs[0], stack.names[0]
         driver = chrome()
-        recorder = NotifyRecorder(stack.dsn, f"pos_channel_{slug}")
+        recorder = TablePoller(stack.dsn, slug)
         try:
             driver.get(f"{stack.web_url}/destination/{slug}")
             stack.wait_for(lambda: driver.execute_script(OBSERVER_JS), 60, "positions grid in the page", 0.2)
@@ -183,7 +178,7 @@ def measure(sse: bool, fills: int, rate_per_s: float = RATE_PER_S,
 
     latencies, ingest_s, manager_s, web_s = [], [], [], []
     missing = 0
-    notify_times = sorted(recorder.times)
+    table_seen = sorted(recorder.seen)
     for f in sent:
         seen = next((t for t, s, q in sorted(observations) if s == f["symbol"] and q >= f["qty"]), None)
         if seen is None:
@@ -193,10 +188,10 @@ def measure(sse: bool, fills: int, rate_per_s: float = RATE_PER_S,
         t_ing = ingested.get(f["order_id"])
         if t_ing is not None:
             ingest_s.append(t_ing - f["filled_at"])
-            t_note = _first_at_or_after(notify_times, t_ing)
-            if t_note is not None and t_note <= seen + 0.05:
-                manager_s.append(t_note - t_ing)
-                web_s.append(seen - t_note)
+            t_row = next((t for t, s, q in table_seen if s == f["symbol"] and q >= f["qty"]), None)
+            if t_row is not None:
+                manager_s.append(max(0.0, t_row - t_ing))
+                web_s.append(max(0.0, seen - t_row))
     return {
         "fills": fills, "rate_per_s": round(achieved_rate, 2), "missing": missing,
         "freshness": percentiles(latencies), "stage_ingest": percentiles(ingest_s),

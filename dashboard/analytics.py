@@ -156,7 +156,7 @@ def growth_index(returns: pd.Series) -> pd.Series:
     """Growth of 1 unit under ``returns`` (the wealth index ``core.metrics`` draws drawdowns from)."""
     if returns.empty:
         return returns
-    return 1.0 + _m.cumulative_returns(returns) if hasattr(_m, "cumulative_returns") else (1.0 + returns).cumprod()
+    return 1.0 + _m.cumulative_returns(returns)
 
 
 def _num(value: Any) -> float | None:

@@ -253,16 +253,22 @@ class ReadModel:
     ) -> dict[str, Any]:
         req = {k: request.get(k) for k in ("startRow", "endRow", "sortModel", "filterModel")}
 
-        def load_rows() -> list[dict[str, Any]]:
-            q = grid_sql.page_query(table, req, tz=tz)
-            return [_jsonable(r, tz) for r in self.rows(q.sql, q.params)]
-
         def load_count() -> int:
             q = grid_sql.count_query(table, req.get("filterModel"), tz=tz)
             return int(self.rows(q.sql, q.params)[0]["n"])
 
-        rows = self.memo((*key, "rows", req, tz), load_rows)
+        # the count first (one per filter and version): it tells which end of the order is nearer
         count = self.memo((*key, "count", req.get("filterModel"), tz), load_count)
+
+        def load_rows() -> list[dict[str, Any]]:
+            backwards = reversed_request(table, req, count)
+            if backwards is not None:
+                q = grid_sql.page_query(table, backwards, tz=tz)
+                return [_jsonable(r, tz) for r in reversed(self.rows(q.sql, q.params))]
+            q = grid_sql.page_query(table, req, tz=tz)
+            return [_jsonable(r, tz) for r in self.rows(q.sql, q.params)]
+
+        rows = self.memo((*key, "rows", req, tz), load_rows)
         return {"rowData": rows, "rowCount": count}
 
     def closed_pl(self, slug: str, version: int | None = None) -> pd.DataFrame:
@@ -451,6 +457,36 @@ class ReadModel:
             "ts": ts[idx], "equity": eq[idx], "dd_ts": ts[dd_idx], "drawdown": dd[dd_idx],
             "flow_ts": ts[flows], "flow": np.diff(dep)[flows - 1], "flow_equity": eq[flows],
         }
+
+
+def reversed_request(table: grid_sql.GridTable, request: Mapping[str, Any], count: int) -> dict[str, Any] | None:
+    """The same block read from the other end of the order, when that end is nearer; else ``None``.
+
+    ``OFFSET n`` walks ``n`` rows, so a block deep in the second half of a 100k-row order costs a walk
+    of most of the table. Reversing every sort key (the tie-breaking key columns included, which the
+    grid orders ascending) reverses the whole order exactly, NULL placement included (PostgreSQL puts
+    NULLs last ascending, first descending), so rows ``[start, end)`` are rows
+    ``[count - end, count - start)`` of the reversed order, read backwards. Anything unusual (a
+    malformed request, too many keys) gets ``None``: the normal path validates and answers it.
+    """
+    start, end = request.get("startRow"), request.get("endRow")
+    if (isinstance(start, bool) or isinstance(end, bool) or not isinstance(start, int) or not isinstance(end, int)
+            or start < 0 or end <= start or start + end <= count or start >= count):
+        return None
+    sort_model = request.get("sortModel") or []
+    if not isinstance(sort_model, list):
+        return None
+    flipped: list[dict[str, Any]] = []
+    for item in sort_model:
+        if not isinstance(item, Mapping) or item.get("sort") not in ("asc", "desc"):
+            return None
+        flipped.append({"colId": item.get("colId"), "sort": "asc" if item["sort"] == "desc" else "desc"})
+    seen = {item["colId"] for item in flipped}
+    flipped += [{"colId": k, "sort": "desc"} for k in table.key if k not in seen]
+    if len(flipped) > grid_sql.MAX_SORT_KEYS:
+        return None
+    return {"startRow": max(0, count - end), "endRow": count - start, "sortModel": flipped,
+            "filterModel": request.get("filterModel")}
 
 
 def downsample(ts_ns: np.ndarray, values: np.ndarray, max_points: int = MAX_POINTS) -> np.ndarray:

@@ -17,7 +17,8 @@ from dashboard.context import model, resolve_tz, runtime
 from dashboard.pages.common import empty_state, graph, kpi, no_destinations, poll_interval_ms, section, tone_of
 
 PATH_TEMPLATE = "/destination/<slug>"
-DEFER_MS = 600
+DEFER_MS = 100  # after the primary content is drawn and the browser is idle (see the clientside callback)
+DEFER_IDLE_TIMEOUT_MS = 2500  # the longest the secondary analytics wait for an idle moment
 APPEND_MAX_POINTS = 1000  # live-appended raw points before the chart is rebuilt (and re-downsampled)
 TITLE = "Destination"
 
@@ -49,8 +50,11 @@ def layout(slug: str | None = None, **_: Any) -> Any:
         [
             dcc.Store(id="dest-slug", data=dest.slug),
             dcc.Interval(id="dest-tick", interval=poll_interval_ms(), n_intervals=0),
-            # the secondary analytics draw once the primary content (KPIs, positions, equity, grid) is up
-            dcc.Interval(id="dest-defer", interval=DEFER_MS, n_intervals=0, max_intervals=1),
+            # the secondary analytics (six charts below the fold) draw once the primary content (KPIs,
+            # positions, equity, grid) is up: a clientside callback enables this one-shot interval when
+            # the KPIs and the equity chart have arrived and the browser is idle, so they do not compete
+            # with the first paint for the main thread
+            dcc.Interval(id="dest-defer", interval=DEFER_MS, n_intervals=0, max_intervals=1, disabled=True),
             # current versions in the layout: data callbacks fire at once, without waiting for a poll
             dcc.Store(id="dest-v-pos", data=v.pos),
             dcc.Store(id="dest-v-closed", data=v.closed),
@@ -174,8 +178,8 @@ def equity_figure(slug: str, tz: str, theme: str | None, start_ns: int | None = 
         return figures.empty("No equity history yet: the manager writes a point every EQUITY_UPDATE_INTERVAL_S "
                              "once it runs.", theme, height=460)
     return figures.equity_underwater(
-        fmt.ns_to_local(w["ts"], tz), w["equity"], fmt.ns_to_local(w["dd_ts"], tz), w["drawdown"],
-        fmt.ns_to_local(w["flow_ts"], tz), w["flow"], w["flow_equity"], tz_label=fmt.tz_label(tz), theme=theme,
+        fmt.ns_to_local_str(w["ts"], tz), w["equity"], fmt.ns_to_local_str(w["dd_ts"], tz), w["drawdown"],
+        fmt.ns_to_local_str(w["flow_ts"], tz), w["flow"], w["flow_equity"], tz_label=fmt.tz_label(tz), theme=theme,
     )
 
 
@@ -293,9 +297,9 @@ def register(app: Dash) -> None:
                 return no_update, no_update
             w = m.equity_window(slug, *window)
             patch = Patch()
-            patch["data"][0]["x"] = fmt.ns_to_local(w["ts"], tz)
+            patch["data"][0]["x"] = fmt.ns_to_local_str(w["ts"], tz)
             patch["data"][0]["y"] = w["equity"]
-            patch["data"][1]["x"] = fmt.ns_to_local(w["dd_ts"], tz)
+            patch["data"][1]["x"] = fmt.ns_to_local_str(w["dd_ts"], tz)
             patch["data"][1]["y"] = w["drawdown"]
             zoomed = window != (None, None)
             last = int(w["ts"][-1]) if w["ts"].size else None
@@ -315,7 +319,7 @@ def register(app: Dash) -> None:
                 return no_update, no_update
             if int(cursor.get("appended", 0)) + tail["ts"].size <= APPEND_MAX_POINTS:
                 patch = Patch()
-                x = list(fmt.ns_to_local(tail["ts"], tz))
+                x = fmt.ns_to_local_str(tail["ts"], tz)
                 patch["data"][0]["x"].extend(x)
                 patch["data"][0]["y"].extend(tail["equity"].tolist())
                 patch["data"][1]["x"].extend(x)
@@ -323,7 +327,8 @@ def register(app: Dash) -> None:
                 return patch, dict(cursor, last_ns=int(tail["ts"][-1]),
                                    appended=int(cursor.get("appended", 0)) + int(tail["ts"].size))
         # the whole-curve figure is the same for every visitor of this version: build it once
-        figure = m.memo(("eq-figure", slug, v_eq, tz, theme), lambda: equity_figure(slug, tz, theme))
+        # (cached as a plain dict: unpickling a go.Figure re-validates it, ~30 ms a figure)
+        figure = m.memo(("eq-figure", slug, v_eq, tz, theme), lambda: figures.plain(equity_figure(slug, tz, theme)))
         last_ns = int(series.ts_ns[-1]) if len(series) else 0
         return figure, {"last_ns": last_ns, "appended": 0, "tz": tz, "theme": theme,
                         "first_ns": series.first_ts_ns, "zoomed": False}
@@ -369,13 +374,16 @@ def register(app: Dash) -> None:
             by_reason = trades.groupby("exit_reason")["net_pl"].sum().sort_values(ascending=False)
             return by_symbol, by_reason
 
-        by_symbol, by_reason = m.memo(("breakdown", slug, v_closed), compute)
-        if by_symbol.empty:
-            msg = "No closed trades yet: they appear when the manager matches a round trip."
-            return figures.empty(msg, theme), figures.empty(msg, theme)
-        top = by_symbol if len(by_symbol) <= 25 else pd.concat([by_symbol.head(12), by_symbol.tail(12)])
-        return (figures.bars(top.index, top.to_numpy(), "Net P&L", theme),
-                figures.bars(by_reason.index, by_reason.to_numpy(), "Net P&L", theme))
+        def draw() -> tuple[dict[str, Any], dict[str, Any]]:
+            by_symbol, by_reason = m.memo(("breakdown", slug, v_closed), compute)
+            if by_symbol.empty:
+                msg = "No closed trades yet: they appear when the manager matches a round trip."
+                return figures.plain(figures.empty(msg, theme)), figures.plain(figures.empty(msg, theme))
+            top = by_symbol if len(by_symbol) <= 25 else pd.concat([by_symbol.head(12), by_symbol.tail(12)])
+            return (figures.plain(figures.bars(top.index, top.to_numpy(), "Net P&L", theme)),
+                    figures.plain(figures.bars(by_reason.index, by_reason.to_numpy(), "Net P&L", theme)))
+
+        return m.memo(("breakdown-fig", slug, v_closed, theme), draw)
 
     @app.callback(
         Output("dest-closed", "getRowsResponse"),
@@ -405,6 +413,23 @@ def register(app: Dash) -> None:
     def column_headers(tz_choice: str, browser_tz: str | None) -> Any:
         label = fmt.tz_label(resolve_tz(tz_choice, browser_tz))
         return grids.closed_columns(label), grids.open_columns(label)
+
+    app.clientside_callback(  # type: ignore[no-untyped-call]
+        """function(cursor, kpis, disabled) {
+            if (!disabled || !cursor || !kpis) { return window.dash_clientside.no_update; }
+            return new Promise(function(resolve) {
+                const go = function() { resolve(false); };
+                requestAnimationFrame(function() {
+                    if (window.requestIdleCallback) { requestIdleCallback(go, {timeout: TIMEOUT}); }
+                    else { setTimeout(go, 200); }
+                });
+            });
+        }""".replace("TIMEOUT", str(DEFER_IDLE_TIMEOUT_MS)),
+        Output("dest-defer", "disabled"),
+        Input("dest-eq-cursor", "data"),
+        Input("dest-kpis", "children"),
+        State("dest-defer", "disabled"),
+    )
 
     # new closed trades or another time zone: drop the grid's cached blocks so it asks again
     app.clientside_callback(  # type: ignore[no-untyped-call]
@@ -458,7 +483,8 @@ def _equity_analytics(slug: str, v_eq: int, tz: str, theme: str | None) -> tuple
     daily, returns = _returns(slug, tz, v_eq)
     if returns.empty:
         msg = "Not enough equity history yet (two days are needed)."
-        return (html.P(msg, className="text-body-secondary"),) + tuple(figures.empty(msg, theme) for _ in range(4))
+        return (html.P(msg, className="text-body-secondary"),) + tuple(figures.plain(figures.empty(msg, theme))
+                                                                       for _ in range(4))
     m = model()
     periods = m.memo(("ddp", slug, v_eq, tz), lambda: analytics.drawdown_periods(returns, 10))
     monthly = m.memo(("monthly", slug, v_eq, tz), lambda: analytics.monthly_table(returns))
@@ -466,13 +492,14 @@ def _equity_analytics(slug: str, v_eq: int, tz: str, theme: str | None) -> tuple
     day_pl = (daily["equity"].diff() - daily["net_deposits"].diff()).dropna()
     return (
         _periods_table(periods),
-        figures.monthly_heatmap(monthly, theme) if not monthly.empty else figures.empty("No monthly data", theme),
-        figures.daily_calendar(day_pl, theme),
-        figures.rolling(_local_index(roll[0].index, tz), roll[0].to_numpy(), roll[1].to_numpy(),
-                        window=analytics.ROLLING_WINDOW_DAYS,
-                        tz_label=label, theme=theme)
-        if len(roll[0]) else figures.empty(f"Rolling metrics need {analytics.ROLLING_WINDOW_DAYS} days", theme),
-        figures.distribution(returns.to_numpy(), theme),
+        figures.plain(figures.monthly_heatmap(monthly, theme) if not monthly.empty
+                      else figures.empty("No monthly data", theme)),
+        figures.plain(figures.daily_calendar(day_pl, theme)),
+        figures.plain(figures.rolling(_local_index(roll[0].index, tz), roll[0].to_numpy(), roll[1].to_numpy(),
+                                      window=analytics.ROLLING_WINDOW_DAYS, tz_label=label, theme=theme)
+                      if len(roll[0])
+                      else figures.empty(f"Rolling metrics need {analytics.ROLLING_WINDOW_DAYS} days", theme)),
+        figures.plain(figures.distribution(returns.to_numpy(), theme)),
     )
 
 

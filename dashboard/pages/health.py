@@ -60,7 +60,7 @@ def register(app: Dash) -> None:
         body = []
         for h in rows:
             colour = fmt.health_colour(h["age_s"], ok_s=ok_s, warn_s=warn_s)
-            feed = _feed_text(h.get("details"))
+            feed = _feed_text(h.get("details"), h.get("age_s"))
             body.append(html.Tr([
                 html.Td([html.Span(className=f"ch-dot bg-{colour} me-2"), h["destination"]]),
                 html.Td(h["service"]),
@@ -70,7 +70,8 @@ def register(app: Dash) -> None:
                 html.Td(fmt.duration(h["lag_s"]) if h["lag_s"] is not None else "—"),
                 html.Td(f"{h['rows_ingested']:,}"),
                 html.Td(str(h["errors"])),
-                html.Td(feed),
+                html.Td(feed, className=_feed_class(feed_age_s(h.get("details"), h["age_s"]),
+                                                    rt.settings.price_stale_after_s)),
                 html.Td(h["last_error"] or "", className="text-danger small"),
             ]))
         head = ["Destination", "Service", "State", "Heartbeat", f"Last event ({fmt.tz_label(tz)})", "Ingest lag",
@@ -80,17 +81,54 @@ def register(app: Dash) -> None:
         return summary, table
 
 
-def _feed_text(details: Any) -> str:
-    """The manager's price-feed counters and stale symbols (from its heartbeat details)."""
+FEED_AGE_KEY = "price_feed_last_tick_age_s"
+"""Manager heartbeat detail: seconds since the newest price tick of any symbol, when the heartbeat was
+written (``None`` before the first tick; the key is absent from older managers)."""
+
+
+def feed_age_s(details: Any, heartbeat_age_s: Any = None) -> float | None:
+    """Seconds since the manager's newest price tick, now: the age it reported plus the heartbeat's age.
+
+    ``None`` when the heartbeat carries no feed age (no feed, no tick yet, or an older manager).
+    """
+    if not isinstance(details, dict):
+        return None
+    raw: Any = details.get(FEED_AGE_KEY)
+    if raw is None:
+        raw = details.get("zmq_age_s")  # the key's earlier name
+    try:
+        age = float(raw)
+    except (TypeError, ValueError):
+        return None
+    if age != age or age < 0:  # NaN or nonsense: treat as unknown
+        return None
+    try:
+        since = float(heartbeat_age_s) if heartbeat_age_s is not None else 0.0
+    except (TypeError, ValueError):
+        since = 0.0
+    return age + max(0.0, since)
+
+
+def _feed_class(age: float | None, stale_after_s: float) -> str:
+    return "text-warning" if age is not None and age > stale_after_s else ""
+
+
+def _feed_text(details: Any, heartbeat_age_s: Any = None) -> str:
+    """The manager's price-feed freshness, counters and stale symbols (from its heartbeat details)."""
     if not isinstance(details, dict):
         return "—"
     parts = []
+    age = feed_age_s(details, heartbeat_age_s)
     feed = details.get("price_feed")
+    if age is not None:
+        parts.append(f"last tick {fmt.age(age)}")
+    elif "price_feed" in details and feed is None:
+        parts.append("no feed")
+    elif isinstance(feed, dict) and feed.get("received") == 0:
+        parts.append("no tick yet")
     if isinstance(feed, dict) and feed.get("received") is not None:
         parts.append(f"{int(feed['received']):,} ticks")
     stale = details.get("stale_symbols")
     if isinstance(stale, list):
         parts.append(f"stale: {', '.join(map(str, stale[:5]))}" if stale else "all fresh")
-    if details.get("zmq_age_s") is not None:
-        parts.append(f"last tick {fmt.age(details['zmq_age_s'])}")
     return " · ".join(parts) or "—"

@@ -192,5 +192,8 @@ def register(app: Dash) -> None:
         cards = [
             _card(d, card_values(d, vs.get(d.slug, Versions()), tz), _health(d.slug, heartbeats)) for d in dests
         ]
-        return dbc.Row(cards), aggregate_figure(dests, vs, tz, theme), {}
+        token = tuple((d.slug, vs.get(d.slug, Versions()).equity) for d in dests)
+        figure = m.memo(("ov-aggregate", token, tz, theme),
+                        lambda: figures.plain(aggregate_figure(dests, vs, tz, theme)))
+        return dbc.Row(cards), figure, {}
 

@@ -302,3 +302,69 @@ def test_poll_keeps_the_page_when_the_database_goes_away(app: Dash, seeded: Seed
         with admin.cursor() as cur:
             cur.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
         admin.close()
+
+
+def test_plotly_is_the_preloaded_cartesian_bundle_of_the_same_version(app: Dash) -> None:
+    from plotly.offline import get_plotlyjs_version
+
+    from dashboard.app import PLOTLY_PATH, bundled_plotly_version
+
+    assert bundled_plotly_version() == get_plotlyjs_version()  # refresh dashboard/vendor/ on a plotly upgrade
+    client = app.server.test_client()
+    html = client.get("/").get_data(as_text=True)
+    assert f'<link rel="preload" href="/{PLOTLY_PATH}" as="script">' in html
+    bundle = client.get("/" + PLOTLY_PATH)
+    assert bundle.status_code == 200
+    assert b"plotly.js (cartesian" in bundle.data[:200]
+    assert len(bundle.data) < 2_000_000  # the full bundle is 4.8 MB
+    assert "max-age=" in bundle.headers["Cache-Control"]
+    again = client.get("/" + PLOTLY_PATH, headers={"If-None-Match": bundle.headers["ETag"]})
+    assert again.status_code == 304
+    # every trace type the pages draw is in the partial bundle
+    for trace in (b"scatter", b"bar", b"heatmap", b"histogram"):
+        assert b'moduleType:"trace",name:"' + trace + b'"' in bundle.data, trace
+
+
+def test_chart_times_travel_as_iso_strings() -> None:
+    import numpy as np
+
+    from dashboard.components import fmt
+
+    ts = np.array([1_700_000_000_000_000_000, 1_700_003_600_000_000_000], dtype=np.int64)
+    assert fmt.ns_to_local_str(ts, "America/New_York") == ["2023-11-14T17:13:20", "2023-11-14T18:13:20"]
+    assert fmt.ns_to_local_str(ts + 250_000_000, "UTC")[0] == "2023-11-14T22:13:20.250"
+    assert fmt.ns_to_local_str(ts[:0], "UTC") == []
+
+
+def test_health_shows_the_price_feed_age_when_the_manager_reports_it(app: Dash, seeded: Seeded) -> None:
+    from dashboard.pages.health import FEED_AGE_KEY, _feed_text, feed_age_s
+
+    assert feed_age_s({FEED_AGE_KEY: 2.5}, 10) == pytest.approx(12.5)  # reported age + heartbeat age
+    assert feed_age_s({FEED_AGE_KEY: None, "price_feed": {"received": 0}}, 1) is None
+    assert feed_age_s({"zmq_age_s": 3}, None) == 3  # the earlier key
+    assert feed_age_s({}, 5) is None and feed_age_s(None, 5) is None and feed_age_s({FEED_AGE_KEY: "x"}) is None
+    assert _feed_text({"price_feed": None}) == "no feed"
+    assert _feed_text({"price_feed": {"received": 0}, FEED_AGE_KEY: None}).startswith("no tick yet")
+    assert _feed_text({"stats": {}}) == "—"  # an older manager: no feed fields at all
+
+    conn = connect(seeded.dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                f"""UPDATE {seeded.settings.account_schema}.heartbeats
+                    SET details = %s::jsonb, updated_at = now() WHERE destination = 'alpha_paper'""",
+                (json.dumps({"price_feed": {"received": 4321}, FEED_AGE_KEY: 42.0, "stale_symbols": []}),),
+            )
+    finally:
+        conn.close()
+    workers = app.server.test_client().get("/healthz").get_json()["workers"]
+    ages = [w["price_feed_age_s"] for w in workers if w["destination"] == "alpha_paper"]
+    assert ages and all(42.0 <= a < 100 for a in ages)
+    assert all("price_feed_age_s" not in w for w in workers if w["destination"] != "alpha_paper")
+    response = _update(app.server.test_client(), "..health-summary.children...health-table.children..",
+                       [{"id": "health-summary", "property": "children"}, {"id": "health-table", "property": "children"}],
+                       [{"id": "health-tick", "property": "n_intervals", "value": 1},
+                        {"id": "tz-choice", "property": "value", "value": "utc"},
+                        {"id": "browser-tz", "property": "data", "value": None}], [], ["health-tick.n_intervals"])
+    table = json.dumps(response.get_json()["response"]["health-table"])
+    assert "last tick " in table and "4,321 ticks" in table and "text-warning" in table  # 42 s > 10 s stale
