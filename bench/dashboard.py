@@ -7,9 +7,11 @@ DSN, else an embedded PostgreSQL in a temporary directory), then measures:
 - every destination-page callback through Flask's test client (in process: server-side time only):
   the cold first call, p50/p95 of the steady state (each call with a different request where the
   callback has one: grid blocks at varying offsets/sorts/filters, zoom windows) and the response size;
-- the destination page's first render in headless Chromium (KPIs, open positions, the equity chart and
-  the closed trades grid all drawn; the secondary analytics follow ``DEFER_MS`` later), after the
-  start-up cache warm-up (also reported), when chromium/chromedriver are installed;
+- the destination page's first render in headless Chromium: from navigation start until KPIs, open
+  positions, the equity chart and the closed trades grid are all drawn, as timed by the page itself
+  (``marks_s``: each element; ``webdriver_polled_s``: the same seen through WebDriver polls, which read
+  late while the page's main thread is busy); the secondary analytics follow once the browser is idle.
+  After the start-up cache warm-up (also reported), when chromium/chromedriver are installed;
 - an idle page's poll: server CPU per ``ch_versions`` check that finds nothing new (answers 204).
 
 Targets from issue 7: p95 <= 150 ms and <= 300 KB per callback, first render <= 2 s, idle poll <= 2 ms.
@@ -86,12 +88,13 @@ class _Caller:
         self.client.get("/")  # finalises the callback map
 
     def call(self, outputs: list[tuple[str, str]], inputs: list[tuple[str, str, Any]],
-             state: list[tuple[str, str, Any]], changed: str) -> tuple[float, float, int, int]:
+             state: list[tuple[str, str, Any]], changed: str, output_key: str | None = None,
+             ) -> tuple[float, float, int, int]:
         """(wall ms, server CPU ms, response bytes, status) of one callback request."""
         outs = [{"id": i, "property": p} for i, p in outputs]
         payload = {
-            "output": outs[0]["id"] + "." + outs[0]["property"] if len(outs) == 1
-            else ".." + "...".join(f"{o['id']}.{o['property']}" for o in outs) + "..",
+            "output": output_key or (outs[0]["id"] + "." + outs[0]["property"] if len(outs) == 1
+                                     else ".." + "...".join(f"{o['id']}.{o['property']}" for o in outs) + ".."),
             "outputs": outs[0] if len(outs) == 1 else outs,
             "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
             "state": [{"id": i, "property": p, "value": v} for i, p, v in state],
@@ -154,17 +157,20 @@ def callbacks(app: Any, runs: int) -> list[dict[str, Any]]:
 
     def equity(i: int) -> tuple[float, float, int, int]:
         return c.call(eq_outputs,
-                      [("dest-v-equity", "data", 1), ("theme-store", "data", "light"), *tz_state,
-                       ("dest-equity", "relayoutData", None)], [*slug, ("dest-eq-cursor", "data", None)],
-                      "dest-v-equity.data")
+                      [("dest-v-equity", "data", 1), ("theme-store", "data", "light"), *tz_state],
+                      [*slug, ("dest-eq-cursor", "data", None)], "dest-v-equity.data")
+
+    # zoom is its own callback with allow_duplicate outputs: their names carry the callback's hash
+    deps = c.client.get("/_dash-dependencies").get_json()
+    zoom_key = next(d["output"] for d in deps if [x["id"] for x in d["inputs"]] == ["dest-equity"])
+    zoom_outputs = [(o.rsplit(".", 1)[0], o.rsplit(".", 1)[1]) for o in zoom_key.strip(".").split("...")]
 
     def zoom(i: int) -> tuple[float, float, int, int]:
         month = 1 + i % 10
         relayout = {"xaxis.range[0]": f"2026-{month:02d}-03 00:00:00", "xaxis.range[1]": f"2026-{month + 1:02d}-{1 + i % 27:02d} 12:00:00"}
-        return c.call(eq_outputs,
-                      [("dest-v-equity", "data", 1), ("theme-store", "data", "light"), *tz_state,
-                       ("dest-equity", "relayoutData", relayout)], [*slug, ("dest-eq-cursor", "data", None)],
-                      "dest-equity.relayoutData")
+        return c.call(zoom_outputs, [("dest-equity", "relayoutData", relayout)],
+                      [*tz_state, *slug, ("dest-eq-cursor", "data", None)], "dest-equity.relayoutData",
+                      output_key=zoom_key)
 
     def analytics(i: int) -> tuple[float, float, int, int]:
         return c.call([("dest-dd-table", "children"), ("dest-monthly", "figure"), ("dest-calendar", "figure"),
@@ -202,6 +208,21 @@ def callbacks(app: Any, runs: int) -> list[dict[str, Any]]:
     return rows
 
 
+_READY = {
+    "kpis": "document.querySelectorAll('#dest-kpis .ch-kpi').length >= 13",
+    "positions": "document.querySelector('#dest-positions .ag-body .ag-cell')",
+    "closed_grid": "document.querySelector('#dest-closed .ag-body .ag-cell[col-id=\"trade_id\"]')",
+    "equity_chart": "document.querySelector('#dest-equity .main-svg .scatterlayer .trace')",
+}
+_MARKS_JS = (
+    "window.__chMarks = {}; (function() { const checks = {"
+    + ", ".join(f"{k}: function() {{ return !!({v}); }}" for k, v in _READY.items())
+    + "}; const timer = setInterval(function() { let left = 0; for (const k in checks) {"
+    " if (!(k in window.__chMarks)) { if (checks[k]()) { window.__chMarks[k] = performance.now(); } else { left++; } } }"
+    " if (!left) { clearInterval(timer); } }, 10); })();"
+)
+
+
 def first_render(app: Any) -> list[dict[str, Any]]:
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         return [{"name": "dashboard.first_render_s", "value": None, "unit": "s", "skipped": "no chromium"}]
@@ -217,23 +238,28 @@ def first_render(app: Any) -> list[dict[str, Any]]:
                 "--window-size=1400,1000", "--enable-unsafe-swiftshader"):
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options)
-    ready = ("return !!(document.querySelector('#dest-closed .ag-body .ag-cell[col-id=\"trade_id\"]')"
-             " && document.querySelector('#dest-equity .main-svg .scatterlayer .trace')"
-             " && document.querySelectorAll('#dest-kpis .ch-kpi').length >= 13"
-             " && document.querySelector('#dest-positions .ag-body .ag-cell'))")
+    # the page itself notes (every 10 ms, from navigation start) when each primary element first shows:
+    # polling from here through WebDriver only gets an answer when the page's main thread is free, so
+    # it reads late while the page is still busy compiling scripts
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": _MARKS_JS})
     results = []
     try:
         url = f"http://127.0.0.1:{port}/destination/{SLUG}"
         for attempt in ("cold", "warm"):
             t0 = time.perf_counter()
             driver.get(url)
-            while not driver.execute_script(ready):
+            marks: dict[str, float] = {}
+            while len(marks) < len(_READY):
+                marks = driver.execute_script("return window.__chMarks || {}") or {}
                 if time.perf_counter() - t0 > 60:
-                    raise RuntimeError("destination page did not render within 60 s")
-                time.sleep(0.02)
-            elapsed = time.perf_counter() - t0
+                    raise RuntimeError(f"destination page did not render within 60 s: {marks}")
+                time.sleep(0.25)  # WebDriver calls queue on the page's main thread: ask rarely
+            polled = time.perf_counter() - t0
+            elapsed = max(marks.values()) / 1000
             results.append({"name": f"dashboard.first_render_{attempt}_s", "value": round(elapsed, 3), "unit": "s",
-                            "target_s": TARGET_FIRST_RENDER_S, "ok": elapsed <= TARGET_FIRST_RENDER_S})
+                            "target_s": TARGET_FIRST_RENDER_S, "ok": elapsed <= TARGET_FIRST_RENDER_S,
+                            "marks_s": {k: round(v / 1000, 3) for k, v in sorted(marks.items(), key=lambda kv: kv[1])},
+                            "webdriver_polled_s": round(polled, 3)})
     finally:
         driver.quit()
         server.shutdown()

@@ -2,7 +2,7 @@
 open destination page in headless Chromium. ``python -m bench e2e [--quick]``.
 
 The whole stack runs through :mod:`bench.stack` (one destination, production intervals:
-``UI_SNAPSHOT_SEC`` = 1, ``FLUSH_INTERVAL_S`` = 0.25). A paced loop asks the simulator for
+``UI_SNAPSHOT_SEC`` = 0.5, ``FLUSH_INTERVAL_S`` = 0.25). A paced loop asks the simulator for
 ``FILLS`` market fills at ``RATE_PER_S`` (``POST /admin/fill``, one share each, rotating over
 ``SYMBOLS`` so every row stays in the grid's viewport). In the page, a ``MutationObserver`` on the
 ``#dest-positions`` grid records ``(epoch ms, symbol, qty text)`` whenever a row's quantity cell
@@ -31,7 +31,7 @@ RATE_PER_S = 5.0
 FILLS_FULL = 200
 FILLS_QUICK = 40
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN")
-UI_SNAPSHOT_SEC = 1.0
+UI_SNAPSHOT_SEC = 0.5  # the production default (core.settings)
 TARGET_SSE_P95_S = 1.0
 TARGET_POLL_P95_S = UI_SNAPSHOT_SEC + 0.5
 SETTLE_S = 15.0  # after the last fill: how long to wait for stragglers before counting them lost

@@ -55,15 +55,16 @@ def e2e(rows: dict[str, dict[str, Any]]) -> Path | None:
     ax1.set_title(f"Freshness, {rows['e2e.freshness_sse_p95_s']['fills']} fills at 5/s (red: p95 target)")
     ax1.legend()
     bottoms = [0.0, 0.0]
-    for stage, label in (("ingest", "ingester (fill → activity row)"), ("manager", "manager (→ pos NOTIFY)"),
-                         ("web", "dashboard + browser (→ DOM)")):
+    for stage, label in (("ingest", "ingester (fill → activity row)"), ("manager", "manager (→ open_trades row)"),
+                         ("web", "NOTIFY/poll wait + dashboard + browser (→ DOM)")):
         vals = [rows[f"e2e.{m}_stage_{stage}_p50_s"]["value"] for m in modes]
         ax2.bar(range(2), vals, 0.5, bottom=bottoms, label=label)
         bottoms = [b + v for b, v in zip(bottoms, vals, strict=True)]
     ax2.set_xticks(range(2), ["SSE", "polling"])
     ax2.set_ylabel("median seconds per stage")
     ax2.set_title("Where the time goes (p50 per stage)")
-    ax2.legend(fontsize=8)
+    ax2.set_ylim(0, max(bottoms) * 1.5)
+    ax2.legend(fontsize=8, loc="upper center")
     return _save(fig, "e2e_freshness.png")
 
 

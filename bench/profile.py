@@ -77,8 +77,8 @@ def _flamegraph(raw: Path, svg: Path) -> None:
             w = width * n / total  # type: ignore[operator]
             if w >= 0.5:
                 depth_max = max(depth_max, depth)
-                label = frame.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-                short = label if len(label) * 6.5 < w else label[: max(0, int(w / 6.5) - 1)]
+                short_raw = frame if len(frame) * 6.5 < w else frame[: max(0, int(w / 6.5) - 1)]
+                label, short = _xml(frame), _xml(short_raw)
                 hue = 20 + (hash(frame) % 40)
                 rects.append(f'<g><title>{label} ({100 * n / total:.1f}%)</title>'  # type: ignore[operator]
                              f'<rect x="{x:.1f}" y="{depth * row_h}" width="{w:.1f}" height="{row_h - 1}" '
@@ -90,6 +90,10 @@ def _flamegraph(raw: Path, svg: Path) -> None:
     walk(tree, 0.0, 0)
     height = (depth_max + 1) * row_h
     svg.write_text(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">' + "".join(rects) + "</svg>")
+
+
+def _xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
 def top(raw: Path, n: int = 15) -> list[tuple[str, float]]:

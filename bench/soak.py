@@ -89,12 +89,17 @@ class FillDriver(threading.Thread):
                 self.failed.append(type(exc).__name__)
 
 
-def _web_sessions(stack: Stack, stop: threading.Event, duration_s: float) -> threading.Thread:
+def _web_sessions(stack: Stack, stop: threading.Event, duration_s: float, failures: list[str]) -> threading.Thread:
     from bench.load import _drive
 
     def body() -> None:
         while not stop.is_set():
-            asyncio.run(_drive(stack.web_url, stack.slugs, WEB_SESSIONS, min(60.0, duration_s), True))
+            try:
+                rec = asyncio.run(_drive(stack.web_url, stack.slugs, WEB_SESSIONS, min(60.0, duration_s), True))
+                failures.extend(rec.errors)
+            except Exception as exc:  # noqa: BLE001 - reported in the results, never silently lost
+                failures.append(f"sessions: {exc!r}")
+                stop.wait(5.0)
 
     t = threading.Thread(target=body, daemon=True)
     t.start()
@@ -170,7 +175,8 @@ def soak(duration_s: float, sample_every_s: float) -> dict[str, Any]:
     with Stack(cfg) as stack:
         stack.wait_ready(120)
         stop_web = threading.Event()
-        web = _web_sessions(stack, stop_web, duration_s)
+        web_failures: list[str] = []
+        web = _web_sessions(stack, stop_web, duration_s, web_failures)
         driver = FillDriver(stack, RATE_PER_S)
         t0 = time.monotonic()
         driver.start()
@@ -213,6 +219,7 @@ def soak(duration_s: float, sample_every_s: float) -> dict[str, Any]:
     return {"duration_s": round(elapsed, 1), "fills_sent": driver.sent, "fill_rate_per_s": round(driver.sent / elapsed, 2),
             "fills_refused": len(driver.failed), "rss": rss, "slopes": {r: _slope_mb_per_min(s) for r, s in rss.items()},
             "truth": result, "converge_s": round(converge_s, 1),
+            "web_session_errors": len(web_failures), "web_session_error_sample": web_failures[:3],
             "error_lines": sum(len(v) for v in errors.values()), "unexpected_errors": len(unexpected),
             "unexpected_sample": unexpected[:5]}
 
@@ -233,6 +240,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
         {"name": "soak.position_mismatches", "value": t.get("position_mismatches"), "unit": "destinations",
          "target": 0, "examples": t.get("examples"), **common},
         {"name": "soak.converge_s", "value": r["converge_s"], "unit": "s", **common},
+        {"name": "soak.web_session_errors", "value": r["web_session_errors"], "unit": "requests", "target": 0,
+         "ok": r["web_session_errors"] == 0, "sample": r["web_session_error_sample"], **common},
         {"name": "soak.unexpected_log_errors", "value": r["unexpected_errors"], "unit": "lines", "target": 0,
          "ok": r["unexpected_errors"] == 0, "sample": r["unexpected_sample"], "all_error_lines": r["error_lines"], **common},
     ]

@@ -40,7 +40,7 @@ class Settings:
     heartbeat_sec: float = 30.0
     equity_update_interval_s: float = 60.0
     snapshot_sec: float = 60.0
-    ui_snapshot_sec: float = 1.0
+    ui_snapshot_sec: float = 0.5
     flush_interval_s: float = 0.25
     closed_sync_sec: float = 60.0
     disable_sse: bool = False

@@ -400,6 +400,7 @@ class DestinationRunner:
         self.open_orders: list[OpenOrder] = []
         self.mismatch: dict[str, tuple[Decimal, Decimal]] = {}
         self.mismatch_streak = 0
+        self.fills_at_reconcile = 0
         self.cash_offset = ZERO
         self._offset_candidate: Decimal | None = None
         self.broker_cash: Decimal | None = None
@@ -962,18 +963,27 @@ class DestinationRunner:
         fifo_qty = {s: pos.qty for s, pos in self.positions.items()}
         mismatch = qty_mismatches(fifo_qty, broker_qty)
         changed = broker_qty != self.broker_qty or mismatch != self.mismatch
+        # Under continuous trading the broker is always a little ahead of the ingested fills: a
+        # difference only counts once it repeats unchanged with no fill applied in between.
+        fills_now = self.book.fill_count
+        confirmed = bool(mismatch) and mismatch == self.mismatch and fills_now == self.fills_at_reconcile
+        self.fills_at_reconcile = fills_now
         self.broker_qty = broker_qty
         self.mismatch = mismatch
         if changed:
             self.structure_dirty = True
         if not mismatch:
             self.mismatch_streak = 0
+        elif not confirmed:
+            self.mismatch_streak = 0
+            self.log.info("dest=%s quantity difference (fifo, broker), re-checking next sync: %s", self.slug,
+                          {s: (str(a), str(b)) for s, (a, b) in sorted(mismatch.items())})
         else:
             self.mismatch_streak += 1
             self.stats.qty_mismatches += 1
             self.log.warning("dest=%s quantity mismatch (fifo, broker): %s", self.slug,
                              {s: (str(a), str(b)) for s, (a, b) in sorted(mismatch.items())})
-            await self.heal(full_rebuild=self.mismatch_streak >= 3)
+            await self.heal(full_rebuild=self.mismatch_streak >= 2)
         await self.refresh_legs()
 
     async def heal(self, *, full_rebuild: bool) -> None:

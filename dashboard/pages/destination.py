@@ -82,27 +82,37 @@ def layout(slug: str | None = None, **_: Any) -> Any:
                     html.Small("Click a trade id for its fills and lots. Sorting and filtering run on the server.",
                                className="text-body-secondary"),
                     right=export_links),
-            dbc.Row(
-                [
-                    dbc.Col(section("Drawdown periods (worst 10)", html.Div(id="dest-dd-table")), lg=6),
-                    dbc.Col(section("Monthly returns", graph("dest-monthly")), lg=6),
-                ]
-            ),
-            section("Daily P&L", graph("dest-calendar")),
-            dbc.Row(
-                [
-                    dbc.Col(section("P&L by symbol", graph("dest-by-symbol")), lg=6),
-                    dbc.Col(section("P&L by exit reason", graph("dest-by-reason")), lg=6),
-                ]
-            ),
-            dbc.Row(
-                [
-                    dbc.Col(section("Rolling Sharpe and volatility", graph("dest-rolling")), lg=6),
-                    dbc.Col(section("Daily return distribution", graph("dest-dist")), lg=6),
-                ]
-            ),
+            # the secondary analytics mount when dest-defer fires (see secondary_sections): six empty
+            # plotly charts drawn at page load cost ~0.3 s of the first render's main thread
+            html.Div(id="dest-secondary", children=html.P("More analytics follow…",
+                                                          className="text-body-secondary small")),
         ]
     )
+
+
+def secondary_sections() -> list[Any]:
+    """Drawdown periods, monthly heatmap, daily P&L, P&L by symbol/reason, rolling, distribution."""
+    return [
+        dbc.Row(
+            [
+                dbc.Col(section("Drawdown periods (worst 10)", html.Div(id="dest-dd-table")), lg=6),
+                dbc.Col(section("Monthly returns", graph("dest-monthly")), lg=6),
+            ]
+        ),
+        section("Daily P&L", graph("dest-calendar")),
+        dbc.Row(
+            [
+                dbc.Col(section("P&L by symbol", graph("dest-by-symbol")), lg=6),
+                dbc.Col(section("P&L by exit reason", graph("dest-by-reason")), lg=6),
+            ]
+        ),
+        dbc.Row(
+            [
+                dbc.Col(section("Rolling Sharpe and volatility", graph("dest-rolling")), lg=6),
+                dbc.Col(section("Daily return distribution", graph("dest-dist")), lg=6),
+            ]
+        ),
+    ]
 
 
 def _export_menu(slug: str) -> Any:
@@ -274,6 +284,40 @@ def register(app: Dash) -> None:
             cards.append(html.Div("Metrics unavailable: core.metrics is not installed.", className="text-warning"))
         return cards
 
+    # Zoom/range buttons are their own callback: plotly reports a relayout (autosize) when it first
+    # draws the placeholder, and in one callback with the data inputs that event superseded the
+    # pending whole-curve request (Dash keeps only the newest answer of a callback), so on a slow
+    # first load the chart could stay on "Loading…".
+    @app.callback(
+        Output("dest-equity", "figure", allow_duplicate=True),
+        Output("dest-eq-cursor", "data", allow_duplicate=True),
+        Input("dest-equity", "relayoutData"),
+        State("tz-choice", "value"),
+        State("browser-tz", "data"),
+        State("dest-slug", "data"),
+        State("dest-eq-cursor", "data"),
+        prevent_initial_call=True,
+    )
+    def equity_zoom(relayout: Any, tz_choice: str, browser_tz: str | None, slug: str,
+                    cursor: dict[str, Any] | None) -> Any:
+        tz = resolve_tz(tz_choice, browser_tz)
+        m = model()
+        window = _relayout_window(relayout, tz)
+        if window is None:  # autosize and the like: nothing to refine
+            return no_update, no_update
+        w = m.equity_window(slug, *window)
+        patch = Patch()
+        patch["data"][0]["x"] = fmt.ns_to_local_str(w["ts"], tz)
+        patch["data"][0]["y"] = w["equity"]
+        patch["data"][1]["x"] = fmt.ns_to_local_str(w["dd_ts"], tz)
+        patch["data"][1]["y"] = w["drawdown"]
+        zoomed = window != (None, None)
+        last = int(w["ts"][-1]) if w["ts"].size else None
+        new_cursor = dict(cursor or {}, zoomed=zoomed)
+        if not zoomed and last is not None:
+            new_cursor.update(last_ns=last, appended=0)
+        return patch, new_cursor
+
     @app.callback(
         Output("dest-equity", "figure"),
         Output("dest-eq-cursor", "data"),
@@ -281,32 +325,15 @@ def register(app: Dash) -> None:
         Input("theme-store", "data"),
         Input("tz-choice", "value"),
         Input("browser-tz", "data"),
-        Input("dest-equity", "relayoutData"),
         State("dest-slug", "data"),
         State("dest-eq-cursor", "data"),
     )
-    def equity(v_eq: int | None, theme: str, tz_choice: str, browser_tz: str | None, relayout: Any, slug: str,
+    def equity(v_eq: int | None, theme: str, tz_choice: str, browser_tz: str | None, slug: str,
                cursor: dict[str, Any] | None) -> Any:
         if v_eq is None:
             return no_update, no_update
         tz = resolve_tz(tz_choice, browser_tz)
         m = model()
-        if ctx.triggered_id == "dest-equity":
-            window = _relayout_window(relayout, tz)
-            if window is None:
-                return no_update, no_update
-            w = m.equity_window(slug, *window)
-            patch = Patch()
-            patch["data"][0]["x"] = fmt.ns_to_local_str(w["ts"], tz)
-            patch["data"][0]["y"] = w["equity"]
-            patch["data"][1]["x"] = fmt.ns_to_local_str(w["dd_ts"], tz)
-            patch["data"][1]["y"] = w["drawdown"]
-            zoomed = window != (None, None)
-            last = int(w["ts"][-1]) if w["ts"].size else None
-            new_cursor = dict(cursor or {}, zoomed=zoomed)
-            if not zoomed and last is not None:
-                new_cursor.update(last_ns=last, appended=0)
-            return patch, new_cursor
         series = m.equity_series(slug, v_eq)
         same_view = (cursor is not None and cursor.get("tz") == tz and cursor.get("theme") == theme
                      and cursor.get("first_ns") == series.first_ts_ns and ctx.triggered_id == "dest-v-equity")
@@ -413,6 +440,15 @@ def register(app: Dash) -> None:
     def column_headers(tz_choice: str, browser_tz: str | None) -> Any:
         label = fmt.tz_label(resolve_tz(tz_choice, browser_tz))
         return grids.closed_columns(label), grids.open_columns(label)
+
+    @app.callback(
+        Output("dest-secondary", "children"),
+        Input("dest-defer", "n_intervals"),
+        prevent_initial_call=True,
+    )
+    def mount_secondary(deferred: int) -> Any:
+        # their data callbacks (equity_analytics, trade_breakdowns) run when these outputs appear
+        return secondary_sections() if deferred else no_update
 
     app.clientside_callback(  # type: ignore[no-untyped-call]
         """function(cursor, kpis, disabled) {

@@ -173,17 +173,32 @@ def test_export_menu_links_resolve(app: Dash) -> None:
         assert len(response.data) > 20, link
 
 
+def _callback_output(client: Any, input_ids: list[str]) -> tuple[str, list[dict[str, str]]]:
+    """The callback key (``output``) and ``outputs`` of the callback with these input ids, as the renderer
+    sends them (``allow_duplicate`` outputs carry an ``@hash`` suffix)."""
+    deps = client.get("/_dash-dependencies").get_json()
+    output = next(d["output"] for d in deps if [i["id"] for i in d["inputs"]] == input_ids)
+    outs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]} for o in output.strip(".").split("...")]
+    return output, outs
+
+
 def _equity_call(client: Any, relayout: Any, changed: str, cursor: Any = None, version: int = 1) -> Any:
+    state = [{"id": "dest-slug", "property": "data", "value": "alpha_paper"},
+             {"id": "dest-eq-cursor", "property": "data", "value": cursor}]
+    if changed == "dest-equity.relayoutData":  # zoom: its own callback (see destination.register)
+        output, outs = _callback_output(client, ["dest-equity"])
+        return _update(client, output, outs,
+                       [{"id": "dest-equity", "property": "relayoutData", "value": relayout}],
+                       [{"id": "tz-choice", "property": "value", "value": "utc"},
+                        {"id": "browser-tz", "property": "data", "value": None}, *state], [changed])
     return _update(
         client, "..dest-equity.figure...dest-eq-cursor.data..",
         [{"id": "dest-equity", "property": "figure"}, {"id": "dest-eq-cursor", "property": "data"}],
         [{"id": "dest-v-equity", "property": "data", "value": version},
          {"id": "theme-store", "property": "data", "value": "light"},
          {"id": "tz-choice", "property": "value", "value": "utc"},
-         {"id": "browser-tz", "property": "data", "value": None},
-         {"id": "dest-equity", "property": "relayoutData", "value": relayout}],
-        [{"id": "dest-slug", "property": "data", "value": "alpha_paper"},
-         {"id": "dest-eq-cursor", "property": "data", "value": cursor}], [changed],
+         {"id": "browser-tz", "property": "data", "value": None}],
+        state, [changed],
     )
 
 
@@ -342,7 +357,9 @@ def test_health_shows_the_price_feed_age_when_the_manager_reports_it(app: Dash, 
     assert feed_age_s({FEED_AGE_KEY: 2.5}, 10) == pytest.approx(12.5)  # reported age + heartbeat age
     assert feed_age_s({FEED_AGE_KEY: None, "price_feed": {"received": 0}}, 1) is None
     assert feed_age_s({"zmq_age_s": 3}, None) == 3  # the earlier key
-    assert feed_age_s({}, 5) is None and feed_age_s(None, 5) is None and feed_age_s({FEED_AGE_KEY: "x"}) is None
+    assert feed_age_s({}, 5) is None
+    assert feed_age_s(None, 5) is None
+    assert feed_age_s({FEED_AGE_KEY: "x"}) is None
     assert _feed_text({"price_feed": None}) == "no feed"
     assert _feed_text({"price_feed": {"received": 0}, FEED_AGE_KEY: None}).startswith("no tick yet")
     assert _feed_text({"stats": {}}) == "—"  # an older manager: no feed fields at all
@@ -359,7 +376,8 @@ def test_health_shows_the_price_feed_age_when_the_manager_reports_it(app: Dash, 
         conn.close()
     workers = app.server.test_client().get("/healthz").get_json()["workers"]
     ages = [w["price_feed_age_s"] for w in workers if w["destination"] == "alpha_paper"]
-    assert ages and all(42.0 <= a < 100 for a in ages)
+    assert ages
+    assert all(42.0 <= a < 100 for a in ages)
     assert all("price_feed_age_s" not in w for w in workers if w["destination"] != "alpha_paper")
     response = _update(app.server.test_client(), "..health-summary.children...health-table.children..",
                        [{"id": "health-summary", "property": "children"}, {"id": "health-table", "property": "children"}],
@@ -367,4 +385,6 @@ def test_health_shows_the_price_feed_age_when_the_manager_reports_it(app: Dash, 
                         {"id": "tz-choice", "property": "value", "value": "utc"},
                         {"id": "browser-tz", "property": "data", "value": None}], [], ["health-tick.n_intervals"])
     table = json.dumps(response.get_json()["response"]["health-table"])
-    assert "last tick " in table and "4,321 ticks" in table and "text-warning" in table  # 42 s > 10 s stale
+    assert "last tick " in table
+    assert "4,321 ticks" in table
+    assert "text-warning" in table  # 42 s > 10 s stale

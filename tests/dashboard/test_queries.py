@@ -199,7 +199,8 @@ def test_deep_blocks_read_from_the_nearer_end_return_the_same_rows(model: ReadMo
         request = {"startRow": start, "endRow": end, "sortModel": sort, "filterModel": {}}
         backwards = reversed_request(table, request, count)
         assert backwards is not None  # past the middle: read from the other end
-        assert backwards["startRow"] == max(0, count - end) and backwards["endRow"] == count - start
+        assert backwards["startRow"] == max(0, count - end)
+        assert backwards["endRow"] == count - start
         expected = _grid_ids(seeded.dsn, table, request)
         assert _grid_ids(seeded.dsn, table, backwards)[::-1] == expected
         block = model.closed_block("alpha_paper", request, "UTC", version=1000 + start)
