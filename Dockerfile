@@ -12,6 +12,12 @@ ARG CLOUDFLARED_VERSION=2026.3.0
 # cloudflared comes from Cloudflare's own image (a static binary), pinned by version.
 FROM cloudflare/cloudflared:${CLOUDFLARED_VERSION} AS cloudflared
 
+# ---- assets: the dashboard's plotly.js partial bundle, an npm package (package.json) -------------
+FROM node:20-slim AS assets
+WORKDIR /assets
+COPY package.json ./
+RUN npm install --no-audit --no-fund --loglevel=error
+
 # ---- build: a virtualenv holding only the pinned runtime dependencies -----------------------------
 FROM python:${PYTHON_VERSION}-slim-${DEBIAN_RELEASE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -44,6 +50,7 @@ WORKDIR /app
 # The source stays root-owned and read-only to the service user; only the data directory is writable.
 COPY . /app
 COPY --chmod=0755 entrypoint.sh /app/entrypoint.sh
+COPY --from=assets /assets/node_modules /app/node_modules
 RUN mkdir -p /app/.coldharbour \
     && chown coldharbour:coldharbour /app/.coldharbour \
     && python -m compileall -q core workers dashboard simulator

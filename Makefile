@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip -q --disable-pip-version-check
 
-.PHONY: demo test lint bench venv deps dev-deps system-deps clean-db
+.PHONY: demo test lint bench venv deps dev-deps system-deps node-deps clean-db
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -29,8 +29,9 @@ system-deps:
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -z "$$missing" ]; then \
-		echo "system deps: chromium, chromedriver and shellcheck present"; \
+		echo "system deps: chromium, chromedriver, shellcheck and npm present"; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "system deps: installing$$missing with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -38,12 +39,24 @@ system-deps:
 		echo "system deps: missing$$missing and cannot install them (need root + apt-get)" >&2; exit 1; \
 	fi
 
+# The dashboard's smaller plotly.js bundle is an npm package (package.json). Optional for `make demo`
+# (without npm the full bundle from the plotly wheel is served); `make test` checks it is served.
+node_modules/.installed: package.json
+	@if command -v npm >/dev/null 2>&1; then \
+		echo "node deps: npm install (plotly.js-cartesian-dist-min)"; \
+		npm install --no-audit --no-fund --loglevel=error && touch $@; \
+	else \
+		echo "node deps: npm not found; the dashboard will serve plotly's full bundle"; \
+	fi
+
+node-deps: node_modules/.installed
+
 ## demo: embedded PostgreSQL + simulator + workers + dashboard on http://127.0.0.1:5000 (Ctrl-C stops all)
-demo: deps
+demo: deps node-deps
 	$(BIN)/python -m scripts.demo
 
 ## test: the whole suite (embedded PostgreSQL, or TEST_DATABASE_URL when set)
-test: dev-deps system-deps
+test: dev-deps system-deps node-deps
 	$(BIN)/python -m pytest -q
 
 ## lint: ruff + mypy (strict on core/ and workers/)

@@ -40,7 +40,9 @@ VENDOR_FILES = {"bootstrap.min.css", "bootstrap.min.css.map"}
 # plotly.js "cartesian" partial bundle (npm plotly.js-cartesian-dist-min, MIT; same version as the
 # plotly package's full bundle): scatter, bar, heatmap, histogram (every trace the pages draw) in
 # 1.5 MB instead of 4.8 MB. A fresh browser spends most of a first render compiling plotly.js.
-PLOTLY_BUNDLE = Path(__file__).resolve().parent / "vendor" / "plotly-cartesian.min.js"
+# Installed from npm by the Makefile (package.json: `npm install`), never committed; without it the
+# plotly package's full bundle is served.
+PLOTLY_BUNDLE = PROJECT_ROOT / "node_modules" / "plotly.js-cartesian-dist-min" / "plotly-cartesian.min.js"
 PLOTLY_PATH = "_dash-component-suites/plotly/package_data/plotly.min.js"  # where dcc.Graph loads it from
 STATIC_MAX_AGE_S = 86400
 HEARTBEAT_OK_FACTOR = 3  # a heartbeat older than 3 intervals is amber, 10 intervals red
@@ -146,7 +148,7 @@ def _compress(server: Flask) -> None:
 
 
 def bundled_plotly_version(path: Path = PLOTLY_BUNDLE) -> str | None:
-    """The version in the vendored bundle's banner (``plotly.js (cartesian - minified) vX.Y.Z``)."""
+    """The version in the installed partial bundle's banner (``plotly.js (cartesian - minified) vX.Y.Z``)."""
     try:
         with path.open("rb") as fh:
             head = fh.read(200).decode("ascii", "replace")
@@ -162,15 +164,15 @@ def _serve_plotly_bundle(app: Dash) -> None:
     ``dcc.Graph`` loads plotly.js lazily (only when a graph mounts, so the KPI cards and grids never
     wait for it) from a fixed, unversioned URL. Serving the partial bundle there keeps that lazy
     loading; a ``<link rel=preload>`` in the page head starts the download with the page's other
-    scripts instead of after the first callbacks. When the plotly package's plotly.js version differs
-    from the vendored bundle (an upgrade without refreshing ``dashboard/vendor/``), the full bundle
-    is served as before.
+    scripts instead of after the first callbacks. When the partial bundle is not installed, or its
+    version differs from the plotly package's plotly.js (an upgrade without updating package.json),
+    the full bundle is served as before.
     """
     from plotly.offline import get_plotlyjs_version
 
     if bundled_plotly_version() != get_plotlyjs_version():
-        log.warning("dashboard/vendor/plotly-cartesian.min.js is not plotly.js %s: serving the full bundle",
-                    get_plotlyjs_version())
+        log.warning("%s is missing or not plotly.js %s (run `npm install`): serving the full bundle",
+                    PLOTLY_BUNDLE, get_plotlyjs_version())
         return
     server = app.server
     url = app.config.routes_pathname_prefix + PLOTLY_PATH

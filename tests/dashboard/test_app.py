@@ -324,7 +324,7 @@ def test_plotly_is_the_preloaded_cartesian_bundle_of_the_same_version(app: Dash)
 
     from dashboard.app import PLOTLY_PATH, bundled_plotly_version
 
-    assert bundled_plotly_version() == get_plotlyjs_version()  # refresh dashboard/vendor/ on a plotly upgrade
+    assert bundled_plotly_version() == get_plotlyjs_version()  # keep package.json's version in step with plotly
     client = app.server.test_client()
     html = client.get("/").get_data(as_text=True)
     assert f'<link rel="preload" href="/{PLOTLY_PATH}" as="script">' in html

@@ -69,12 +69,20 @@ def test_multi_stage_on_slim_python_311(instructions: list[Instruction]) -> None
     froms = [i for i in instructions if i.keyword == "FROM"]
     args = {i.args.split("=")[0]: i.args.split("=", 1)[1] for i in instructions if i.keyword == "ARG" and "=" in i.args}
 
-    assert [f.stage for f in froms] == ["cloudflared", "build", "runtime"]
+    assert [f.stage for f in froms] == ["cloudflared", "assets", "build", "runtime"]
     for stage in ("build", "runtime"):
         [base] = [f.args.split()[0] for f in froms if f.stage == stage]
         assert base == "python:${PYTHON_VERSION}-slim-${DEBIAN_RELEASE}"
     assert args["PYTHON_VERSION"] == "3.11"
     assert re.fullmatch(r"\d{4}\.\d+\.\d+", args["CLOUDFLARED_VERSION"])  # pinned, not :latest
+
+
+def test_dashboard_assets_come_from_the_npm_package_json(instructions: list[Instruction]) -> None:
+    assets = [(i.keyword, i.args) for i in in_stage(instructions, "assets")]
+    assert ("COPY", "package.json ./") in assets
+    assert any(k == "RUN" and a.startswith("npm install") for k, a in assets)
+    runtime = [(i.keyword, i.args) for i in in_stage(instructions, "runtime")]
+    assert ("COPY", "--from=assets /assets/node_modules /app/node_modules") in runtime
 
 
 def test_dependencies_install_from_requirements_before_the_source_is_copied(instructions: list[Instruction]) -> None:
