@@ -1,6 +1,6 @@
 """``python -m dashboard``: serve the app on ``PORT`` (default 5000) with Flask's threaded server.
 
-For production use gunicorn: ``gunicorn -k gthread --threads 8 -b 0.0.0.0:5000 dashboard.app:server``.
+For production use gunicorn: ``gunicorn -k gthread --threads 32 -b 0.0.0.0:5000 dashboard.app:server``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``create_app(settings=None)`` builds a complete Dash app (pages, callbacks, routes) around one
 :class:`~dashboard.queries.ReadModel`; ``server`` (module attribute, built on first access) is the
-Flask app for gunicorn: ``gunicorn -k gthread --threads 8 dashboard.app:server``.
+Flask app for gunicorn: ``gunicorn -k gthread --threads 32 dashboard.app:server``.
 
 Everything the browser loads is served by the app itself (``serve_locally``; Bootstrap 5.3 CSS from the
 installed Bootstrap-Flask package under ``/_vendor/``; AG Grid's theme is built into its bundle): no CDN.
