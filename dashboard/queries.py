@@ -185,6 +185,19 @@ class ReadModel:
             for r in rows
         }
 
+    def _copy_out(self, sql: str) -> bytes:
+        """``COPY (…) TO STDOUT`` through one pooled raw connection: bulk reads without row objects."""
+        buffer = io.BytesIO()
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.copy_expert(sql, buffer)
+            cur.close()
+            raw.commit()
+        finally:
+            raw.close()
+        return buffer.getvalue()
+
     def version_of(self, slug: str) -> Versions:
         rows = self.rows(
             "SELECT pos_version, closed_version, equity_version, activity_version FROM public.ch_versions "
@@ -282,16 +295,7 @@ class ReadModel:
                 f"net_pl::float8 AS net_pl, return_pct, holding_s, fees::float8 AS fees "
                 f"FROM public.{table} ORDER BY exit_time, trade_id) TO STDOUT WITH (FORMAT csv, HEADER true)"
             )
-            buffer = io.BytesIO()
-            raw = self.engine.raw_connection()
-            try:
-                cur = raw.cursor()
-                cur.copy_expert(sql, buffer)
-                cur.close()
-                raw.commit()
-            finally:
-                raw.close()
-            buffer.seek(0)
+            buffer = io.BytesIO(self._copy_out(sql))
             frame = pd.read_csv(buffer, dtype={"symbol": str, "exit_reason": str})
             frame["exit_time"] = pd.to_datetime(frame.pop("exit_us") * 1000, utc=True)
             return frame
@@ -389,16 +393,7 @@ class ReadModel:
             "COPY (SELECT (extract(epoch FROM ts) * 1000000)::int8, equity::float8, net_deposits::float8 "
             f"FROM public.{table} {where} ORDER BY ts) TO STDOUT WITH (FORMAT binary)"
         )
-        buffer = io.BytesIO()
-        raw = self.engine.raw_connection()
-        try:
-            cur = raw.cursor()
-            cur.copy_expert(sql, buffer)
-            cur.close()
-            raw.commit()
-        finally:
-            raw.close()
-        data = buffer.getvalue()
+        data = self._copy_out(sql)
         # binary COPY: 19-byte header, then per row int16 field count and (int32 length, value) x 3,
         # all big-endian; no NULLs (ts is the key, equity/net_deposits are NOT NULL); 2-byte trailer
         body = data[19:-2]
