@@ -6,6 +6,7 @@ as naive wall-clock values in the display zone, whose label goes on the axis.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,6 +63,15 @@ def plain(fig: go.Figure) -> dict[str, Any]:
     rebuilds and re-validates every property (its template included), ~30 ms per figure, on every hit.
     """
     out: dict[str, Any] = fig.to_plotly_json()
+    # numpy arrays would reach the browser base64-encoded ("bdata") and become typed arrays there,
+    # which a later ``Patch().extend`` (the live equity append) cannot extend: send plain lists.
+    for trace in out.get("data", []):
+        for key in ("x", "y"):
+            value = trace.get(key)
+            if isinstance(value, dict) and "bdata" in value and "shape" not in value:
+                value = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+            if isinstance(value, np.ndarray):
+                trace[key] = value.tolist()
     return out
 
 

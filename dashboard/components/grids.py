@@ -9,7 +9,8 @@ import dash_ag_grid as dag
 MONEY = {"function": "params.value == null ? '' : d3.format('$,.2f')(params.value)"}
 PRICE = {"function": "params.value == null ? '' : d3.format(',.2f')(params.value)"}
 QTY = {"function": "params.value == null ? '' : d3.format(',.4~f')(params.value)"}
-PCT = {"function": "params.value == null ? '' : d3.format('+.2%')(params.value)"}
+# ``*_pct`` / ``*_plpc`` columns hold percentage points (core.fifo, workers.equity: 1.5 means 1.5 %).
+PCT_POINTS = {"function": "params.value == null ? '' : d3.format('+.2f')(params.value) + '%'"}
 WEIGHT = {"function": "params.value == null ? '' : d3.format('.1%')(params.value)"}
 DURATION = {
     "function": "params.value == null ? '' : (params.value < 3600 ? Math.round(params.value / 60) + 'm' : "
@@ -44,7 +45,7 @@ def closed_columns(tz_label: str) -> list[dict[str, Any]]:
         _col("entry_price", "Entry px", _NUM, valueFormatter=PRICE, width=105),
         _col("exit_price", "Exit px", _NUM, valueFormatter=PRICE, width=105),
         _col("net_pl", "Net P&L", _NUM, valueFormatter=MONEY, cellStyle=PL_STYLE, width=120),
-        _col("return_pct", "Return", _NUM, valueFormatter=PCT, cellStyle=PL_STYLE, width=100),
+        _col("return_pct", "Return", _NUM, valueFormatter=PCT_POINTS, cellStyle=PL_STYLE, width=100),
         _col("fees", "Fees", _NUM, valueFormatter=MONEY, width=90),
         _col("holding_s", "Held", _NUM, valueFormatter=DURATION, width=90),
         _col("exit_reason", "Exit reason", _TEXT, width=130),
@@ -72,7 +73,7 @@ def open_columns(tz_label: str) -> list[dict[str, Any]]:
          "width": 120},
         {"field": "unrealized_pl", "headerName": "Unrealized", "type": "rightAligned", "valueFormatter": MONEY,
          "cellStyle": PL_STYLE, "width": 120},
-        {"field": "unrealized_plpc", "headerName": "Unr. %", "type": "rightAligned", "valueFormatter": PCT,
+        {"field": "unrealized_plpc", "headerName": "Unr. %", "type": "rightAligned", "valueFormatter": PCT_POINTS,
          "cellStyle": PL_STYLE, "width": 95},
         {"field": "day_change", "headerName": "Day", "type": "rightAligned", "valueFormatter": MONEY,
          "cellStyle": PL_STYLE, "width": 110},

@@ -23,6 +23,11 @@ def _f(x: Any) -> float | None:
         return None
 
 
+def _points_to_fraction(x: float | None) -> float | None:
+    """``return_pct`` is stored in percentage points (core.fifo); ``fmt.pct`` takes a fraction."""
+    return None if x is None else x / 100
+
+
 def layout(slug: str | None = None, trade_id: str | None = None, **_: Any) -> Any:
     m = model()
     dest = m.destination(slug or "")
@@ -105,7 +110,8 @@ def register(app: Dash) -> None:
             kpi("Net P&L", fmt.money(net, sign=True), tone=tone_of(net)),
             kpi("Gross P&L", fmt.money(_f(t.get("gross_pl")), sign=True)),
             kpi("Fees", fmt.money(_f(t.get("fees")))),
-            kpi("Return", fmt.pct(_f(t.get("return_pct")), sign=True), tone=tone_of(_f(t.get("return_pct")))),
+            kpi("Return", fmt.pct(_points_to_fraction(_f(t.get("return_pct"))), sign=True),
+                tone=tone_of(_f(t.get("return_pct")))),
             kpi("Quantity", fmt.num(_f(t.get("qty")), 4)),
             kpi("Entry", fmt.num(_f(t.get("entry_price"))), sub=fmt.local_time(t.get("entry_time"), tz)),
             kpi("Exit", fmt.num(_f(t.get("exit_price"))), sub=fmt.local_time(t.get("exit_time"), tz)),

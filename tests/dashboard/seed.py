@@ -154,7 +154,7 @@ def _closed(cur: object, slug: str, spec: SeedSpec) -> None:
                                  exit_order_id, is_orphan, mae, mfe, fills, lots)
         SELECT 'T' || lpad(i::text, 7, '0'), symbol, direction, qty, entry_time,
                entry_time + holding_s * interval '1 second', ep, xp, round(gross, 2), fee, round(gross - fee, 2),
-               ((xp - ep) / ep * CASE WHEN direction = 'long' THEN 1 ELSE -1 END)::float8, holding_s, exit_reason,
+               ((xp - ep) / ep * CASE WHEN direction = 'long' THEN 100 ELSE -100 END)::float8, holding_s, exit_reason,
                entry_oid, exit_oid, false,
                round(-abs(move)::numeric * ep * qty * 0.8, 2), round(abs(move)::numeric * ep * qty * 1.2, 2),
                CASE WHEN i <= 2000 THEN jsonb_build_array(
@@ -193,8 +193,8 @@ def insert_open_position(cur: object, slug: str, symbol: str, *, qty: float, ent
             VALUES (%(s)s, %(side)s, %(q)s, %(e)s, %(q)s * %(e)s, now() - interval '3 hours', %(m)s,
                     now() - CASE WHEN %(stale)s THEN interval '5 minutes' ELSE interval '1 second' END,
                     'zmq', %(stale)s, %(q)s * %(m)s, %(sign)s * %(q)s * (%(m)s - %(e)s),
-                    %(sign)s * (%(m)s - %(e)s) / %(e)s, %(e)s * 0.995, %(q)s * (%(m)s - %(e)s * 0.995),
-                    (%(m)s - %(e)s * 0.995) / (%(e)s * 0.995), %(q)s * %(m)s, NULL,
+                    100 * %(sign)s * (%(m)s - %(e)s) / %(e)s, %(e)s * 0.995, %(q)s * (%(m)s - %(e)s * 0.995),
+                    100 * (%(m)s - %(e)s * 0.995) / (%(e)s * 0.995), %(q)s * %(m)s, NULL,
                     round(%(e)s * 0.95, 2), round(%(e)s * 1.08, 2), %(q)s, %(lots)s::jsonb, now())
             ON CONFLICT (symbol) DO UPDATE SET qty = EXCLUDED.qty, mark_price = EXCLUDED.mark_price,
                 market_value = EXCLUDED.market_value, unrealized_pl = EXCLUDED.unrealized_pl, updated_at = now()""",
