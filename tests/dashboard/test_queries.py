@@ -142,7 +142,7 @@ def test_redis_cache_is_shared_between_processes(seeded: Seeded) -> None:
     try:
         client.ping()
     except redis.ConnectionError:
-        pytest.skip("no Redis on 127.0.0.1:6379")
+        pytest.fail("the shared-cache test needs Redis on 127.0.0.1:6379 (it runs on these machines; start it)")
     settings = seeded.settings.replace(cache_type="RedisCache", cache_redis_url="redis://127.0.0.1:6379/15")
     one, two = ReadModel(settings, seeded.dsn), ReadModel(settings, seeded.dsn)
     key = ("probe", uuid.uuid4().hex)
