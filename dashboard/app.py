@@ -22,7 +22,7 @@ from typing import Any
 import dash
 import dash_bootstrap_components as dbc
 from dash import Dash, Input, Output, State, dcc, html
-from flask import Flask, Response, abort, jsonify, request, send_from_directory
+from flask import Flask, Response, abort, has_request_context, jsonify, request, send_from_directory
 from flask_compress import Compress
 
 from core.db import resolve_dsn
@@ -44,8 +44,38 @@ VENDOR_FILES = {"bootstrap.min.css", "bootstrap.min.css.map"}
 # plotly package's full bundle is served.
 PLOTLY_BUNDLE = PROJECT_ROOT / "node_modules" / "plotly.js-cartesian-dist-min" / "plotly-cartesian.min.js"
 PLOTLY_PATH = "_dash-component-suites/plotly/package_data/plotly.min.js"  # where dcc.Graph loads it from
+# Dash loads @babel/polyfill (core-js 2, 99 KB) before everything else. Every browser the dashboard
+# supports has those features natively; what Dash's components do need from it is the global
+# ``regeneratorRuntime`` (their lazy-loading helpers are transpiled generators). Evaluating core-js
+# cost a fresh browser ~0.2 s of main thread per page load, so the page loads regenerator-runtime
+# (npm, package.json) in its place; without the package the polyfill stays.
+REGENERATOR = PROJECT_ROOT / "node_modules" / "regenerator-runtime" / "runtime.js"
+REGENERATOR_URL = "/_vendor/regenerator-runtime.js"
+_POLYFILL_TAG = re.compile(r'<script src="[^"]*/dash/deps/polyfill@[^"]*"></script>')
 STATIC_MAX_AGE_S = 86400
+# V8's explicit compile hint (Chromium 136+; a plain comment elsewhere): compile every function of the
+# script eagerly, on the background thread that streams it in, instead of lazily on the main thread
+# the first time each is called. Given to the scripts whose code mostly runs while a page first
+# renders: React DOM, the Dash renderer and plotly.js (its start-up alone runs ~0.3 s). Measured on a
+# fresh browser (docs/performance.md): these three gave the fastest first render; hinting AG Grid and
+# the core components as well was slower (eager compilation of code that never runs is wasted work
+# on a 2-core host), and no hints slower still.
+COMPILE_HINT = b"//# allFunctionsCalledOnLoad\n"
+EAGER_SCRIPTS = ("dash/deps/react-dom@", "dash/dash-renderer/", "plotly/package_data/plotly")
+# AG Grid's community chunk is fetched by the grid once it mounts; a preload fetches it with the page
+AG_GRID_CHUNK = "_dash-component-suites/dash_ag_grid/async-community.js"
 HEARTBEAT_OK_FACTOR = 3  # a heartbeat older than 3 intervals is amber, 10 intervals red
+
+
+class ColdHarbourDash(Dash):
+    """Dash with regenerator-runtime in place of the @babel/polyfill script (see :data:`REGENERATOR`)."""
+
+    replace_polyfill = False
+
+    def interpolate_index(self, **kwargs: Any) -> str:  # type: ignore[override]
+        if self.replace_polyfill:
+            kwargs["scripts"] = _POLYFILL_TAG.sub(f'<script src="{REGENERATOR_URL}"></script>', kwargs["scripts"], 1)
+        return super().interpolate_index(**kwargs)  # type: ignore[no-any-return,no-untyped-call]
 
 
 def _bootstrap_dir() -> Path:
@@ -62,7 +92,7 @@ def create_app(settings: Settings | None = None, *, start_listener: bool = True,
     """
     settings = settings or load_settings()
     dsn = resolve_dsn(settings)
-    app = Dash(
+    app = ColdHarbourDash(
         __name__,
         use_pages=True,
         pages_folder="",
@@ -76,6 +106,8 @@ def create_app(settings: Settings | None = None, *, start_listener: bool = True,
     )
     server = app.server
     _compress(server)
+    _precompressed_static(server)  # Flask runs after-request hooks last-registered first: this before
+    _compile_hints(server)  # flask-compress, and this before both
     model = ReadModel(settings, dsn, app=server)
     hub: NotifyHub | None = None
     if not settings.disable_sse:
@@ -87,26 +119,51 @@ def create_app(settings: Settings | None = None, *, start_listener: bool = True,
 
     _register_routes(app, settings, model)
     _serve_plotly_bundle(app)
+    _preload(app, AG_GRID_CHUNK)
+    _serve_regenerator(app)
     pages.register_all(app)
-    app.layout = _shell(settings)
+    app.layout = lambda: _shell(settings, _page_container(app))
     _register_shell_callbacks(app)
     _wire_optional(app, settings, model)
     if start_listener if warm_cache is None else warm_cache:
-        threading.Thread(target=_warm, args=(model,), name="ch-cache-warmup", daemon=True).start()
+        threading.Thread(target=warm_up, args=(app,), name="ch-cache-warmup", daemon=True).start()
     return app
 
 
-def _warm(model: ReadModel) -> None:
+def warm_up(app: Dash) -> None:
+    """Load what a destination page's first layout draws (default zone, light theme) into the cache."""
+    from dashboard.pages import destination
+
+    runtime = app.server.extensions[EXTENSION_KEY]
+    model, tz = runtime.model, runtime.settings.display_timezone
     started = time.perf_counter()
     try:
-        for slug in model.versions():
-            model.equity_series(slug)
-            model.session_returns(slug)
-            model.closed_pl(slug)
+        with app.server.app_context():
+            for slug, v in model.versions().items():
+                model.session_returns(slug)
+                model.closed_pl(slug)
+                destination.first_render(slug, v.pos, v.closed, v.equity, tz, "light")
+        _warm_static(app)
     except Exception:  # noqa: BLE001 - warming is best effort; requests load on demand
         log.warning("cache warm-up failed", exc_info=True)
         return
     log.info("cache warm-up done in %.1fs", time.perf_counter() - started)
+
+
+WARM_CHUNKS = (AG_GRID_CHUNK, "_dash-component-suites/dash/dcc/async-graph.js")
+
+
+def _warm_static(app: Dash) -> None:
+    """Request every script and stylesheet a page loads once, so their compressed bodies are cached."""
+    client = app.server.test_client()
+    page = client.get("/", headers={"Accept-Encoding": "identity"})
+    if page.status_code != 200:  # e.g. behind DASH_AUTH: the first visitor warms it
+        return
+    prefix = app.config.requests_pathname_prefix
+    urls = re.findall(r'(?:src|href)="([^"]+\.(?:js|css)(?:\?[^"]*)?)"', page.get_data(as_text=True))
+    for url in [*urls, *(prefix + chunk for chunk in WARM_CHUNKS)]:
+        for encoding in ("br", "gzip"):
+            client.get(url, headers={"Accept-Encoding": encoding})
 
 
 def _register_routes(app: Dash, settings: Settings, model: ReadModel) -> None:
@@ -147,6 +204,57 @@ def _compress(server: Flask) -> None:
     Compress(server)
 
 
+STATIC_PREFIXES = ("/_dash-component-suites/", "/_vendor/", "/assets/")
+STATIC_MIMETYPES = {"application/javascript", "text/javascript", "text/css"}
+STATIC_CACHE_MAX = 96  # compressed bodies kept (the pages load ~20 static files)
+BROTLI_QUALITY = 6
+
+
+def _precompressed_static(server: Flask) -> None:
+    """Compress each static script and stylesheet once per process, not on every request.
+
+    flask-compress compresses every response anew: ~5 MB of JavaScript per fresh visitor, CPU that
+    competes with everything else a small host does. Static files only change with a deploy (their
+    URLs are fingerprinted, or they carry an ETag), so their compressed bodies are kept in memory;
+    flask-compress leaves a response that already has a ``Content-Encoding`` alone.
+    """
+    import gzip
+
+    import brotli  # a dependency of flask-compress
+
+    cache: dict[tuple[str, str, str, int], bytes] = {}
+    lock = threading.Lock()
+
+    @server.after_request
+    def precompressed(response: Response) -> Response:
+        if (request.method != "GET" or response.status_code != 200 or response.direct_passthrough
+                or response.mimetype not in STATIC_MIMETYPES or "Content-Encoding" in response.headers
+                or not request.path.startswith(STATIC_PREFIXES)):
+            return response
+        accepted = request.headers.get("Accept-Encoding", "").lower()
+        encoding = "br" if "br" in accepted else "gzip" if "gzip" in accepted else None
+        if encoding is None:
+            return response
+        data = response.get_data()
+        etag, weak = response.get_etag()
+        key = (request.path, etag or "", encoding, len(data))
+        body = cache.get(key)
+        if body is None:
+            body = (brotli.compress(data, quality=BROTLI_QUALITY) if encoding == "br"
+                    else gzip.compress(data, compresslevel=6))
+            with lock:
+                if len(cache) >= STATIC_CACHE_MAX:
+                    cache.pop(next(iter(cache)))
+                cache[key] = body
+        response.set_data(body)
+        response.headers["Content-Encoding"] = encoding
+        response.vary.add("Accept-Encoding")
+        if etag and not weak:
+            response.set_etag(f"{etag}:{encoding}")
+        response.make_conditional(request)
+        return response
+
+
 def bundled_plotly_version(path: Path = PLOTLY_BUNDLE) -> str | None:
     """The version in the installed partial bundle's banner (``plotly.js (cartesian - minified) vX.Y.Z``)."""
     try:
@@ -184,8 +292,39 @@ def _serve_plotly_bundle(app: Dash) -> None:
     def plotly_bundle() -> Response:
         return _static_response(body, "application/javascript", etag)
 
-    preload = (f'<link rel="preload" href="{app.config.requests_pathname_prefix}{PLOTLY_PATH}" as="script">')
-    app.index_string = app.index_string.replace("{%css%}", "{%css%}\n        " + preload, 1)
+    _preload(app, PLOTLY_PATH)
+
+
+def _serve_regenerator(app: ColdHarbourDash) -> None:
+    if not REGENERATOR.is_file():
+        log.warning("%s is missing (run `npm install`): pages load Dash's @babel/polyfill", REGENERATOR)
+        return
+    body = REGENERATOR.read_bytes()
+    etag = hashlib.sha1(body, usedforsecurity=False).hexdigest()[:20]
+
+    @app.server.route(REGENERATOR_URL)  # type: ignore[untyped-decorator]
+    def regenerator_runtime() -> Response:
+        return _static_response(body, "application/javascript", etag)
+
+    app.replace_polyfill = True
+
+
+def _preload(app: Dash, path: str) -> None:
+    """A ``<link rel=preload>`` in the page head: the browser fetches ``path`` with the page's scripts."""
+    link = f'<link rel="preload" href="{app.config.requests_pathname_prefix}{path}" as="script">'
+    app.index_string = app.index_string.replace("{%css%}", "{%css%}\n        " + link, 1)
+
+
+def _compile_hints(server: Flask) -> None:
+    """Prefix :data:`EAGER_SCRIPTS` with :data:`COMPILE_HINT` as they are served."""
+
+    @server.after_request
+    def hint(response: Response) -> Response:
+        path = request.path
+        if (response.status_code == 200 and path.endswith(".js") and not response.direct_passthrough
+                and "_dash-component-suites/" in path and any(s in path for s in EAGER_SCRIPTS)):
+            response.set_data(COMPILE_HINT + response.get_data())
+        return response
 
 
 def _static_response(body: bytes, mimetype: str, etag: str) -> Response:
@@ -228,7 +367,47 @@ def _health_payload(settings: Settings, model: ReadModel) -> tuple[Response, int
     return jsonify(body), 200
 
 
-def _shell(settings: Settings) -> Any:
+def _page_container(app: Dash) -> Any:
+    """``dash.page_container``, with the page the browser is on already inside it.
+
+    The renderer asks for ``/_dash-layout`` from the page itself, so the request's ``Referer``
+    (same-origin: the full URL) names the page. Drawn here, the page arrives with the layout: no
+    routing callback round trip and no empty shell rendered first. The page's ``dcc.Location`` is
+    given the same path and query, so it does not fire the routing callback again on mount.
+    Without a usable ``Referer`` (stripped by a proxy, an unknown path), or when the page's layout
+    fails, the stock container is returned and Dash's routing callback draws the page as usual.
+    """
+    from urllib.parse import urlsplit
+
+    from dash._pages import _parse_query_string, _path_to_page
+
+    referrer = request.referrer if has_request_context() else None
+    if not referrer:
+        return dash.page_container
+    url = urlsplit(referrer)
+    if url.netloc != request.host or not url.path.startswith(app.config.requests_pathname_prefix):
+        return dash.page_container
+    page, variables = _path_to_page(app.strip_relative_path(url.path))  # type: ignore[no-untyped-call]
+    if not page:
+        return dash.page_container
+    search = f"?{url.query}" if url.query else ""
+    try:
+        layout = page["layout"]
+        query = _parse_query_string(search)  # type: ignore[no-untyped-call]
+        content = layout(**{**(variables or {}), **query}) if callable(layout) else layout
+        title = page["title"](**(variables or {})) if callable(page["title"]) else page["title"]
+    except Exception:  # noqa: BLE001 - the routing callback draws it (and reports the error) instead
+        log.warning("drawing %s into the layout failed; the page route will draw it", url.path, exc_info=True)
+        return dash.page_container
+    return html.Div([
+        dcc.Location(id="_pages_location", refresh="callback-nav", pathname=url.path, search=search),
+        html.Div(content, id="_pages_content", disable_n_clicks=True),
+        dcc.Store(id="_pages_store", data={"title": title}),
+        html.Div(id="_pages_dummy", disable_n_clicks=True),
+    ])
+
+
+def _shell(settings: Settings, page_container: Any = None) -> Any:
     nav = dbc.Navbar(
         dbc.Container(
             [
@@ -284,7 +463,7 @@ def _shell(settings: Settings) -> Any:
             dcc.Store(id="sse-hint"),
             dcc.Store(id="sse-config", data={"enabled": not settings.disable_sse, "url": "/stream/events"}),
             nav,
-            dbc.Container(dash.page_container, fluid=True, className="pb-5 ch-main"),
+            dbc.Container(page_container or dash.page_container, fluid=True, className="pb-5 ch-main"),
         ]
     )
 
@@ -295,6 +474,7 @@ def _register_shell_callbacks(app: Dash) -> None:
             const theme = dark ? 'dark' : 'light';
             document.documentElement.setAttribute('data-bs-theme', theme);
             document.body.setAttribute('data-ag-theme-mode', theme);
+            if (window.chSetCookie) { window.chSetCookie('ch_theme', theme); }
             return theme;
         }""",
         Output("theme-store", "data"),
@@ -306,6 +486,14 @@ def _register_shell_callbacks(app: Dash) -> None:
         }""",
         Output("browser-tz", "data"),
         Input("url", "pathname"),
+    )
+    app.clientside_callback(  # type: ignore[no-untyped-call]
+        """function(choice) {
+            if (window.chSetCookie && choice) { window.chSetCookie('ch_tz', choice); }
+            return window.dash_clientside.no_update;
+        }""",
+        Output("tz-choice", "name"),
+        Input("tz-choice", "value"),
     )
     app.clientside_callback(  # type: ignore[no-untyped-call]
         """function(config) {

@@ -49,3 +49,22 @@ def resolve_tz(choice: str | None, browser_tz: str | None, settings: Settings | 
             return exchange
         return browser_tz
     return exchange
+
+
+# Cookies the browser sets from its persisted choices (assets/theme.js, and the switches' clientside
+# callbacks) so a page's layout can be drawn for the visitor's zone and theme in the first response,
+# instead of a placeholder that the data callbacks replace a round trip later.
+TZ_COOKIE, BROWSER_TZ_COOKIE, THEME_COOKIE = "ch_tz", "ch_btz", "ch_theme"
+TZ_CHOICES = ("exchange", "utc", "local")
+
+
+def view_prefs() -> tuple[str, str, str]:
+    """``(tz choice, browser zone, theme)`` from the request's cookies (defaults outside a request)."""
+    from flask import has_request_context, request
+
+    if not has_request_context():
+        return "exchange", "", "light"
+    choice = request.cookies.get(TZ_COOKIE, "exchange")
+    theme = request.cookies.get(THEME_COOKIE, "light")
+    return (choice if choice in TZ_CHOICES else "exchange", request.cookies.get(BROWSER_TZ_COOKIE, "")[:64],
+            theme if theme in ("light", "dark") else "light")

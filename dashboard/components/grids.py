@@ -122,10 +122,11 @@ def infinite_grid(grid_id: str, columns: list[dict[str, Any]], *, height: str = 
     )
 
 
-def client_grid(grid_id: str, columns: list[dict[str, Any]], *, row_id: str, height: str = "300px") -> dag.AgGrid:
+def client_grid(grid_id: str, columns: list[dict[str, Any]], *, row_id: str, height: str = "300px",
+                row_data: list[dict[str, Any]] | None = None) -> dag.AgGrid:
     return dag.AgGrid(
         id=grid_id,
-        rowData=[],
+        rowData=row_data or [],
         columnDefs=columns,
         getRowId=f"params.data.{row_id}",
         defaultColDef={"sortable": True, "resizable": True, "filter": True, "minWidth": 70},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import dash_bootstrap_components as dbc
@@ -13,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard import analytics, grid_sql
 from dashboard.components import figures, fmt, grids
-from dashboard.context import model, resolve_tz, runtime
+from dashboard.context import model, resolve_tz, view_prefs
 from dashboard.pages.common import empty_state, graph, kpi, no_destinations, poll_interval_ms, section, tone_of
 
 PATH_TEMPLATE = "/destination/<slug>"
@@ -21,6 +22,8 @@ DEFER_MS = 100  # after the primary content is drawn and the browser is idle (se
 DEFER_IDLE_TIMEOUT_MS = 2500  # the longest the secondary analytics wait for an idle moment
 APPEND_MAX_POINTS = 1000  # live-appended raw points before the chart is rebuilt (and re-downsampled)
 TITLE = "Destination"
+
+log = logging.getLogger(__name__)
 
 
 def layout(slug: str | None = None, **_: Any) -> Any:
@@ -32,9 +35,11 @@ def layout(slug: str | None = None, **_: Any) -> Any:
     if dest is None:
         return empty_state(f"Unknown destination {slug!r}",
                            html.Span(["Pick one on the ", dcc.Link("overview", href="/"), "."]))
-    tz = runtime().settings.display_timezone
+    tz_choice, browser_tz, theme = view_prefs()
+    tz = resolve_tz(tz_choice, browser_tz)
     label = fmt.tz_label(tz)
     v = m.version_of(dest.slug)
+    first = first_render(dest.slug, v.pos, v.closed, v.equity, tz, theme)
     badge = dbc.Badge("LIVE" if dest.is_live else "PAPER", color="danger" if dest.is_live else "secondary",
                       className="ms-2 align-middle")
     export_links = html.Div(
@@ -59,7 +64,11 @@ def layout(slug: str | None = None, **_: Any) -> Any:
             dcc.Store(id="dest-v-pos", data=v.pos),
             dcc.Store(id="dest-v-closed", data=v.closed),
             dcc.Store(id="dest-v-equity", data=v.equity),
-            dcc.Store(id="dest-eq-cursor"),  # last equity point drawn: live appends send only newer ones
+            # what the page shows now (drawn into this layout for the visitor's zone and theme): the data
+            # callbacks' first calls find their key equal and answer 204 instead of drawing it again
+            dcc.Store(id="dest-kpi-key", data=first.get("kpi_key")),
+            dcc.Store(id="dest-pos-key", data=first.get("pos_key")),
+            dcc.Store(id="dest-eq-cursor", data=first.get("cursor")),  # live appends send only newer points
             html.Div(
                 [
                     html.Div(
@@ -73,11 +82,13 @@ def layout(slug: str | None = None, **_: Any) -> Any:
                 ],
                 className="d-flex justify-content-between align-items-start gap-2 mb-3",
             ),
-            dcc.Loading(html.Div(id="dest-kpis", className="ch-kpi-grid mb-3"), type="dot", delay_show=500),
+            dcc.Loading(html.Div(first.get("kpis"), id="dest-kpis", className="ch-kpi-grid mb-3"), type="dot",
+                        delay_show=500),
             section("Open positions", grids.client_grid("dest-positions", grids.open_columns(label), row_id="symbol",
-                                                        height="260px"),
-                    right=html.Small(id="dest-pos-status", className="text-body-secondary")),
-            section("Equity and drawdown", graph("dest-equity", figure=figures.empty("Loading…", None, height=460))),
+                                                        height="260px", row_data=first.get("rows")),
+                    right=html.Small(first.get("pos_status"), id="dest-pos-status", className="text-body-secondary")),
+            section("Equity and drawdown",
+                    graph("dest-equity", figure=first.get("figure") or figures.empty("Loading…", theme, height=460))),
             section("Closed trades", grids.infinite_grid("dest-closed", grids.closed_columns(label)),
                     html.Small("Click a trade id for its fills and lots. Sorting and filtering run on the server.",
                                className="text-body-secondary"),
@@ -88,6 +99,58 @@ def layout(slug: str | None = None, **_: Any) -> Any:
                                                           className="text-body-secondary small")),
         ]
     )
+
+
+def first_render(slug: str, v_pos: int, v_closed: int, v_eq: int, tz: str, theme: str) -> dict[str, Any]:
+    """The primary content (KPIs, open positions, equity chart) for the page's layout itself.
+
+    Drawn here, a fresh browser shows the page after one round trip (the page route) instead of three
+    (route, then the data callbacks, then plotly redrawing its placeholder). On a database error it
+    returns what it has: the data callbacks then fill in the rest as before.
+    """
+    out: dict[str, Any] = {}
+    try:
+        out["kpis"] = kpi_cards(slug, tz, v_eq, v_closed)
+        out["kpi_key"] = [v_eq, v_closed, tz]
+        out["rows"], out["pos_status"] = position_rows(slug, v_pos, tz)
+        out["pos_key"] = [v_pos, tz]
+        out["figure"], out["cursor"] = equity_full(slug, v_eq, tz, theme)
+    except SQLAlchemyError as exc:
+        log.warning("destination %s: first render from the database failed (%s); callbacks will retry",
+                    slug, type(exc).__name__)
+    return out
+
+
+def position_rows(slug: str, v_pos: int, tz: str) -> tuple[list[dict[str, Any]], str]:
+    """Open positions as grid rows (times in ``tz``) and the status line above the grid."""
+    rows = model().open_positions(slug, v_pos)
+    out = []
+    for r in rows:
+        row = dict(r)
+        for key in ("entry_time", "mark_ts", "updated_at"):
+            row[key] = fmt.local_time(row.get(key), tz)
+        out.append(row)
+    stale = sum(1 for r in rows if r.get("price_stale"))
+    return out, f"{len(rows)} open · version {v_pos}" + (f" · {stale} stale price(s)" if stale else "")
+
+
+def kpi_cards(slug: str, tz: str, v_eq: int, v_closed: int) -> list[Any]:
+    cards = _kpi_cards(kpi_values(slug, tz, v_eq, v_closed))
+    if not analytics.available():
+        cards.append(html.Div("Metrics unavailable: core.metrics is not installed.", className="text-warning"))
+    return cards
+
+
+def equity_full(slug: str, v_eq: int, tz: str, theme: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The whole-curve equity figure of version ``v_eq`` and the cursor that live appends continue from."""
+    m = model()
+    series = m.equity_series(slug, v_eq)
+    # the same for every visitor of this version: built once (cached as a plain dict: unpickling a
+    # go.Figure re-validates it, ~30 ms a figure)
+    figure = m.memo(("eq-figure", slug, v_eq, tz, theme), lambda: figures.plain(equity_figure(slug, tz, theme)))
+    last_ns = int(series.ts_ns[-1]) if len(series) else 0
+    return figure, {"last_ns": last_ns, "appended": 0, "tz": tz, "theme": theme, "v": v_eq,
+                    "first_ns": series.first_ts_ns, "zoomed": False}
 
 
 def secondary_sections() -> list[Any]:
@@ -246,43 +309,40 @@ def register(app: Dash) -> None:
     @app.callback(
         Output("dest-positions", "rowData"),
         Output("dest-pos-status", "children"),
+        Output("dest-pos-key", "data"),
         Input("dest-v-pos", "data"),
         Input("tz-choice", "value"),
         Input("browser-tz", "data"),
         State("dest-slug", "data"),
+        State("dest-pos-key", "data"),
     )
-    def positions(v_pos: int | None, tz_choice: str, browser_tz: str | None, slug: str) -> Any:
+    def positions(v_pos: int | None, tz_choice: str, browser_tz: str | None, slug: str, shown: Any) -> Any:
         if v_pos is None:
-            return no_update, no_update
+            return no_update, no_update, no_update
         tz = resolve_tz(tz_choice, browser_tz)
-        rows = model().open_positions(slug, v_pos)
-        out = []
-        for r in rows:
-            row = dict(r)
-            for key in ("entry_time", "mark_ts", "updated_at"):
-                row[key] = fmt.local_time(row.get(key), tz)
-            out.append(row)
-        stale = sum(1 for r in rows if r.get("price_stale"))
-        status = f"{len(rows)} open · version {v_pos}" + (f" · {stale} stale price(s)" if stale else "")
-        return out, status
+        if shown == [v_pos, tz]:
+            raise PreventUpdate  # the layout drew exactly this
+        rows, status = position_rows(slug, v_pos, tz)
+        return rows, status, [v_pos, tz]
 
     @app.callback(
         Output("dest-kpis", "children"),
+        Output("dest-kpi-key", "data"),
         Input("dest-v-equity", "data"),
         Input("dest-v-closed", "data"),
         Input("tz-choice", "value"),
         Input("browser-tz", "data"),
         State("dest-slug", "data"),
+        State("dest-kpi-key", "data"),
     )
-    def kpis(v_eq: int | None, v_closed: int | None, tz_choice: str, browser_tz: str | None, slug: str) -> Any:
+    def kpis(v_eq: int | None, v_closed: int | None, tz_choice: str, browser_tz: str | None, slug: str,
+             shown: Any) -> Any:
         if v_eq is None or v_closed is None:
-            return no_update
+            return no_update, no_update
         tz = resolve_tz(tz_choice, browser_tz)
-        values = kpi_values(slug, tz, v_eq, v_closed)
-        cards = _kpi_cards(values)
-        if not analytics.available():
-            cards.append(html.Div("Metrics unavailable: core.metrics is not installed.", className="text-warning"))
-        return cards
+        if shown == [v_eq, v_closed, tz]:
+            raise PreventUpdate  # the layout drew exactly this
+        return kpi_cards(slug, tz, v_eq, v_closed), [v_eq, v_closed, tz]
 
     # Zoom/range buttons are their own callback: plotly reports a relayout (autosize) when it first
     # draws the placeholder, and in one callback with the data inputs that event superseded the
@@ -333,8 +393,10 @@ def register(app: Dash) -> None:
         if v_eq is None:
             return no_update, no_update
         tz = resolve_tz(tz_choice, browser_tz)
-        m = model()
-        series = m.equity_series(slug, v_eq)
+        if (cursor is not None and cursor.get("v") == v_eq and cursor.get("tz") == tz
+                and cursor.get("theme") == theme):
+            raise PreventUpdate  # the chart shows this version already (drawn by the layout, or appended)
+        series = model().equity_series(slug, v_eq)
         same_view = (cursor is not None and cursor.get("tz") == tz and cursor.get("theme") == theme
                      and cursor.get("first_ns") == series.first_ts_ns and ctx.triggered_id == "dest-v-equity")
         if same_view and cursor is not None and len(series):
@@ -343,7 +405,7 @@ def register(app: Dash) -> None:
                 return no_update, no_update  # a zoomed view is refreshed on its next relayout
             tail = equity_tail(slug, int(cursor["last_ns"]))
             if tail["ts"].size == 0:
-                return no_update, no_update
+                return no_update, dict(cursor, v=v_eq)
             if int(cursor.get("appended", 0)) + tail["ts"].size <= APPEND_MAX_POINTS:
                 patch = Patch()
                 x = fmt.ns_to_local_str(tail["ts"], tz)
@@ -351,14 +413,9 @@ def register(app: Dash) -> None:
                 patch["data"][0]["y"].extend(tail["equity"].tolist())
                 patch["data"][1]["x"].extend(x)
                 patch["data"][1]["y"].extend(tail["drawdown"].tolist())
-                return patch, dict(cursor, last_ns=int(tail["ts"][-1]),
+                return patch, dict(cursor, last_ns=int(tail["ts"][-1]), v=v_eq,
                                    appended=int(cursor.get("appended", 0)) + int(tail["ts"].size))
-        # the whole-curve figure is the same for every visitor of this version: build it once
-        # (cached as a plain dict: unpickling a go.Figure re-validates it, ~30 ms a figure)
-        figure = m.memo(("eq-figure", slug, v_eq, tz, theme), lambda: figures.plain(equity_figure(slug, tz, theme)))
-        last_ns = int(series.ts_ns[-1]) if len(series) else 0
-        return figure, {"last_ns": last_ns, "appended": 0, "tz": tz, "theme": theme,
-                        "first_ns": series.first_ts_ns, "zoomed": False}
+        return equity_full(slug, v_eq, tz, theme)
 
     @app.callback(
         Output("dest-dd-table", "children"),

@@ -208,6 +208,9 @@ def test_dark_mode_switch_persists(dash_duo: Any, app: Any) -> None:
     dash_duo.wait_for_element("#dest-equity .main-svg", timeout=WAIT_S)
     _wait(dash_duo, lambda: driver.execute_script("return document.documentElement.getAttribute('data-bs-theme')")
           == "dark", "theme did not persist across a reload")
+    # the server drew the reloaded page's chart dark from the first layout (the choice travels as a cookie)
+    assert "ch_theme=dark" in driver.execute_script("return document.cookie")
+    _wait(dash_duo, plot_is_dark, "equity chart not dark after a reload")
     assert _errors(dash_duo) == []
 
 
