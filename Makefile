@@ -39,11 +39,11 @@ system-deps:
 		echo "system deps: missing$$missing and cannot install them (need root + apt-get)" >&2; exit 1; \
 	fi
 
-# The dashboard's smaller plotly.js bundle is an npm package (package.json). Optional for `make demo`
-# (without npm the full bundle from the plotly wheel is served); `make test` checks it is served.
+# The dashboard's browser packages (package.json): plotly.js's cartesian bundle and regenerator-runtime.
+# Optional for `make demo` (without npm: plotly's full bundle and Dash's polyfill); `make test` checks them.
 node_modules/.installed: package.json
 	@if command -v npm >/dev/null 2>&1; then \
-		echo "node deps: npm install (plotly.js-cartesian-dist-min)"; \
+		echo "node deps: npm install (plotly.js-cartesian-dist-min, regenerator-runtime)"; \
 		npm install --no-audit --no-fund --loglevel=error && touch $@; \
 	else \
 		echo "node deps: npm not found; the dashboard will serve plotly's full bundle"; \
