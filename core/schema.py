@@ -194,6 +194,28 @@ def migrations(account_schema: str) -> list[Migration]:
                         ('filled', 'canceled', 'expired', 'rejected', 'replaced', 'done_for_day')""",
             ),
         ),
+        Migration(
+            5,
+            "price bars",
+            (
+                # One-minute OHLC bars per symbol built by the manager from the ZMQ price feed (market
+                # data: shared by every destination). The trade drill-down draws a round trip's price
+                # path from them and measures MAE/MFE where they cover its holding time. Writers send
+                # the whole bar each time (idempotent): high/low merge with greatest/least, the open
+                # is the first writer's, close and ticks the latest.
+                """CREATE TABLE IF NOT EXISTS public.price_bars (
+                    symbol text NOT NULL,
+                    ts timestamptz NOT NULL,
+                    open double precision NOT NULL,
+                    high double precision NOT NULL,
+                    low double precision NOT NULL,
+                    close double precision NOT NULL,
+                    ticks integer NOT NULL,
+                    updated_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (symbol, ts)
+                )""",
+            ),
+        ),
     ]
 
 
@@ -300,12 +322,13 @@ def timescale_ddl(account_schema: str, slugs: list[str], *, compress_after_days:
                   retention_days: int | None = None) -> list[str]:
     """Statements run only when the ``timescaledb`` extension is available.
 
-    Hypertables need the time column in every unique key: ``activities`` and ``order_events`` have
-    ``ts`` in their primary keys and ``equity_full_<slug>`` is keyed by ``ts`` alone.
+    Hypertables need the time column in every unique key: ``activities``, ``order_events`` and
+    ``price_bars`` have ``ts`` in their primary keys and ``equity_full_<slug>`` is keyed by ``ts`` alone.
     """
     s = quote_ident(account_schema)
     out = ["CREATE EXTENSION IF NOT EXISTS timescaledb"]
-    targets = [f"{s}.activities", f"{s}.order_events"] + [f"public.{quote_ident(equity_table(x))}" for x in slugs]
+    targets = [f"{s}.activities", f"{s}.order_events", "public.price_bars"] + [
+        f"public.{quote_ident(equity_table(x))}" for x in slugs]
     for table in targets:
         literal = table.replace("'", "''")
         out.append(f"SELECT create_hypertable('{literal}', 'ts', if_not_exists => TRUE, migrate_data => TRUE)")

@@ -74,9 +74,10 @@ def test_timescale_sql_is_rendered_for_every_time_series_table() -> None:
     assert sql[0] == "CREATE EXTENSION IF NOT EXISTS timescaledb"
     assert "create_hypertable('\"account_activities\".activities', 'ts'" in joined
     assert "create_hypertable('public.\"equity_full_alpha\"', 'ts'" in joined
+    assert "create_hypertable('public.price_bars', 'ts'" in joined
     assert "INTERVAL '3 days'" in joined
     assert "INTERVAL '365 days'" in joined
-    assert sum("add_retention_policy" in s for s in sql) == 3
+    assert sum("add_retention_policy" in s for s in sql) == 4
 
 
 def test_bucket_expression_uses_date_bin_without_timescale(settings: Settings) -> None:
