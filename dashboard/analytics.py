@@ -165,3 +165,41 @@ def _num(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if np.isfinite(v) else None
+
+
+class Excursions(NamedTuple):
+    """Maximum adverse / favourable excursion of a round trip, in money (MAE <= 0 <= MFE)."""
+
+    mae: float
+    mfe: float
+    bars: int  # one-minute bars inside the holding time that the figures come from
+    coverage: float  # share of the holding time's minutes with a bar (0..1)
+
+
+def excursions(direction: str, qty: float, entry_price: float, exit_price: float, entry_ns: int, exit_ns: int,
+               bars: list[dict[str, Any]]) -> Excursions | None:
+    """MAE/MFE from one-minute bars overlapping ``[entry, exit]`` (``None`` without any).
+
+    Resolution is the minute: the entry and exit minutes' high/low may include prices just before the
+    entry or after the exit. The fills themselves bound the extremes (a round trip cannot have been
+    further from its entry than a price it traded at). Long: MAE = (lowest - entry) x qty,
+    MFE = (highest - entry) x qty; short: mirrored.
+    """
+    minute = 60_000_000_000
+    first_minute = entry_ns - entry_ns % minute
+    inside = [b for b in bars if first_minute <= _ns(b["ts"]) <= exit_ns]
+    if not inside or qty <= 0:
+        return None
+    high = max(max(float(b["high"]) for b in inside), entry_price, exit_price)
+    low = min(min(float(b["low"]) for b in inside), entry_price, exit_price)
+    if direction == "short":
+        mae, mfe = (entry_price - high) * qty, (entry_price - low) * qty
+    else:
+        mae, mfe = (low - entry_price) * qty, (high - entry_price) * qty
+    span = max(1, (exit_ns - first_minute) // minute + 1)
+    covered = len({_ns(b["ts"]) // minute for b in inside})
+    return Excursions(mae=mae, mfe=mfe, bars=len(inside), coverage=min(1.0, covered / span))
+
+
+def _ns(ts: Any) -> int:
+    return int(pd.Timestamp(ts).value) if not isinstance(ts, int) else ts

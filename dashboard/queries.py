@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_POINTS = 2000  # per trace, after downsampling
+PRICE_PATH_MAX_BARS = 1500  # a trade's price path: one-minute bars, merged into wider ones beyond this
 _EQUITY_ROW = np.dtype([("n", ">i2"), ("l1", ">i4"), ("ts", ">i8"), ("l2", ">i4"), ("equity", ">f8"),
                         ("l3", ">i4"), ("dep", ">f8")])
 VERSION_KINDS = ("pos", "closed", "equity", "activity")
@@ -322,6 +323,37 @@ class ReadModel:
                 ORDER BY submitted_at""",
             {"d": slug, "ids": list(ids)},
         )
+
+    # -- price path ---------------------------------------------------------------------------------
+    def price_bars(self, symbol: str, start: datetime, end: datetime,
+                   max_bars: int = PRICE_PATH_MAX_BARS) -> list[dict[str, Any]]:
+        """The manager's one-minute bars of ``symbol`` in ``[start, end]``, oldest first.
+
+        Wider than ``max_bars`` minutes, the bars are merged into equal buckets in SQL (open of the
+        first, high/low of all, close of the last), so a long trade's path stays a few thousand points.
+        Empty when no bars cover the window, or when the database predates ``price_bars``.
+        """
+        from sqlalchemy.exc import ProgrammingError
+
+        minutes = max(1.0, (end - start).total_seconds() / 60)
+        width = max(1, int(np.ceil(minutes / max_bars)))
+        params = {"s": symbol, "a": start, "b": end, "w": width}
+        if width == 1:
+            sql = """SELECT ts, open, high, low, close, ticks FROM public.price_bars
+                     WHERE symbol = :s AND ts >= date_trunc('minute', CAST(:a AS timestamptz)) AND ts <= :b
+                     ORDER BY ts"""
+        else:
+            sql = """SELECT date_bin(make_interval(mins => :w), ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS ts,
+                            (array_agg(open ORDER BY ts))[1] AS open, max(high) AS high, min(low) AS low,
+                            (array_agg(close ORDER BY ts DESC))[1] AS close, sum(ticks)::int AS ticks
+                     FROM public.price_bars
+                     WHERE symbol = :s AND ts >= date_trunc('minute', CAST(:a AS timestamptz)) AND ts <= :b
+                     GROUP BY 1 ORDER BY 1"""
+        try:
+            return self.rows(sql, params)
+        except ProgrammingError:  # no price_bars table yet (workers not migrated): no price path
+            log.warning("price_bars is missing: run the workers once to migrate the schema")
+            return []
 
     # -- activities --------------------------------------------------------------------------------
     def activities_block(self, slug: str, request: Mapping[str, Any], tz: str) -> dict[str, Any]:

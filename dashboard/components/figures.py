@@ -195,9 +195,20 @@ def aggregate(x: Sequence[object], equity: Sequence[float], index: Sequence[floa
 
 
 def trade_path(points: list[dict[str, object]], levels: dict[str, float | None], theme: str | None,
-               *, tz_label: str) -> go.Figure:
-    """Fills on the price path with entry/exit and bracket levels as horizontal lines."""
+               *, tz_label: str, path: dict[str, list[Any]] | None = None) -> go.Figure:
+    """Fills on the price path with entry/exit and bracket levels as horizontal lines.
+
+    ``path``: the symbol's bars (``x``, ``close``, ``high``, ``low``), drawn as the close with its
+    high-low range shaded; without it only the fills are joined.
+    """
     fig = go.Figure()
+    if path and path.get("x"):
+        fig.add_trace(go.Scatter(x=path["x"], y=path["high"], mode="lines", line={"width": 0}, showlegend=False,
+                                 hoverinfo="skip", name="High"))
+        fig.add_trace(go.Scatter(x=path["x"], y=path["low"], mode="lines", line={"width": 0}, fill="tonexty",
+                                 fillcolor="rgba(127,127,127,0.18)", name="High-low range", hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=path["x"], y=path["close"], mode="lines", name="Price (1-min close)",
+                                 line={"color": ACCENT, "width": 1.4}, hovertemplate="%{y:$,.2f}<extra>close</extra>"))
     if points:
         fig.add_trace(go.Scatter(x=[p["x"] for p in points], y=[p["price"] for p in points], mode="lines+markers",
                                  name="Fills", line={"color": MUTED, "dash": "dot"},

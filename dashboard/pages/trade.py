@@ -6,8 +6,10 @@ import json
 from typing import Any
 
 import dash_bootstrap_components as dbc
+import pandas as pd
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
+from dashboard import analytics
 from dashboard.components import figures, fmt
 from dashboard.context import model, resolve_tz
 from dashboard.pages.common import GRAPH_CONFIG, empty_state, kpi, section, tone_of
@@ -72,6 +74,33 @@ def _table(rows: list[dict[str, Any]], tz: str, empty: str) -> Any:
                      size="sm", responsive=True, hover=True, className="mb-0")
 
 
+def _price_bars(t: dict[str, Any]) -> list[dict[str, Any]]:
+    """The symbol's one-minute bars over the holding time plus a margin each side (a tenth, >= 5 min)."""
+    entry, exit_ = t.get("entry_time"), t.get("exit_time")
+    if entry is None or exit_ is None:
+        return []
+    start, end = pd.Timestamp(entry), pd.Timestamp(exit_)
+    pad = max((end - start) / 10, pd.Timedelta(minutes=5))
+    return model().price_bars(str(t["symbol"]), (start - pad).to_pydatetime(), (end + pad).to_pydatetime())
+
+
+def _excursion_card(t: dict[str, Any], bars: list[dict[str, Any]]) -> Any:
+    """MAE/MFE: the stored figures when the manager wrote them, else measured on the price bars."""
+    mae, mfe = _f(t.get("mae")), _f(t.get("mfe"))
+    if mae is not None and mfe is not None:
+        return kpi("MAE / MFE", f"{fmt.money(mae)} / {fmt.money(mfe)}")
+    entry, exit_ = _f(t.get("entry_price")), _f(t.get("exit_price"))
+    qty = _f(t.get("qty"))
+    found = None
+    if bars and None not in (entry, exit_, qty) and t.get("entry_time") and t.get("exit_time"):
+        found = analytics.excursions(str(t.get("direction") or "long"), abs(qty or 0.0), entry or 0.0, exit_ or 0.0,
+                                     pd.Timestamp(t["entry_time"]).value, pd.Timestamp(t["exit_time"]).value, bars)
+    if found is None:
+        return kpi("MAE / MFE", fmt.DASH, sub="no price history for this period")
+    return kpi("MAE / MFE", f"{fmt.money(found.mae)} / {fmt.money(found.mfe)}",
+               sub=f"{found.bars} one-minute bars, {found.coverage:.0%} of the holding time")
+
+
 def _as_list(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, str):
         value = json.loads(value)
@@ -105,6 +134,7 @@ def register(app: Dash) -> None:
         stop = next((o.get("stop_price") for o in orders if o.get("stop_price")), None)
         target = next((o.get("limit_price") for o in orders if o.get("order_type") == "limit" and o.get("parent_order_id")),
                       None)
+        bars = _price_bars(t)
         net = _f(t.get("net_pl"))
         cards = [
             kpi("Net P&L", fmt.money(net, sign=True), tone=tone_of(net)),
@@ -117,7 +147,7 @@ def register(app: Dash) -> None:
             kpi("Exit", fmt.num(_f(t.get("exit_price"))), sub=fmt.local_time(t.get("exit_time"), tz)),
             kpi("Held", fmt.duration(_f(t.get("holding_s")))),
             kpi("Exit reason", str(t.get("exit_reason") or "—")),
-            kpi("MAE / MFE", f"{fmt.money(_f(t.get('mae')))} / {fmt.money(_f(t.get('mfe')))}"),
+            _excursion_card(t, bars),
         ]
         points = []
         for f in fills:
@@ -134,6 +164,11 @@ def register(app: Dash) -> None:
             ]
         levels = {"Entry": _f(t.get("entry_price")), "Exit": _f(t.get("exit_price")), "Stop": _f(stop),
                   "Take profit": _f(target)}
-        fig = figures.trade_path(points, levels, theme, tz_label=fmt.tz_label(tz))
+        path = None
+        if bars:
+            x = [fmt.local_time(b["ts"], tz) for b in bars]
+            path = {"x": x, "close": [float(b["close"]) for b in bars], "high": [float(b["high"]) for b in bars],
+                    "low": [float(b["low"]) for b in bars]}
+        fig = figures.trade_path(points, levels, theme, tz_label=fmt.tz_label(tz), path=path)
         return (cards, fig, _table(fills, tz, "No fills recorded for this round trip."),
                 _table(lots, tz, "No lot detail recorded."), _table(orders, tz, "No matching orders ingested."))
