@@ -164,7 +164,7 @@ def register(app: Dash) -> None:
             ]
         levels = {"Entry": _f(t.get("entry_price")), "Exit": _f(t.get("exit_price")), "Stop": _f(stop),
                   "Take profit": _f(target)}
-        path = None
+        path: dict[str, list[Any]] | None = None
         if bars:
             x = [fmt.local_time(b["ts"], tz) for b in bars]
             path = {"x": x, "close": [float(b["close"]) for b in bars], "high": [float(b["high"]) for b in bars],
