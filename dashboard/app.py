@@ -28,7 +28,7 @@ from flask_compress import Compress
 from core.db import resolve_dsn
 from core.settings import PROJECT_ROOT, Settings, load_settings
 from dashboard import pages
-from dashboard.context import EXTENSION_KEY, Runtime
+from dashboard.context import EXTENSION_KEY, Runtime, view_prefs
 from dashboard.pages.health import feed_age_s
 from dashboard.queries import ReadModel
 from dashboard.sse import NotifyHub, register_sse
@@ -408,6 +408,7 @@ def _page_container(app: Dash) -> Any:
 
 
 def _shell(settings: Settings, page_container: Any = None) -> Any:
+    _choice, browser_tz, theme = view_prefs()
     nav = dbc.Navbar(
         dbc.Container(
             [
@@ -458,8 +459,10 @@ def _shell(settings: Settings, page_container: Any = None) -> Any:
     return html.Div(
         [
             dcc.Location(id="url", refresh="callback-nav"),
-            dcc.Store(id="theme-store", data="light"),
-            dcc.Store(id="browser-tz"),
+            # seeded from the cookies assets/theme.js sets: the clientside callbacks below then find
+            # nothing to change on load, so no figure or time callback fires a second time
+            dcc.Store(id="theme-store", data=theme),
+            dcc.Store(id="browser-tz", data=browser_tz or None),
             dcc.Store(id="sse-hint"),
             dcc.Store(id="sse-config", data={"enabled": not settings.disable_sse, "url": "/stream/events"}),
             nav,
@@ -470,22 +473,26 @@ def _shell(settings: Settings, page_container: Any = None) -> Any:
 
 def _register_shell_callbacks(app: Dash) -> None:
     app.clientside_callback(  # type: ignore[no-untyped-call]
-        """function(dark) {
+        """function(dark, current) {
             const theme = dark ? 'dark' : 'light';
             document.documentElement.setAttribute('data-bs-theme', theme);
             document.body.setAttribute('data-ag-theme-mode', theme);
             if (window.chSetCookie) { window.chSetCookie('ch_theme', theme); }
-            return theme;
+            return theme === current ? window.dash_clientside.no_update : theme;
         }""",
         Output("theme-store", "data"),
         Input("theme-switch", "value"),
+        State("theme-store", "data"),
     )
     app.clientside_callback(  # type: ignore[no-untyped-call]
-        """function(_) {
-            try { return Intl.DateTimeFormat().resolvedOptions().timeZone || null; } catch (e) { return null; }
+        """function(_, current) {
+            let tz = null;
+            try { tz = Intl.DateTimeFormat().resolvedOptions().timeZone || null; } catch (e) { tz = null; }
+            return tz === current ? window.dash_clientside.no_update : tz;
         }""",
         Output("browser-tz", "data"),
         Input("url", "pathname"),
+        State("browser-tz", "data"),
     )
     app.clientside_callback(  # type: ignore[no-untyped-call]
         """function(choice) {

@@ -42,11 +42,13 @@ def layout(slug: str | None = None, **_: Any) -> Any:
     first = first_render(dest.slug, v.pos, v.closed, v.equity, tz, theme)
     badge = dbc.Badge("LIVE" if dest.is_live else "PAPER", color="danger" if dest.is_live else "secondary",
                       className="ms-2 align-middle")
+    from dashboard.export import export_url
+
     export_links = html.Div(
         [
-            html.A("CSV", id="dest-export-csv", href=f"/export/{dest.slug}/closed_trades.csv",
+            html.A("CSV", id="dest-export-csv", href=export_url(dest.slug, "closed_trades", "csv", tz=tz),
                    className="btn btn-sm btn-outline-secondary"),
-            html.A("Excel", id="dest-export-xlsx", href=f"/export/{dest.slug}/closed_trades.xlsx",
+            html.A("Excel", id="dest-export-xlsx", href=export_url(dest.slug, "closed_trades", "xlsx", tz=tz),
                    className="btn btn-sm btn-outline-secondary"),
         ],
         className="d-flex gap-1",
@@ -60,10 +62,12 @@ def layout(slug: str | None = None, **_: Any) -> Any:
             # the KPIs and the equity chart have arrived and the browser is idle, so they do not compete
             # with the first paint for the main thread
             dcc.Interval(id="dest-defer", interval=DEFER_MS, n_intervals=0, max_intervals=1, disabled=True),
-            # current versions in the layout: data callbacks fire at once, without waiting for a poll
-            dcc.Store(id="dest-v-pos", data=v.pos),
-            dcc.Store(id="dest-v-closed", data=v.closed),
-            dcc.Store(id="dest-v-equity", data=v.equity),
+            # the versions the layout drew. The data callbacks do not run on load (the layout holds
+            # their output); when the first render failed these start empty and the first poll sets
+            # them, which runs the data callbacks then
+            dcc.Store(id="dest-v-pos", data=v.pos if first else None),
+            dcc.Store(id="dest-v-closed", data=v.closed if first else None),
+            dcc.Store(id="dest-v-equity", data=v.equity if first else None),
             # what the page shows now (drawn into this layout for the visitor's zone and theme): the data
             # callbacks' first calls find their key equal and answer 204 instead of drawing it again
             dcc.Store(id="dest-kpi-key", data=first.get("kpi_key")),
@@ -118,6 +122,7 @@ def first_render(slug: str, v_pos: int, v_closed: int, v_eq: int, tz: str, theme
     except SQLAlchemyError as exc:
         log.warning("destination %s: first render from the database failed (%s); callbacks will retry",
                     slug, type(exc).__name__)
+        return {}
     return out
 
 
@@ -292,6 +297,7 @@ def register(app: Dash) -> None:
         State("dest-v-pos", "data"),
         State("dest-v-closed", "data"),
         State("dest-v-equity", "data"),
+        prevent_initial_call=True,
     )
     def poll(_n: int, _hint: Any, slug: str, v_pos: int | None, v_closed: int | None, v_eq: int | None) -> Any:
         try:
@@ -315,6 +321,7 @@ def register(app: Dash) -> None:
         Input("browser-tz", "data"),
         State("dest-slug", "data"),
         State("dest-pos-key", "data"),
+        prevent_initial_call=True,
     )
     def positions(v_pos: int | None, tz_choice: str, browser_tz: str | None, slug: str, shown: Any) -> Any:
         if v_pos is None:
@@ -334,6 +341,7 @@ def register(app: Dash) -> None:
         Input("browser-tz", "data"),
         State("dest-slug", "data"),
         State("dest-kpi-key", "data"),
+        prevent_initial_call=True,
     )
     def kpis(v_eq: int | None, v_closed: int | None, tz_choice: str, browser_tz: str | None, slug: str,
              shown: Any) -> Any:
@@ -387,6 +395,7 @@ def register(app: Dash) -> None:
         Input("browser-tz", "data"),
         State("dest-slug", "data"),
         State("dest-eq-cursor", "data"),
+        prevent_initial_call=True,
     )
     def equity(v_eq: int | None, theme: str, tz_choice: str, browser_tz: str | None, slug: str,
                cursor: dict[str, Any] | None) -> Any:
@@ -476,6 +485,7 @@ def register(app: Dash) -> None:
         State("tz-choice", "value"),
         State("browser-tz", "data"),
         State("dest-v-closed", "data"),
+        prevent_initial_call=True,
     )
     def closed_rows(request: dict[str, Any] | None, slug: str, tz_choice: str, browser_tz: str | None,
                     v_closed: int | None) -> Any:
@@ -548,6 +558,7 @@ def register(app: Dash) -> None:
         Input("tz-choice", "value"),
         Input("browser-tz", "data"),
         State("dest-slug", "data"),
+        prevent_initial_call=True,
     )
     def export_links(request: dict[str, Any] | None, tz_choice: str, browser_tz: str | None, slug: str) -> Any:
         from dashboard.export import export_url

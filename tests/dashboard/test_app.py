@@ -585,3 +585,45 @@ def test_start_up_warms_what_the_first_visitor_needs(seeded: Seeded) -> None:
         assert cached["data"][0]["name"] == "Equity"
     finally:
         dash_app.server.extensions["coldharbour"].model.engine.dispose()
+
+
+def test_shell_stores_start_from_the_visitors_cookies(app: Dash) -> None:
+    client = app.server.test_client()
+    client.set_cookie("ch_theme", "dark")
+    client.set_cookie("ch_btz", "Asia/Tokyo")
+    layout = client.get("/_dash-layout").get_json()
+    assert _find(layout, "theme-store")["props"]["data"] == "dark"
+    assert _find(layout, "browser-tz")["props"]["data"] == "Asia/Tokyo"
+    fresh = app.server.test_client().get("/_dash-layout").get_json()
+    assert _find(fresh, "theme-store")["props"]["data"] == "light"
+    assert _find(fresh, "browser-tz")["props"]["data"] is None
+
+
+def test_destination_data_callbacks_wait_for_a_change_not_the_page_load(app: Dash) -> None:
+    client = app.server.test_client()
+    client.get("/")
+    deps = client.get("/_dash-dependencies").get_json()
+    by_output = {d["output"]: d for d in deps}
+    for output in ("..dest-v-pos.data...dest-v-closed.data...dest-v-equity.data..",
+                   "..dest-positions.rowData...dest-pos-status.children...dest-pos-key.data..",
+                   "..dest-kpis.children...dest-kpi-key.data..", "..dest-equity.figure...dest-eq-cursor.data..",
+                   "dest-closed.getRowsResponse", "..dest-export-csv.href...dest-export-xlsx.href.."):
+        assert by_output[output]["prevent_initial_call"] is True, output
+
+
+def test_a_failed_first_render_leaves_the_versions_for_the_first_poll(app: Dash,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from dashboard.pages import destination
+
+    def unavailable(*_a: Any, **_k: Any) -> Any:
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(destination, "kpi_values", unavailable)
+    layout = _destination_layout(app, {})
+    for store in ("dest-v-pos", "dest-v-closed", "dest-v-equity", "dest-kpi-key", "dest-pos-key", "dest-eq-cursor"):
+        assert _find(layout, store)["props"].get("data") is None, store
+    assert _find(layout, "dest-kpis")["props"].get("children") is None
+    # the export links carry the zone even before any callback ran
+    assert "tz=America%2FNew_York" in _find(layout, "dest-export-csv")["props"]["href"]
