@@ -20,6 +20,7 @@ from dashboard.pages.common import empty_state, graph, kpi, no_destinations, pol
 PATH_TEMPLATE = "/destination/<slug>"
 DEFER_MS = 100  # after the primary content is drawn and the browser is idle (see the clientside callback)
 DEFER_IDLE_TIMEOUT_MS = 2500  # the longest the secondary analytics wait for an idle moment
+POLL_START_MAX_MS = 3000  # the longest polling waits for the first idle moment after the page is drawn
 APPEND_MAX_POINTS = 1000  # live-appended raw points before the chart is rebuilt (and re-downsampled)
 TITLE = "Destination"
 
@@ -56,7 +57,10 @@ def layout(slug: str | None = None, **_: Any) -> Any:
     return html.Div(
         [
             dcc.Store(id="dest-slug", data=dest.slug),
-            dcc.Interval(id="dest-tick", interval=poll_interval_ms(), n_intervals=0),
+            # polling starts once the browser is first idle (or after POLL_START_MAX_MS): the layout holds
+            # the current versions, and a poll per UI_SNAPSHOT_SEC during the first render only competes
+            # with it for the main thread. With the first render failed it starts at once.
+            dcc.Interval(id="dest-tick", interval=poll_interval_ms(), n_intervals=0, disabled=bool(first)),
             # the secondary analytics (six charts below the fold) draw once the primary content (KPIs,
             # positions, equity, grid) is up: a clientside callback enables this one-shot interval when
             # the KPIs and the equity chart have arrived and the browser is idle, so they do not compete
@@ -532,6 +536,20 @@ def register(app: Dash) -> None:
         Input("dest-eq-cursor", "data"),
         Input("dest-kpis", "children"),
         State("dest-defer", "disabled"),
+    )
+
+    app.clientside_callback(  # type: ignore[no-untyped-call]
+        """function(slug, disabled) {
+            if (!disabled) { return window.dash_clientside.no_update; }
+            return new Promise(function(resolve) {
+                const go = function() { resolve(false); };
+                if (window.requestIdleCallback) { requestIdleCallback(go, {timeout: TIMEOUT}); }
+                else { setTimeout(go, 1000); }
+            });
+        }""".replace("TIMEOUT", str(POLL_START_MAX_MS)),
+        Output("dest-tick", "disabled"),
+        Input("dest-slug", "data"),
+        State("dest-tick", "disabled"),
     )
 
     # new closed trades or another time zone: drop the grid's cached blocks so it asks again
