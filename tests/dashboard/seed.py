@@ -288,3 +288,24 @@ def simulate_close(dsn: str, slug: str) -> None:
             cur.execute("SELECT pg_notify(%s, %s)", (closed_channel(slug), json.dumps({"v": row[0] if row else 0})))
     finally:
         conn.close()
+
+
+def simulate_activity(dsn: str, settings: Settings, slug: str, activity_id: str, symbol: str) -> int:
+    """Play the ingester: store one new FILL activity (newest of all) and bump ``activity_version``."""
+    schema = quote_ident(settings.account_schema)
+    conn = connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                f"""INSERT INTO {schema}.activities (destination, activity_id, ts, activity_type, fill_type, symbol,
+                                                     side, qty, price, net_amount, order_status, raw)
+                    VALUES (%s, %s, now() + interval '1 minute', 'FILL', 'fill', %s, 'buy', 3, 12.34, NULL, 'filled',
+                            jsonb_build_object('id', %s::text))""",
+                (slug, activity_id, symbol, activity_id),
+            )
+            cur.execute("UPDATE public.ch_versions SET activity_version = activity_version + 1 WHERE slug = %s "
+                        "RETURNING activity_version", (slug,))
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+    finally:
+        conn.close()

@@ -627,3 +627,40 @@ def test_a_failed_first_render_leaves_the_versions_for_the_first_poll(app: Dash,
     assert _find(layout, "dest-kpis")["props"].get("children") is None
     # the export links carry the zone even before any callback ran
     assert "tz=America%2FNew_York" in _find(layout, "dest-export-csv")["props"]["href"]
+
+
+def test_activities_page_follows_the_ingester(app: Dash, seeded: Seeded) -> None:
+    from tests.dashboard.seed import simulate_activity
+
+    client = app.server.test_client()
+    client.get("/")
+    output = "..act-version.data...act-status.children.."
+    outputs = [{"id": "act-version", "property": "data"}, {"id": "act-status", "property": "children"}]
+
+    def poll(slug: str, shown: Any) -> Any:
+        return _update(client, output, outputs,
+                       [{"id": "act-tick", "property": "n_intervals", "value": 4},
+                        {"id": "sse-hint", "property": "data", "value": None},
+                        {"id": "act-dest", "property": "value", "value": slug}],
+                       [{"id": "act-version", "property": "data", "value": shown}], ["act-tick.n_intervals"])
+
+    model = app.server.extensions["coldharbour"].model
+    with app.server.app_context():
+        v = model.version_of("alpha_paper").activity
+    assert poll("alpha_paper", {"slug": "alpha_paper", "v": v}).status_code == 204
+    new_v = simulate_activity(seeded.dsn, seeded.settings, "alpha_paper", "ZNEW1", "ZZZ")
+    moved = poll("alpha_paper", {"slug": "alpha_paper", "v": v})
+    assert moved.status_code == 200
+    assert moved.get_json()["response"]["act-version"]["data"] == {"slug": "alpha_paper", "v": new_v}
+    # the grid's next block (newest first) holds the new activity
+    request = {"startRow": 0, "endRow": 50, "sortModel": [{"colId": "ts", "sort": "desc"}], "filterModel": {}}
+    block = _update(client, "act-grid.getRowsResponse", {"id": "act-grid", "property": "getRowsResponse"},
+                    [{"id": "act-grid", "property": "getRowsRequest", "value": request}],
+                    [{"id": "act-dest", "property": "value", "value": "alpha_paper"},
+                     {"id": "tz-choice", "property": "value", "value": "utc"},
+                     {"id": "browser-tz", "property": "data", "value": None}], ["act-grid.getRowsRequest"])
+    rows = block.get_json()["response"]["act-grid"]["getRowsResponse"]["rowData"]
+    assert rows[0]["activity_id"] == "ZNEW1"
+    # another destination: its own version
+    other = poll("beta_momentum", {"slug": "alpha_paper", "v": new_v})
+    assert other.get_json()["response"]["act-version"]["data"]["slug"] == "beta_momentum"

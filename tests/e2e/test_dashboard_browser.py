@@ -132,6 +132,24 @@ def test_new_fill_appears_in_positions_without_reload(dash_duo: Any, e2e_db: E2E
         app.server.extensions["coldharbour"].hub.stop()
 
 
+def test_new_activity_appears_in_the_activities_grid_without_reload(dash_duo: Any, app: Any,
+                                                                   e2e_db: E2EData) -> None:
+    from tests.dashboard.seed import simulate_activity
+
+    dash_duo.start_server(app)
+    dash_duo.driver.get(dash_duo.server_url + "/activities")
+    dash_duo.wait_for_element("#act-grid .ag-body .ag-cell[col-id='activity_type']", timeout=WAIT_S)
+    # the grid opens newest first, as a trader watches fills arrive
+    dash_duo.driver.execute_script("window.__chNoReload = 7;")
+
+    simulate_activity(e2e_db.dsn, e2e_db.settings, "alpha_paper", "ZACT-LIVE", "ZACT")
+
+    _wait(dash_duo, lambda: "ZACT" in _grid_cells(dash_duo, "act-grid", "symbol"),
+          "the new activity never showed up in the grid")
+    assert dash_duo.driver.execute_script("return window.__chNoReload;") == 7
+    assert _errors(dash_duo) == []
+
+
 def test_polling_alone_converges_with_sse_disabled(dash_duo: Any, e2e_db: E2EData) -> None:
     app = create_app(e2e_db.settings.replace(disable_sse=True, ui_snapshot_sec=0.5))
     dash_duo.start_server(app)
