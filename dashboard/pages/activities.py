@@ -22,7 +22,7 @@ def layout(slug: str | None = None, **_: Any) -> Any:
     dests = model().destinations()
     if not dests:
         return no_destinations()
-    chosen = slug if any(d.slug == slug for d in dests) else dests[0].slug
+    chosen = slug if slug and any(d.slug == slug for d in dests) else dests[0].slug
     label = fmt.tz_label(runtime().settings.display_timezone)
     version = model().version_of(chosen).activity
     return html.Div(
