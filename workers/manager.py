@@ -16,6 +16,10 @@ the truth for quantity: a mismatch is logged, flagged in the rows and the heartb
 re-reading the activities); its ``current_price`` is the fallback mark when the feed is silent.
 Every ``EQUITY_UPDATE_INTERVAL_S`` the broker's account is read to calibrate cash.
 
+Market data, not per destination: every tick each feed accepts is folded into one-minute OHLC bars
+(:class:`workers.prices.BarBuilder`), written to ``public.price_bars`` about once a second by one
+loop for all feeds (:mod:`workers.bars`); a failed write is retried with the next one.
+
 Embedding::
 
     manager = AccountManager(settings, destinations)
@@ -53,6 +57,7 @@ from core.fifo import BookUpdate, FifoBook
 from core.records import Fill, OpenPosition, OrderMeta, RoundTrip
 from core.schema import quote_ident
 from core.settings import Settings
+from workers.bars import BarWriter
 from workers.equity import (
     ZERO,
     DrawdownTracker,
@@ -95,6 +100,9 @@ ORDER_RETRIES = 20
 ORDER_RETRY_MAX_IDS = 500
 NOTIFY_IDS_MAX = 50
 DRAIN_TIMEOUT_S = 7.0
+BAR_WRITE_INTERVAL_S = 1.0
+"""Price bars are written at most this often (or every FLUSH_INTERVAL_S when that is longer)."""
+BAR_DRAIN_TIMEOUT_S = 2.0
 TERMINAL_STATUSES = ("filled", "canceled", "expired", "rejected", "replaced", "done_for_day")
 # Spelled exactly like the partial index ``orders_working_by_symbol`` (migration 4) so the planner uses it.
 WORKING_FILTER = ", ".join(f"'{s}'" for s in TERMINAL_STATUSES)
@@ -1032,6 +1040,9 @@ class DestinationRunner:
             "broker_equity": None if self.broker_equity is None else str(self.broker_equity),
             "price_feed": asdict(self.feed.stats) if self.feed is not None else None,
             "price_feed_last_tick_age_s": self.feed.last_tick_age_s() if self.feed is not None else None,
+            "price_bars": {**asdict(self.manager.bar_writer.stats),
+                           "late": self.feed.bars.late if self.feed is not None else 0,
+                           "ignored": self.feed.bars.ignored if self.feed is not None else 0},
             "pos_version": self.pos_version,
             "closed_version": self.closed_version,
         }
@@ -1084,6 +1095,8 @@ class AccountManager:
         self.owned: dict[str, _Owned] = {}
         self.feeds: dict[tuple[str, ...], PriceFeed] = {}
         self._feed_tasks: list[asyncio.Task[None]] = []
+        self.bar_writer = BarWriter()
+        """Every feed's one-minute bars on their way to ``public.price_bars`` (pending ones retried)."""
         self._listener: asyncpg.Connection | None = None
         self.pos_notify_hooks: list[Callable[[DestinationRunner], None]] = []
         self.takeovers = 0
@@ -1148,6 +1161,7 @@ class AccountManager:
             tasks = [asyncio.create_task(self._ownership_loop(stop), name="ownership"),
                      asyncio.create_task(self._flush_loop(stop), name="flush"),
                      asyncio.create_task(self._leading_edge_loop(stop), name="leading-edge"),
+                     asyncio.create_task(self._bars_loop(stop), name="price-bars"),
                      asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat")]
             await stop.wait()
             for t in tasks:
@@ -1174,6 +1188,12 @@ class AccountManager:
         for t in self._feed_tasks:
             t.cancel()
         await asyncio.gather(*self._feed_tasks, return_exceptions=True)
+        if self.pool is not None:  # the last seconds of bars (bounded; whatever fails is lost, not fatal)
+            try:
+                await asyncio.wait_for(self.write_bars_once(), timeout=BAR_DRAIN_TIMEOUT_S)
+            except Exception as exc:
+                log.warning("drain: %d price bars not written: %s: %s", self.bar_writer.pending,
+                            type(exc).__name__, exc)
         for feed in self.feeds.values():
             feed.close()
         self.feeds.clear()
@@ -1238,6 +1258,27 @@ class AccountManager:
                 await self.flush_once()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ColdHarbourError, TimeoutError) as exc:
                 log.warning("flush failed: %s: %s", type(exc).__name__, exc)
+
+    async def write_bars_once(self) -> int:
+        """Take every feed's touched bars (once per feed, however many destinations share it) and write
+        them with whatever a previous failed write left pending; the number of bars written."""
+        for key, feed in self.feeds.items():
+            self.bar_writer.offer(key, feed.bars.take())
+        assert self.pool is not None
+        return await self.bar_writer.write(self.pool)
+
+    async def _bars_loop(self, stop: asyncio.Event) -> None:
+        """Price bars, apart from the positions flush: a slow or failing write never delays a NOTIFY."""
+        interval = max(self.settings.flush_interval_s, BAR_WRITE_INTERVAL_S)
+        while not stop.is_set():
+            await asyncio.sleep(interval)
+            try:
+                await self.write_bars_once()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("price bars write failed (%d pending, retried in %.1fs): %s: %s",
+                            self.bar_writer.pending, interval, type(exc).__name__, exc)
+            except Exception:  # a bug here must not stop the bars for good, nor anything else
+                log.exception("price bars write failed unexpectedly (%d pending)", self.bar_writer.pending)
 
     async def _leading_edge_loop(self, stop: asyncio.Event) -> None:
         """On a tick for a destination whose NOTIFY window is open, write and NOTIFY at once.

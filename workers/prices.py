@@ -9,6 +9,10 @@ and the manager falls back to the broker's REST ``current_price``.
 
 Malformed messages (wrong frame count, undecodable body, missing or non-finite price, topic and body
 disagreeing) are dropped and counted in :attr:`PriceFeed.stats`; they never stop the loop.
+
+Every accepted tick (not only the conflated ones) also goes to :attr:`PriceFeed.bars`, a
+:class:`BarBuilder` of one-minute OHLC bars that the manager stores in ``public.price_bars``
+(:mod:`workers.bars`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -128,6 +133,137 @@ def encode_message(symbol: str, price: Decimal | float | str, ts_ns: int, **extr
     return [symbol.encode("ascii"), json.dumps(body, separators=(",", ":")).encode()]
 
 
+NS_PER_MINUTE = 60_000_000_000
+BAR_KEEP_MINUTES = 2
+"""A symbol's bars older than its newest minute minus this many minutes are forgotten after a
+:meth:`BarBuilder.take`; ticks for them arrive too late and are dropped (counted)."""
+_INF = math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """The whole current state of one symbol's one-minute bar."""
+
+    symbol: str
+    ts: datetime
+    """Start of the UTC minute (aware)."""
+    open: float
+    high: float
+    low: float
+    close: float
+    ticks: int
+
+    def merged(self, later: Bar) -> Bar:
+        """``later`` (a state of the same bar sent after this one) merged the way ``public.price_bars`` merges."""
+        return Bar(self.symbol, self.ts, self.open, max(self.high, later.high), min(self.low, later.low),
+                   later.close, max(self.ticks, later.ticks))
+
+
+class _OpenBar:
+    __slots__ = ("symbol", "minute", "open", "high", "low", "close", "ticks", "dirty")
+
+    def __init__(self, symbol: str, minute: int, price: float) -> None:
+        self.symbol = symbol
+        self.minute = minute
+        self.open = self.high = self.low = self.close = price
+        self.ticks = 1
+        self.dirty = False
+
+
+class _Series:
+    __slots__ = ("newest", "bars")
+
+    def __init__(self, newest: int) -> None:
+        self.newest = newest
+        self.bars: dict[int, _OpenBar] = {}
+
+
+class BarBuilder:
+    """One-minute OHLC bars from individual ticks. Pure (no I/O, no clock): time is the tick's.
+
+    :meth:`add` updates the bar of the UTC minute holding ``ts_ns``: open is the first price, close
+    the latest *by arrival*, high/low and a tick count. :meth:`take` returns every bar touched since
+    the previous take, each as its whole current state (a bar touched again is returned again, fuller:
+    writers upsert it). Memory: after a take each symbol keeps at most ``keep_minutes + 1`` bars (its
+    newest minute and the ``keep_minutes`` before it); a tick for an older minute is dropped and
+    counted in :attr:`late`. :meth:`forget` drops a symbol (its untaken bars are still returned).
+    """
+
+    def __init__(self, keep_minutes: int = BAR_KEEP_MINUTES) -> None:
+        if keep_minutes < 0:
+            raise ValueError("keep_minutes must be >= 0")
+        self.keep_minutes = keep_minutes
+        self._series: dict[str, _Series] = {}
+        self._dirty: list[_OpenBar] = []
+        self.ignored = 0
+        """Ticks refused for a price that is not finite or not > 0."""
+        self.late = 0
+        """Ticks refused for a minute already forgotten (older than newest - ``keep_minutes``)."""
+
+    def add(self, symbol: str, price: float, ts_ns: int) -> bool:
+        """Count one tick; ``False`` when it was ignored (bad price, or too late)."""
+        if not 0.0 < price < _INF:  # also refuses NaN
+            self.ignored += 1
+            return False
+        minute = ts_ns // NS_PER_MINUTE
+        series = self._series.get(symbol)
+        if series is None:
+            series = self._series[symbol] = _Series(minute)
+        elif minute > series.newest:
+            series.newest = minute
+        elif minute < series.newest - self.keep_minutes:
+            self.late += 1
+            return False
+        bar = series.bars.get(minute)
+        if bar is None:
+            bar = series.bars[minute] = _OpenBar(symbol, minute, price)
+        else:
+            if price > bar.high:
+                bar.high = price
+            elif price < bar.low:
+                bar.low = price
+            bar.close = price
+            bar.ticks += 1
+        if not bar.dirty:
+            bar.dirty = True
+            self._dirty.append(bar)
+        return True
+
+    def take(self) -> list[Bar]:
+        """Every bar touched since the previous take (whole state), then forget the minutes too old to keep."""
+        dirty, self._dirty = self._dirty, []
+        out: list[Bar] = []
+        touched: set[str] = set()
+        for bar in dirty:
+            bar.dirty = False
+            out.append(Bar(bar.symbol, datetime.fromtimestamp(bar.minute * 60, tz=UTC), bar.open, bar.high,
+                           bar.low, bar.close, bar.ticks))
+            touched.add(bar.symbol)
+        # Only a touched symbol's newest minute can have moved since its last eviction.
+        for symbol in touched:
+            series = self._series.get(symbol)
+            if series is None:
+                continue
+            horizon = series.newest - self.keep_minutes
+            for minute in [m for m in series.bars if m < horizon]:
+                del series.bars[minute]
+        return out
+
+    def forget(self, symbol: str) -> None:
+        """Drop a symbol's state (unsubscribed); bars touched and not taken yet are still returned by :meth:`take`."""
+        self._series.pop(symbol, None)
+
+    @property
+    def pending(self) -> int:
+        """Bars touched since the previous take."""
+        return len(self._dirty)
+
+    @property
+    def open_bars(self) -> int:
+        """Bars held in memory (the bound :meth:`take` enforces: symbols x (``keep_minutes`` + 1))."""
+        return sum(len(s.bars) for s in self._series.values())
+
+
 class PriceFeed:
     """A conflating SUB client over several endpoints. Run :meth:`run` as a task; call the rest from the loop."""
 
@@ -151,6 +287,8 @@ class PriceFeed:
         self._pending: dict[str, PriceTick] = {}
         self.changed = asyncio.Event()
         """Set whenever :meth:`drain` has something to return."""
+        self.bars = BarBuilder()
+        """One-minute bars of every accepted tick (event time, else receive time); the manager takes them."""
 
     # -- subscriptions -------------------------------------------------------------------------
     @property
@@ -179,6 +317,7 @@ class PriceFeed:
             sock.setsockopt(zmq.UNSUBSCRIBE, symbol.encode("ascii"))
             self._latest.pop(symbol, None)
             self._pending.pop(symbol, None)
+            self.bars.forget(symbol)
         self._symbols = wanted
 
     # -- receiving -----------------------------------------------------------------------------
@@ -200,6 +339,7 @@ class PriceFeed:
             self.stats.conflated += 1
         self._latest[tick.symbol] = tick
         self._pending[tick.symbol] = tick
+        self.bars.add(tick.symbol, float(tick.price), tick.ts_event_ns or tick.received_wall_ns)
         self.changed.set()
         return tick
 
