@@ -104,6 +104,13 @@ def test_page_renders_with_data_and_no_console_errors(dash_duo: Any, app: Any, n
         _wait(dash_duo, lambda: len(dash_duo.find_elements("#dest-kpis .ch-kpi")) >= 13, "KPI cards missing")
         assert "sharpe" in dash_duo.find_element("#dest-kpis").text.lower()
         dash_duo.wait_for_element("#dest-positions .ag-body .ag-cell[col-id='symbol']", timeout=WAIT_S)
+        # plotly.js was started early (assets/plotly_early.js) and loaded once: dcc.Graph waited for
+        # that copy instead of adding its own script
+        where = dash_duo.driver.execute_script(
+            "return [...document.querySelectorAll('script[src$=\"/plotly/package_data/plotly.min.js\"]')]"
+            ".map(s => s.parentElement.tagName);")
+        assert where == ["HEAD"], where
+        assert dash_duo.driver.execute_script("return typeof window.Plotly.newPlot") == "function"
     if name == "overview":
         dash_duo.wait_for_element("#ov-aggregate .main-svg", timeout=WAIT_S)
         assert len(dash_duo.find_elements(".ch-dest-card")) == 3
