@@ -267,9 +267,15 @@ def _destination_name(engine: Engine, slug: str) -> str | None:
 
 
 def _stream_rows(engine: Engine, query: GridQuery) -> Iterator[Sequence[Any]]:
-    """Rows from a server-side cursor, ``FETCH_ROWS`` at a time; the connection closes with the iterator."""
+    """Rows from a server-side cursor, ``FETCH_ROWS`` at a time; the connection closes with the iterator.
+
+    A server-side cursor lives in a transaction (the engine is autocommit for single reads): one
+    ``REPEATABLE READ`` snapshot, so a long export is consistent while the manager keeps writing.
+    """
     with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=FETCH_ROWS).execute(query.clause())
+        streaming = conn.execution_options(isolation_level="REPEATABLE READ", stream_results=True,
+                                           yield_per=FETCH_ROWS)
+        result = streaming.execute(query.clause())
         yield from result
 
 

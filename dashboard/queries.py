@@ -118,13 +118,22 @@ def cache_config(settings: Settings, dsn: str = "") -> dict[str, Any]:
 
 
 def make_engine(dsn: str, *, pool_size: int = 5, timeout_s: float = 10.0) -> Engine:
-    """A pooled, read-mostly psycopg2 engine (pre-ping so a restarted database is survived)."""
+    """A pooled psycopg2 engine for reads: autocommit, one statement per query.
+
+    Every read is a single statement, so there is no transaction to open and close around it
+    (``BEGIN``/``ROLLBACK`` were two of the four statements an idle poll cost) and no ``SELECT 1``
+    before each checkout: a connection that died with a restarted database fails its next query,
+    SQLAlchemy then invalidates the whole pool, and the request after it reconnects (a poll that
+    fails answers 204 and the page keeps what it shows; /healthz says 503 meanwhile).
+    """
     info = parse_dsn(dsn)
     return create_engine(
         info.sqlalchemy_url("psycopg2"),
         pool_size=pool_size,
         max_overflow=5,
-        pool_pre_ping=True,
+        isolation_level="AUTOCOMMIT",
+        pool_reset_on_return=None,
+        pool_pre_ping=False,
         pool_recycle=1800,
         connect_args={"connect_timeout": max(1, int(timeout_s)), "application_name": "coldharbour-dashboard"},
     )

@@ -30,10 +30,12 @@ def kpi(label: str, value: str, *, tone: str | None = None, sub: str | None = No
             html.Div(value, className=f"ch-kpi-value{' text-' + tone if tone else ''}")]
     if sub:
         body.append(html.Div(sub, className="ch-kpi-sub"))
-    props = {"id": kpi_id} if kpi_id else {}
     # Bootstrap's card classes on plain divs: the same markup as dbc.Card/CardBody, with less React
     # work per card (a page draws 13 of them in its first render)
-    return html.Div(html.Div(body, className="card-body p-2"), className="card ch-kpi h-100", **props)
+    inner = html.Div(body, className="card-body p-2")
+    if kpi_id:
+        return html.Div(inner, id=kpi_id, className="card ch-kpi h-100")
+    return html.Div(inner, className="card ch-kpi h-100")
 
 
 def tone_of(x: float | None) -> str | None:

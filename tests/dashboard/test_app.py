@@ -664,3 +664,21 @@ def test_activities_page_follows_the_ingester(app: Dash, seeded: Seeded) -> None
     # another destination: its own version
     other = poll("beta_momentum", {"slug": "alpha_paper", "v": new_v})
     assert other.get_json()["response"]["act-version"]["data"]["slug"] == "beta_momentum"
+
+
+def test_reads_leave_no_transaction_open(app: Dash, seeded: Seeded) -> None:
+    """The read engine is autocommit; a streamed export runs in its own snapshot and ends it."""
+    client = app.server.test_client()
+    assert client.get("/export/alpha_paper/closed_trades.csv").status_code == 200
+    assert client.get("/healthz").status_code == 200
+    conn = connect(seeded.dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("""SELECT count(*) FILTER (WHERE state LIKE 'idle in transaction%%'), count(*)
+                           FROM pg_stat_activity WHERE application_name = 'coldharbour-dashboard'
+                             AND datname = current_database()""")
+            in_transaction, total = cur.fetchone()
+    finally:
+        conn.close()
+    assert total >= 1
+    assert in_transaction == 0
