@@ -16,6 +16,7 @@ from dashboard.pages.common import GRAPH_CONFIG, empty_state, kpi, section, tone
 
 PATH_TEMPLATE = "/destination/<slug>/trade/<trade_id>"
 TITLE = "Trade"
+MIN_EXCURSION_COVERAGE = 0.5  # MAE/MFE from bars covering less of the holding time would mislead
 
 
 def _f(x: Any) -> float | None:
@@ -97,8 +98,12 @@ def _excursion_card(t: dict[str, Any], bars: list[dict[str, Any]]) -> Any:
                                      pd.Timestamp(t["entry_time"]).value, pd.Timestamp(t["exit_time"]).value, bars)
     if found is None:
         return kpi("MAE / MFE", fmt.DASH, sub="no price history for this period")
+    if found.coverage < MIN_EXCURSION_COVERAGE:
+        return kpi("MAE / MFE", fmt.DASH,
+                   sub=f"price history covers only {found.coverage:.0%} of the holding time")
+    bars_text = "1 one-minute bar" if found.bars == 1 else f"{found.bars} one-minute bars"
     return kpi("MAE / MFE", f"{fmt.money(found.mae)} / {fmt.money(found.mfe)}",
-               sub=f"{found.bars} one-minute bars, {found.coverage:.0%} of the holding time")
+               sub=f"{bars_text}, {found.coverage:.0%} of the holding time")
 
 
 def _as_list(value: Any) -> list[dict[str, Any]]:

@@ -682,3 +682,16 @@ def test_reads_leave_no_transaction_open(app: Dash, seeded: Seeded) -> None:
         conn.close()
     assert total >= 1
     assert in_transaction == 0
+
+
+def test_day_pl_percent_is_the_same_day_as_the_dollar_figure(app: Dash) -> None:
+    from dashboard.pages.destination import kpi_values
+
+    model = app.server.extensions["coldharbour"].model
+    with app.server.test_request_context("/"):
+        values = kpi_values("alpha_paper", "America/New_York", 1, 1)
+        daily = model.daily_equity("alpha_paper", "America/New_York", 1)
+    prev = float(daily["equity"].iloc[-2])
+    flow = float(daily["net_deposits"].iloc[-1] - daily["net_deposits"].iloc[-2])
+    assert values["day_pl"] == pytest.approx(float(daily["equity"].iloc[-1]) - prev - flow)
+    assert values["day_return"] == pytest.approx(values["day_pl"] / prev)

@@ -144,3 +144,23 @@ def test_trade_page_draws_the_price_path_and_measures_mae_mfe(app: Dash, seeded:
     assert "Fills" in names
     path = next(t for t in after["trade-path"]["figure"]["data"] if t.get("name") == "Price (1-min close)")
     assert len(path["x"]) <= 1500
+
+
+def test_mae_mfe_are_withheld_when_bars_cover_little_of_the_holding_time(app: Dash, seeded: Seeded) -> None:
+    conn = connect(seeded.dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("UPDATE public.closed_trades_alpha_paper SET mae = NULL, mfe = NULL, "
+                        "exit_time = entry_time + interval '10 hours' WHERE trade_id = 'T0000009'")
+    finally:
+        conn.close()
+    model = app.server.extensions["coldharbour"].model
+    with app.server.app_context():
+        trade = model.trade("alpha_paper", "T0000009")
+    assert trade is not None
+    first = pd.Timestamp(trade["entry_time"]).floor("min").to_pydatetime()
+    ep = float(trade["entry_price"])
+    _insert(seeded.dsn, str(trade["symbol"]), _bars(first, [(ep, ep + 1, ep - 1, ep)] * 30))  # 30 of 600 minutes
+    cards = json.dumps(_render(app, "T0000009")["trade-kpis"]["children"])
+    assert "covers only 5% of the holding time" in cards
+    assert "one-minute bars" not in cards
