@@ -224,10 +224,11 @@ def kpi_values(slug: str, tz: str, v_eq: int, v_closed: int) -> dict[str, float 
         if len(daily) >= 2:
             flow = float(daily["net_deposits"].iloc[-1] - daily["net_deposits"].iloc[-2])
             prev = float(daily["equity"].iloc[-2])
-            out["day_pl"] = float(daily["equity"].iloc[-1]) - prev - flow
+            day_pl = float(daily["equity"].iloc[-1]) - prev - flow
+            out["day_pl"] = day_pl
             # the same day as the dollar figure (calendar day in the display zone), over the equity
             # it started from: the last session's return can be another day and disagree in sign
-            out["day_return"] = out["day_pl"] / prev if prev > 0 else None
+            out["day_return"] = day_pl / prev if prev > 0 else None
         else:
             out["day_pl"] = out["day_return"] = None
         out["current_drawdown"] = analytics.current_drawdown(returns)
