@@ -203,3 +203,17 @@ def excursions(direction: str, qty: float, entry_price: float, exit_price: float
 
 def _ns(ts: Any) -> int:
     return int(pd.Timestamp(ts).value) if not isinstance(ts, int) else ts
+
+
+def day_change(daily: pd.DataFrame) -> tuple[float | None, float | None]:
+    """Today's P&L: money and fraction of the equity the day started from, net of cash flows.
+
+    ``daily``: calendar-day ``equity`` and ``net_deposits`` in the display zone (last row today).
+    Both figures describe the same day, so they never disagree in sign.
+    """
+    if len(daily) < 2:
+        return None, None
+    prev = float(daily["equity"].iloc[-2])
+    flow = float(daily["net_deposits"].iloc[-1] - daily["net_deposits"].iloc[-2])
+    pl = float(daily["equity"].iloc[-1]) - prev - flow
+    return pl, (pl / prev if prev > 0 else None)

@@ -221,16 +221,7 @@ def kpi_values(slug: str, tz: str, v_eq: int, v_closed: int) -> dict[str, float 
         out: dict[str, float | None] = dict(analytics.summary(returns))
         out |= analytics.trade_stats(m.closed_pl(slug, v_closed))
         out["equity"] = float(daily["equity"].iloc[-1]) if not daily.empty else None
-        if len(daily) >= 2:
-            flow = float(daily["net_deposits"].iloc[-1] - daily["net_deposits"].iloc[-2])
-            prev = float(daily["equity"].iloc[-2])
-            day_pl = float(daily["equity"].iloc[-1]) - prev - flow
-            out["day_pl"] = day_pl
-            # the same day as the dollar figure (calendar day in the display zone), over the equity
-            # it started from: the last session's return can be another day and disagree in sign
-            out["day_return"] = day_pl / prev if prev > 0 else None
-        else:
-            out["day_pl"] = out["day_return"] = None
+        out["day_pl"], out["day_return"] = analytics.day_change(daily)
         out["current_drawdown"] = analytics.current_drawdown(returns)
         return out
 

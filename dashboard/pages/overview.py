@@ -51,12 +51,8 @@ def card_values(dest: DestinationRow, v: Versions, tz: str) -> dict[str, Any]:
             "open_positions": len(positions),
             "gross_exposure": float(np.sum(np.abs(exposures))) if exposures else 0.0,
             "net_exposure": float(np.sum(exposures)) if exposures else 0.0,
-            "day_pl": None,
-            "day_return": float(returns.iloc[-1]) if len(returns) else None,
         }
-        if len(daily) >= 2:
-            flow = float(daily["net_deposits"].iloc[-1] - daily["net_deposits"].iloc[-2])
-            out["day_pl"] = float(daily["equity"].iloc[-1] - daily["equity"].iloc[-2]) - flow
+        out["day_pl"], out["day_return"] = analytics.day_change(daily)
         return out
 
     return m.memo(("card", dest.slug, v.pos, v.equity, tz), compute)
