@@ -104,17 +104,24 @@ def _render(app: Dash, trade_id: str, theme: str = "light") -> dict[str, Any]:
     return response.get_json()["response"]
 
 
-def test_trade_page_draws_the_price_path_and_measures_mae_mfe(app: Dash, seeded: Seeded) -> None:
-    conn = connect(seeded.dsn)
+def _trade_without_excursions(app: Dash, dsn: str, trade_id: str, also: str = "") -> dict[str, Any]:
+    """The round trip as the manager writes it (no stored MAE/MFE), after ``also`` (extra SET clauses)."""
+    conn = connect(dsn)
     try:
-        with conn, conn.cursor() as cur:  # as the manager writes them: no stored excursions
-            cur.execute("UPDATE public.closed_trades_alpha_paper SET mae = NULL, mfe = NULL WHERE trade_id = 'T0000007'")
+        with conn, conn.cursor() as cur:
+            cur.execute(f"UPDATE public.closed_trades_alpha_paper SET mae = NULL, mfe = NULL{also} "
+                        "WHERE trade_id = %s", (trade_id,))
     finally:
         conn.close()
     model = app.server.extensions["coldharbour"].model
     with app.server.app_context():
-        trade = model.trade("alpha_paper", "T0000007")
+        trade = model.trade("alpha_paper", trade_id)
     assert trade is not None
+    return trade
+
+
+def test_trade_page_draws_the_price_path_and_measures_mae_mfe(app: Dash, seeded: Seeded) -> None:
+    trade = _trade_without_excursions(app, seeded.dsn, "T0000007")
     before = _render(app, "T0000007")
     assert "no price history" in json.dumps(before["trade-kpis"]["children"])
     assert [t.get("name") for t in before["trade-path"]["figure"]["data"]] == ["Fills"]
@@ -147,17 +154,7 @@ def test_trade_page_draws_the_price_path_and_measures_mae_mfe(app: Dash, seeded:
 
 
 def test_mae_mfe_are_withheld_when_bars_cover_little_of_the_holding_time(app: Dash, seeded: Seeded) -> None:
-    conn = connect(seeded.dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("UPDATE public.closed_trades_alpha_paper SET mae = NULL, mfe = NULL, "
-                        "exit_time = entry_time + interval '10 hours' WHERE trade_id = 'T0000009'")
-    finally:
-        conn.close()
-    model = app.server.extensions["coldharbour"].model
-    with app.server.app_context():
-        trade = model.trade("alpha_paper", "T0000009")
-    assert trade is not None
+    trade = _trade_without_excursions(app, seeded.dsn, "T0000009", ", exit_time = entry_time + interval '10 hours'")
     first = pd.Timestamp(trade["entry_time"]).floor("min").to_pydatetime()
     ep = float(trade["entry_price"])
     _insert(seeded.dsn, str(trade["symbol"]), _bars(first, [(ep, ep + 1, ep - 1, ep)] * 30))  # 30 of 600 minutes
