@@ -44,6 +44,10 @@ class Result:
         return [e for e in self.events if e["prog"] == prog and (what is None or e["what"] == what)]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Harness:
     """Runs entrypoint.sh in a clean environment whose PATH starts with the stubs."""
 
@@ -90,6 +94,10 @@ class Harness:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            # as a container's PID 1 starts: SIGINT at its default. A test run launched as a
+            # background job (`make test &`) inherits SIGINT ignored, and a shell cannot trap a
+            # signal that was ignored when it started.
+            preexec_fn=_default_sigint,
         )
         self.procs.append(proc)
         return proc
