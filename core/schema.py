@@ -216,6 +216,68 @@ def migrations(account_schema: str) -> list[Migration]:
                 )""",
             ),
         ),
+        Migration(
+            6,
+            "alerts, their deliveries and scheduled reports",
+            (
+                # One row per alert episode (docs/alerts.md). The partial unique index is what makes two
+                # replicas, or a restart mid-episode, unable to open one episode twice.
+                """CREATE TABLE IF NOT EXISTS public.ch_alerts (
+                    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    rule text NOT NULL,
+                    kind text NOT NULL,
+                    destination text NOT NULL,
+                    subject text NOT NULL DEFAULT '',
+                    severity text NOT NULL,
+                    state text NOT NULL DEFAULT 'open',
+                    opened_at timestamptz NOT NULL,
+                    resolved_at timestamptz,
+                    message text NOT NULL,
+                    resolved_message text,
+                    value double precision,
+                    channels text[] NOT NULL DEFAULT '{}',
+                    replica text,
+                    updated_at timestamptz NOT NULL DEFAULT now()
+                )""",
+                """CREATE UNIQUE INDEX IF NOT EXISTS ch_alerts_one_open ON public.ch_alerts (rule, destination, subject)
+                    WHERE state = 'open'""",
+                "CREATE INDEX IF NOT EXISTS ch_alerts_opened ON public.ch_alerts (opened_at DESC)",
+                """CREATE INDEX IF NOT EXISTS ch_alerts_key_resolved
+                    ON public.ch_alerts (rule, destination, subject, resolved_at DESC)""",
+                """CREATE TABLE IF NOT EXISTS public.ch_reports (
+                    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    name text NOT NULL,
+                    destination text NOT NULL,
+                    period text NOT NULL,
+                    period_start timestamptz NOT NULL,
+                    period_end timestamptz NOT NULL,
+                    body text NOT NULL,
+                    summary jsonb NOT NULL,
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    UNIQUE (name, destination, period_end)
+                )""",
+                # The outbox: a notification is a row written in the same transaction as its alert or
+                # report (dedupe_key unique), then sent and marked; a crash between the two resends it
+                # (at least once), never loses it. Receivers dedupe on the delivery id.
+                """CREATE TABLE IF NOT EXISTS public.ch_alert_outbox (
+                    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    dedupe_key text NOT NULL UNIQUE,
+                    channel text NOT NULL,
+                    alert_id bigint REFERENCES public.ch_alerts (id) ON DELETE CASCADE,
+                    report_id bigint REFERENCES public.ch_reports (id) ON DELETE CASCADE,
+                    event text NOT NULL,
+                    payload jsonb NOT NULL,
+                    status text NOT NULL DEFAULT 'pending',
+                    attempts integer NOT NULL DEFAULT 0,
+                    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+                    last_error text,
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    sent_at timestamptz
+                )""",
+                """CREATE INDEX IF NOT EXISTS ch_alert_outbox_pending ON public.ch_alert_outbox (next_attempt_at)
+                    WHERE status = 'pending'""",
+            ),
+        ),
     ]
 
 
