@@ -1,4 +1,4 @@
-"""Domain records the analytics core works on: fills, order metadata, lots and round trips.
+"""Domain records the analytics core works on: activities, fills, order metadata, lots and round trips.
 
 Plain, frozen, slotted dataclasses. Quantities and money are exact :class:`~decimal.Decimal`;
 every datetime is timezone-aware UTC (naive input is refused, other zones are converted).
@@ -197,6 +197,72 @@ class Fill:
             fee=Decimal(data.get("fee", "0")),
             order_id=data.get("order_id"),
         )
+
+
+FILL_ACTIVITY_TYPES = frozenset({"FILL", "PARTIAL_FILL"})
+"""Activity types that are executions (the rest move cash or change lots by corporate action)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityRecord:
+    """One account activity, the same shape everywhere: built by the broker adapter from broker
+    JSON, stored by the ingester (one ``activities`` row), read back by the manager and the replay.
+
+    Keyword-only so fields can be added without touching callers: instrument details (asset class,
+    option contract) and corporate-action terms (old/new quantity, rate, status) belong here next to
+    ``qty``/``price``/``description``. ``parse_error`` is set when the payload did not parse fully;
+    such a record is stored raw and never booked.
+    """
+
+    activity_id: str
+    ts: datetime
+    """When it happened (UTC): a fill's ``transaction_time``; other activities' ``date`` (midnight UTC
+    when the broker gives only a date)."""
+    activity_type: str
+    """The broker's code (``FILL``, ``DIV``, ``CSD``…); unknown codes are kept and flagged."""
+    seq: int | None = None
+    """The store's arrival sequence (``None`` until stored): the manager's incremental cursor."""
+    symbol: str | None = None
+    side: str | None = None
+    """As the broker spells it (``buy``, ``sell``, ``sell_short``…); :meth:`to_fill` normalises it."""
+    qty: Decimal | None = None
+    price: Decimal | None = None
+    net_amount: Decimal | None = None
+    """Cash effect of a non-fill activity, signed (a withdrawal is negative)."""
+    order_id: str | None = None
+    """The order a fill belongs to (canonical UUID text)."""
+    fill_type: str | None = None
+    """``fill`` or ``partial_fill`` for executions."""
+    leaves_qty: Decimal | None = None
+    cum_qty: Decimal | None = None
+    order_status: str | None = None
+    description: str | None = None
+    parse_error: str | None = None
+    raw: Any = field(default=None, repr=False, compare=False)
+    """The broker payload as received (stored as ``jsonb``); ``None`` when read back for accounting."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.activity_id, str) or not self.activity_id:
+            raise InvalidInput(f"activity {self.activity_id!r}: activity_id must be a non-empty string")
+        if self.ts.tzinfo is not UTC:  # the hot path (one per ingested row): convert only when needed
+            object.__setattr__(self, "ts", to_utc(self.ts, "ts", f"activity {self.activity_id!r}"))
+
+    @property
+    def is_fill(self) -> bool:
+        return self.activity_type.upper() in FILL_ACTIVITY_TYPES
+
+    def to_fill(self) -> Fill:
+        """The lot engine's input for this execution; :class:`InvalidInput` naming the activity when
+        it is not a usable fill (not an execution, unparsed, or missing symbol/side/qty/price)."""
+        row = f"activity {self.activity_id!r}"
+        if not self.is_fill:
+            raise InvalidInput(f"{row}: {self.activity_type!r} is not a fill")
+        if self.parse_error is not None:
+            raise InvalidInput(f"{row}: not parsed ({self.parse_error})")
+        if not self.symbol or self.qty is None or self.price is None:
+            raise InvalidInput(f"{row}: a fill needs symbol, qty and price")
+        return Fill(fill_id=self.activity_id, ts=self.ts, symbol=self.symbol, side=Side.parse(self.side, row),
+                    qty=self.qty, price=self.price, order_id=self.order_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,8 +58,14 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from core.destinations import Destination
-from core.errors import ColdHarbourError
 from core.settings import Settings
+from workers.alpaca.errors import BrokerAuthError as BrokerAuthError
+from workers.alpaca.errors import BrokerError as BrokerError
+from workers.alpaca.errors import BrokerNotFound as BrokerNotFound
+from workers.alpaca.errors import BrokerProtocolError as BrokerProtocolError
+from workers.alpaca.errors import BrokerRequestError as BrokerRequestError
+from workers.alpaca.errors import BrokerTemporaryError as BrokerTemporaryError
+from workers.alpaca.errors import StreamStale as StreamStale
 from workers.backoff import BackoffPolicy, parse_retry_after_s, rate_limit_wait_s, retry_delay_s, should_retry
 
 log = logging.getLogger(__name__)
@@ -89,38 +95,6 @@ def destination_log(logger: logging.Logger, slug: str) -> DestinationLog:
 
 
 # --- errors --------------------------------------------------------------------------------------
-
-
-class BrokerError(ColdHarbourError):
-    """Base of broker failures. ``status`` is the HTTP status when there was one."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class BrokerTemporaryError(BrokerError):
-    """Retryable: 429, 5xx, timeouts, connection resets, dropped or stale websocket."""
-
-
-class BrokerProtocolError(BrokerTemporaryError):
-    """The broker sent something unreadable (bad JSON body, unexpected frame); retried."""
-
-
-class StreamStale(BrokerTemporaryError):
-    """The websocket delivered nothing for longer than the staleness limit."""
-
-
-class BrokerAuthError(BrokerError):
-    """Credentials rejected (401/403 or websocket ``unauthorized``): stop this destination and report."""
-
-
-class BrokerRequestError(BrokerError):
-    """A non-retryable 4xx (bad request, unknown id)."""
-
-
-class BrokerNotFound(BrokerRequestError):
-    """404."""
 
 
 # --- records -------------------------------------------------------------------------------------
