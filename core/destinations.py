@@ -9,6 +9,7 @@ name comes from :func:`slugify` of the destination name, exactly as the original
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import tomllib
@@ -27,7 +28,13 @@ _SLUG_RE = re.compile(r"^[a-z0-9_]+$")
 
 LIVE_URL = "https://api.alpaca.markets"
 PAPER_URL = "https://paper-api.alpaca.markets"
+LIVE_HOST = "api.alpaca.markets"
 _URL_ALIASES = {"live": LIVE_URL, "paper": PAPER_URL}
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+DESTINATIONS_FILE_MAX_BYTES = 1 << 20
+MAX_STALE_AFTER_S = 86_400.0
+MAX_INITIAL_DEPOSIT = Decimal("1e15")
+"""Beyond a quadrillion dollars a deposit is a typo, and equity maths in float64 loses its cents."""
 
 _KNOWN_FIELDS = {
     "name",
@@ -113,9 +120,17 @@ class Destination:
     price_feed: PriceFeed = PriceFeed()
     description: str = ""
 
+    def __post_init__(self) -> None:
+        # The last line of defence: a Destination built in code (not parsed) must not carry
+        # credentials either, since base_url is logged, stored and shown.
+        for name, url in (("base_url", self.base_url), ("stream_url", self.stream_url)):
+            if url is not None and url_has_credentials(url):
+                raise ConfigError(f"destination {self.name!r}: {name} must not carry credentials")
+
     @property
     def is_live(self) -> bool:
-        return self.base_url.rstrip("/") == LIVE_URL
+        """The URL points at Alpaca's live trading host (by parsed host, any case or port)."""
+        return is_live_url(self.base_url)
 
     @property
     def masked_key(self) -> str:
@@ -156,18 +171,52 @@ def _env_or_value(
     return value.strip()
 
 
+def url_has_credentials(url: str) -> bool:
+    """``user[:password]@`` in the authority part of ``url`` (a malformed URL counts as carrying them)."""
+    try:
+        parts = urlsplit(url.strip())
+        return parts.username is not None or parts.password is not None or "@" in parts.netloc
+    except ValueError:
+        return True
+
+
+def is_live_url(url: str) -> bool:
+    """Alpaca's live host, compared on the parsed host name: case, trailing dot and port do not matter."""
+    try:
+        host = urlsplit(url.strip()).hostname or ""
+    except ValueError:
+        return False
+    return host.rstrip(".").lower() == LIVE_HOST
+
+
 def _parse_url(value: Any, source: str, entry: str, field_name: str) -> str:
+    """A normalised URL: lower-case scheme and host, default port dropped, no trailing slash.
+
+    Errors never echo the value: a URL may carry a password.
+    """
     if not isinstance(value, str):
         raise _err(source, entry, field_name, "must be a string")
     url = _URL_ALIASES.get(value.strip().lower(), value.strip())
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https", "ws", "wss"} or not parts.hostname:
-        raise _err(source, entry, field_name, "invalid URL (expected http(s)://host[:port], 'live' or 'paper')")
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise _err(source, entry, field_name, "invalid URL (contains whitespace or control characters)")
     try:
-        _ = parts.port
+        parts = urlsplit(url)
+        port = parts.port
     except ValueError:
         raise _err(source, entry, field_name, "invalid port in URL") from None
-    return url.rstrip("/")
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise _err(source, entry, field_name, "invalid URL (expected http(s)://host[:port], 'live' or 'paper')")
+    if url_has_credentials(url):
+        raise _err(source, entry, field_name,
+                   "credentials in the URL are not allowed (the URL is logged, stored and shown; "
+                   "give key_id/secret_key or their *_env names)")
+    if parts.query or parts.fragment:
+        raise _err(source, entry, field_name, "must not carry a query string or fragment")
+    host = parts.hostname.rstrip(".").lower()
+    host = f"[{host}]" if ":" in host else host
+    netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
+    return f"{scheme}://{netloc}{parts.path}".rstrip("/")
 
 
 def parse_destination(
@@ -205,8 +254,9 @@ def parse_destination(
             deposit = Decimal(str(value))
         except InvalidOperation:
             raise _err(source, entry, "initial_deposit", f"not a number: {value!r}") from None
-        if not deposit.is_finite() or deposit < 0:
-            raise _err(source, entry, "initial_deposit", f"must be a finite number >= 0, got {value!r}")
+        if not deposit.is_finite() or deposit < 0 or deposit > MAX_INITIAL_DEPOSIT:
+            raise _err(source, entry, "initial_deposit",
+                       f"must be a finite number >= 0 and <= {MAX_INITIAL_DEPOSIT:,.0f}, got {value!r}")
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
         raise _err(source, entry, "enabled", "must be true or false")
@@ -240,12 +290,32 @@ def _parse_price_feed(raw: Any, source: str, entry: str) -> PriceFeed:
     if not isinstance(endpoints, list) or not all(isinstance(e, str) and "://" in e for e in endpoints):
         raise _err(source, entry, "price_feed.zmq_endpoints", "must be a list of ZMQ endpoints like tcp://host:port")
     stale = raw.get("stale_after_s")
-    if stale is not None and (isinstance(stale, bool) or not isinstance(stale, int | float) or stale <= 0):
-        raise _err(source, entry, "price_feed.stale_after_s", "must be a number > 0")
+    # TOML has nan and inf literals; NaN compares false with everything, so test finiteness first.
+    if stale is not None and (
+        isinstance(stale, bool) or not isinstance(stale, int | float)
+        or not math.isfinite(stale) or not 0 < stale <= MAX_STALE_AFTER_S
+    ):
+        raise _err(source, entry, "price_feed.stale_after_s",
+                   f"must be a finite number of seconds > 0 and <= {MAX_STALE_AFTER_S:g}, got {stale!r}")
     fallback = raw.get("rest_fallback", True)
     if not isinstance(fallback, bool):
         raise _err(source, entry, "price_feed.rest_fallback", "must be true or false")
     return PriceFeed(tuple(endpoints), float(stale) if stale is not None else None, fallback)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """Parse one destinations file; every failure is a :class:`ConfigError` naming it."""
+    if path.stat().st_size > DESTINATIONS_FILE_MAX_BYTES:
+        raise ConfigError(f"{path}: larger than {DESTINATIONS_FILE_MAX_BYTES} bytes; not a destinations file")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except RecursionError:
+        # tomllib recurses once per nested array/inline table; no valid entry nests beyond three.
+        raise ConfigError(f"{path}: nested too deeply (arrays or inline tables inside each other)") from None
 
 
 def load_destinations(
@@ -264,10 +334,7 @@ def load_destinations(
             if file_path is main:
                 raise ConfigError(f"{main}: destinations file not found")
             continue
-        try:
-            data = tomllib.loads(file_path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file_path}: not valid TOML: {exc}") from None
+        data = _read_toml(file_path)
         unknown_top = sorted(set(data) - {"destinations"})
         if unknown_top:
             raise ConfigError(f"{file_path}: unknown top-level key {unknown_top[0]!r} (expected [[destinations]])")

@@ -1,19 +1,33 @@
 """One frozen settings object, built from the environment and an optional ``.env`` file.
 
-Every knob has a default documented in the README's Configuration table. Names that look like
-ours but are not known (``COLDHARBOUR_*`` typos, ``SNAPSHOT_SECS``...) are rejected with a
-message naming the variable and the closest known name.
+Every knob has a default documented in the README's Configuration table and in ``.env.example``.
+Names that look like ours but are not known (``COLDHARBOUR_*`` typos, ``SNAPSHOT_SECS``...) are
+rejected with a message naming the variable and the closest known name.
+
+Values are checked before anything touches the database, and an error names where the value came
+from (``environment variable X`` or ``path/.env:LINE: X``) and what is wrong with it. The rules live
+in two tables so a new setting is one field plus, at most, one row:
+
+* :data:`_RANGES`: the bounds of a number. Every float is refused when NaN or infinite whatever its
+  row says (a NaN compares false with everything, so ``nan <= 0`` let NaN through every ``> 0``
+  check; an infinite interval overflows the event loop's timers).
+* :data:`_TEXT_CHECKS`: a validator for a text setting (schema names, log levels, DSNs...).
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
+import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from core.dsn import parse_dsn
 from core.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -29,13 +43,131 @@ def _parse_bool(name: str, raw: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class _Range:
+    """Allowed values of a numeric setting: ``low < value`` (or ``<=`` when ``low_inclusive``) and ``value <= high``."""
+
+    low: float
+    high: float
+    low_inclusive: bool = False
+    unit: str = ""
+
+    def problem(self, value: float) -> str | None:
+        above = value >= self.low if self.low_inclusive else value > self.low
+        if above and value <= self.high:
+            return None
+        op = ">=" if self.low_inclusive else ">"
+        unit = f" {self.unit}" if self.unit else ""
+        return f"must be {op} {self.low:g} and <= {self.high:g}{unit}"
+
+
+WEEK_S = 7 * 86_400.0
+# An interval of zero spins a loop; beyond a week it is a unit mistake (ms for s), not a choice.
+_INTERVAL = _Range(0.0, WEEK_S, unit="seconds")
+_RANGES: dict[str, _Range] = {
+    "heartbeat_sec": _INTERVAL,
+    "equity_update_interval_s": _INTERVAL,
+    "snapshot_sec": _INTERVAL,
+    "ui_snapshot_sec": _INTERVAL,
+    "flush_interval_s": _INTERVAL,
+    "closed_sync_sec": _INTERVAL,
+    "price_stale_after_s": _INTERVAL,
+    "db_connect_timeout_s": _Range(0.0, 3600.0, unit="seconds"),
+    "port": _Range(1, 65535, low_inclusive=True),
+    # Clock skew forgiven on a token's expiry: a huge leeway is no expiry check at all.
+    "cf_access_leeway_s": _Range(0.0, 600.0, low_inclusive=True, unit="seconds"),
+    "timescale_compress_after_days": _Range(0, 36_500, unit="days"),
+    # 0 or less would drop every chunk, i.e. the whole history (empty = keep everything).
+    "timescale_retention_days": _Range(0, 36_500, unit="days"),
+}
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+CACHE_TYPES = ("SimpleCache", "FileSystemCache", "RedisCache", "NullCache")
+# Unquoted PostgreSQL identifiers fold to lower case, so "Ab" would name a different schema from
+# the one quote_ident("Ab") creates; pg_* is reserved by PostgreSQL.
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _schema_problem(value: str) -> str | None:
+    if not _SCHEMA_RE.match(value):
+        return "must match [a-z_][a-z0-9_]* (lower case, at most 63 characters)"
+    if value.startswith("pg_") or value == "information_schema":
+        return "is reserved by PostgreSQL"
+    return None
+
+
+def _log_level_problem(value: str) -> str | None:
+    return None if value.strip().upper() in LOG_LEVELS else f"must be one of {', '.join(LOG_LEVELS)}"
+
+
+def _cache_type_problem(value: str) -> str | None:
+    return None if value in CACHE_TYPES else f"must be one of {', '.join(CACHE_TYPES)}"
+
+
+def _timezone_problem(value: str) -> str | None:
+    # "localtime" and "posixrules" load but mean whatever the host says: not a display zone.
+    if "/" not in value and value != "UTC":
+        return "must be an IANA zone name like America/New_York or UTC"
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "unknown time zone"
+    return None
+
+
+def _dsn_problem(value: str) -> str | None:
+    try:
+        parse_dsn(value)
+    except ConfigError as exc:  # its message never echoes the password
+        return str(exc)
+    return None
+
+
+def _endpoints_problem(value: str) -> str | None:
+    endpoints = [e.strip() for e in value.split(",") if e.strip()]
+    if not endpoints or not all(re.match(r"^(tcp|ipc|inproc)://\S+$", e) for e in endpoints):
+        return "must be comma-separated ZMQ endpoints like tcp://host:port"
+    return None
+
+
+_TEXT_CHECKS: dict[str, Callable[[str], str | None]] = {
+    "account_schema": _schema_problem,
+    "log_level": _log_level_problem,
+    "cache_type": _cache_type_problem,
+    "display_timezone": _timezone_problem,
+    "postgresql_live_conn_string": _dsn_problem,
+    "timescale_live_conn_string": _dsn_problem,
+    "postgresql_live_sqlalchemy": _dsn_problem,
+    "timescale_live_sqlalchemy": _dsn_problem,
+    "zmq_price_endpoints": _endpoints_problem,
+}
+
+
+def value_problem(name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for the field ``name`` (``None`` when it is fine). Never echoes a DSN."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value!r}"
+    if isinstance(value, int | float):
+        rule = _RANGES.get(name)
+        problem = rule.problem(value) if rule else None
+        return f"{problem}, got {value!r}" if problem else None
+    if isinstance(value, str) and name in _TEXT_CHECKS:
+        problem = _TEXT_CHECKS[name](value)
+        if problem and "conn_string" not in name and "sqlalchemy" not in name:
+            problem += f", got {value[:80]!r}"
+        return problem
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """All configuration of Cold Harbour. Build with :func:`load_settings`."""
 
-    postgresql_live_conn_string: str | None = None
-    timescale_live_conn_string: str | None = None
-    postgresql_live_sqlalchemy: str | None = None
-    timescale_live_sqlalchemy: str | None = None
+    postgresql_live_conn_string: str | None = field(default=None, repr=False)
+    timescale_live_conn_string: str | None = field(default=None, repr=False)
+    postgresql_live_sqlalchemy: str | None = field(default=None, repr=False)
+    timescale_live_sqlalchemy: str | None = field(default=None, repr=False)
     account_schema: str = "account_activities"
     heartbeat_sec: float = 30.0
     equity_update_interval_s: float = 60.0
@@ -55,7 +187,7 @@ class Settings:
     price_stale_after_s: float = 10.0
     log_level: str = "INFO"
     cache_type: str = "SimpleCache"
-    cache_redis_url: str | None = None
+    cache_redis_url: str | None = field(default=None, repr=False)
     cache_dir: str | None = None
     dash_auth: str | None = None
     dash_auth_users_file: str | None = None
@@ -71,22 +203,12 @@ class Settings:
     timescale_retention_days: int | None = None
 
     def __post_init__(self) -> None:
-        for name in (
-            "heartbeat_sec",
-            "equity_update_interval_s",
-            "snapshot_sec",
-            "ui_snapshot_sec",
-            "flush_interval_s",
-            "closed_sync_sec",
-            "price_stale_after_s",
-            "db_connect_timeout_s",
-        ):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name.upper()}: must be > 0, got {getattr(self, name)}")
-        if not (0 < self.port < 65536):
-            raise ConfigError(f"PORT: must be 1..65535, got {self.port}")
-        if not self.account_schema.replace("_", "").isalnum() or not self.account_schema[0].isalpha():
-            raise ConfigError(f"ACCOUNT_SCHEMA: must match [a-z][a-z0-9_]*, got {self.account_schema!r}")
+        for f in fields(self):
+            problem = value_problem(f.name, getattr(self, f.name))
+            if problem:
+                raise ConfigError(f"{f.name.upper()}: {problem}")
+        # One spelling downstream: logging.basicConfig refuses "info".
+        object.__setattr__(self, "log_level", self.log_level.strip().upper())
 
     @property
     def primary_dsn(self) -> str | None:
@@ -128,11 +250,19 @@ _ALIASES = {
 # Prefixes we own: an unknown variable starting with one of these is a typo, not someone else's.
 _OWNED_PREFIXES = ("COLDHARBOUR_", "CH_")
 _KNOWN_NAMES = set(_FIELDS) | set(_ALIASES) | {"COLDHARBOUR_ENV_FILE"}
+ENV_FILE_MAX_BYTES = 1 << 20
 
 
-def _read_env_file(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+def _read_env_file(path: Path) -> dict[str, tuple[str, str]]:
+    """``NAME -> (value, "path:line")`` of a dotenv file."""
+    if path.stat().st_size > ENV_FILE_MAX_BYTES:
+        raise ConfigError(f"{path}: larger than {ENV_FILE_MAX_BYTES} bytes; not a settings file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    values: dict[str, tuple[str, str]] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
@@ -144,7 +274,7 @@ def _read_env_file(path: Path) -> dict[str, str]:
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]
-        values[key.strip()] = value
+        values[key.strip()] = (value, f"{path}:{lineno}")
     return values
 
 
@@ -158,17 +288,18 @@ def load_settings(
 ) -> Settings:
     """Build settings from ``environ`` (default ``os.environ``) over an optional ``.env`` file.
 
-    Raises :class:`ConfigError` naming the variable for bad values or unknown owned names.
+    Raises :class:`ConfigError` naming where the value came from and the variable, for bad values
+    or unknown owned names.
     """
     env = dict(os.environ if environ is None else environ)
     file_path = Path(env_file or env.get("COLDHARBOUR_ENV_FILE") or PROJECT_ROOT / ".env")
-    merged: dict[str, str] = {}
+    merged: dict[str, tuple[str, str]] = {}
     if file_path.is_file():
         merged.update(_read_env_file(file_path))
-    merged.update(env)
+    merged.update({k: (v, "environment variable") for k, v in env.items()})
 
     values: dict[str, Any] = {}
-    for raw_name, raw in merged.items():
+    for raw_name, (raw, origin) in merged.items():
         name = _ALIASES.get(raw_name, raw_name)
         owned = raw_name.startswith(_OWNED_PREFIXES)
         if owned:
@@ -176,12 +307,20 @@ def load_settings(
             name = _ALIASES.get(name, name)
         if name not in _FIELDS:
             if owned and raw_name not in _KNOWN_NAMES:
-                raise ConfigError(f"{raw_name}: unknown setting{_suggest(name)}")
+                raise ConfigError(f"{origin} {raw_name}: unknown setting{_suggest(name)}")
             close = difflib.get_close_matches(raw_name, sorted(_FIELDS), n=1, cutoff=0.9)
             if close and raw_name != close[0] and raw_name.endswith(("_SEC", "_SECS", "_S", "_STRING")):
-                raise ConfigError(f"{raw_name}: unknown setting (did you mean {close[0]}?)")
+                raise ConfigError(f"{origin} {raw_name}: unknown setting (did you mean {close[0]}?)")
             continue
-        values[_FIELDS[name].name] = _convert(name, raw, _FIELDS[name].type)
+        target = _FIELDS[name]
+        try:
+            value = _convert(raw_name, raw, target.type)
+        except ConfigError as exc:
+            raise ConfigError(f"{origin} {exc}") from None
+        problem = value_problem(target.name, value)
+        if problem:
+            raise ConfigError(f"{origin} {raw_name}: {problem}")
+        values[target.name] = value
     return Settings(**values)
 
 
@@ -198,5 +337,10 @@ def _convert(name: str, raw: str, type_: Any) -> Any:
             return int(raw)
     except ValueError:
         kind = "a number" if "float" in type_text else "an integer"
-        raise ConfigError(f"{name}: expected {kind}, got {raw!r}") from None
+        raise ConfigError(f"{name}: expected {kind}, got {raw[:40]!r}") from None
     return raw
+
+
+def configure_logging(settings: Settings, fmt: str = "%(asctime)s %(levelname)s %(name)s: %(message)s") -> None:
+    """``logging.basicConfig`` at the validated ``LOG_LEVEL``."""
+    logging.basicConfig(level=settings.log_level, format=fmt)

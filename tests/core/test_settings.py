@@ -59,7 +59,7 @@ def test_sqlalchemy_variant_is_preferred_and_aliased() -> None:
     [
         ({"HEARTBEAT_SEC": "abc"}, "HEARTBEAT_SEC: expected a number"),
         ({"HEARTBEAT_SEC": "0"}, "HEARTBEAT_SEC: must be > 0"),
-        ({"PORT": "99999"}, "PORT: must be 1..65535"),
+        ({"PORT": "99999"}, "PORT: must be >= 1 and <= 65535"),
         ({"DISABLE_SSE": "maybe"}, "DISABLE_SSE: expected a boolean"),
         ({"COLDHARBOUR_HEARTBEAT_SECS": "3"}, "COLDHARBOUR_HEARTBEAT_SECS: unknown setting (did you mean"),
         ({"SNAPSHOT_SECS": "3"}, "SNAPSHOT_SECS: unknown setting (did you mean SNAPSHOT_SEC?)"),
