@@ -1,12 +1,12 @@
 """Ingester write path: sustained activity rows/s into PostgreSQL, and trade update → commit latency.
 
-1. ``ingest.activities_rows_per_s``: broker JSON dicts → :func:`workers.broker.parse_activity` →
+1. ``ingest.activities_rows_per_s``: broker JSON dicts → :func:`workers.alpaca.parse.parse_activity` →
    :class:`workers.ingester.BatchWriter` (batches of ``flush_max_rows`` through ``unnest`` with
    ``ON CONFLICT``, checkpoint in the same transaction), i.e. exactly the ingester's path.
    Peer: a naive one-``INSERT``-per-row loop (autocommit) over the same rows, same run. Target ≥ 20,000/s.
 2. ``ingest.update_commit_latency_p50_ms`` / ``_p99_ms``: a local websocket broker (same process)
    pushes 500 trade updates/s round-robin to 10 destinations, each a real
-   :class:`workers.broker.TradeUpdatesStream` session feeding :meth:`workers.ingester.Ingester.handle_update`
+   :class:`workers.alpaca.TradeUpdatesStream` session feeding :meth:`workers.ingester.Ingester.handle_update`
    (one writer each, production ``FLUSH_INTERVAL_S`` = 0.25 s); latency runs from the moment the
    parsed update is handed to the ingester until its transaction commits. Target p99 ≤
    ``FLUSH_INTERVAL_S`` + 50 ms.
@@ -39,7 +39,8 @@ from core.destinations import Destination
 from core.dsn import parse_dsn
 from core.embedded_pg import EmbeddedPostgres
 from core.settings import Settings
-from workers.broker import TradeUpdatesStream, parse_activity
+from workers.alpaca import TradeUpdatesStream
+from workers.alpaca.parse import parse_activity
 from workers.db import create_pool
 from workers.ingester import STREAM_ACTIVITIES, BatchWriter, Checkpoint, Ingester, IngesterOptions, RawStore
 

@@ -69,4 +69,4 @@ def test_raw_payload_is_not_compared_nor_shown() -> None:
     assert a == b
     assert "extra" not in repr(b)
     with pytest.raises(TypeError):
-        ActivityRecord("a1", T0, "FILL")  # type: ignore[misc]  # keyword-only
+        ActivityRecord("a1", T0, "FILL")  # type: ignore[call-arg]  # keyword-only

@@ -14,16 +14,16 @@ from aiohttp import web
 
 from core.destinations import Destination
 from tests.simulator_fixtures import SimHandle
-from workers.backoff import BackoffPolicy
-from workers.broker import (
+from workers.alpaca import (
     BrokerAuthError,
     BrokerClient,
     BrokerNotFound,
     BrokerTemporaryError,
     StreamStale,
     TradeUpdatesStream,
-    parse_timestamp,
 )
+from workers.alpaca.parse import parse_timestamp
+from workers.backoff import BackoffPolicy
 
 
 def destination(sim: SimHandle, index: int = 0, *, secret: str | None = None) -> Destination:

@@ -12,6 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from workers.alpaca.parse import (
+    parse_account,
+    parse_activity,
+    parse_order,
+    parse_portfolio_history,
+    parse_position,
+    parse_trade_update,
+)
+from workers.alpaca.wire import EPOCH
 from workers.backoff import (
     BackoffPolicy,
     backoff_delay_s,
@@ -19,15 +28,6 @@ from workers.backoff import (
     rate_limit_wait_s,
     retry_delay_s,
     should_retry,
-)
-from workers.broker import (
-    EPOCH,
-    parse_account,
-    parse_activity,
-    parse_order,
-    parse_portfolio_history,
-    parse_position,
-    parse_trade_update,
 )
 
 with warnings.catch_warnings():
@@ -122,7 +122,7 @@ def test_fill_activity_parses_exactly() -> None:
     assert row.activity_id == FILL["id"]
     assert row.ts == datetime(2021, 3, 16, 18, 38, 1, 942282, tzinfo=UTC)
     assert (row.qty, row.price, row.cum_qty, row.leaves_qty) == (Decimal("10"), Decimal("121.23"), Decimal("10"), Decimal("0"))
-    assert row.order_id == uuid.UUID(ORDER_ID)
+    assert row.order_id == ORDER_ID
     assert row.is_fill
     assert row.fill_type == "fill"
     assert row.side == "buy"

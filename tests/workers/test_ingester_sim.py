@@ -28,8 +28,8 @@ from core.embedded_pg import EmbeddedPostgres
 from core.settings import Settings
 from tests.simulator_fixtures import SimHandle
 from tests.workers.test_ingester_store import migrate_db
+from workers.alpaca.parse import parse_timestamp
 from workers.backoff import BackoffPolicy
-from workers.broker import parse_timestamp
 from workers.ingester import IngesterOptions, run_backfill, run_ingester
 
 with warnings.catch_warnings():

@@ -23,8 +23,8 @@ from core.db import connect, migrate
 from core.destinations import Destination
 from core.embedded_pg import EmbeddedPostgres
 from core.settings import Settings
+from workers.alpaca.parse import parse_activity, parse_order, parse_trade_update
 from workers.backoff import BackoffPolicy
-from workers.broker import parse_activity, parse_order, parse_trade_update
 from workers.db import create_pool
 from workers.ingester import Batch, BatchWriter, Checkpoint, RawStore
 from workers.notify import NEW_FILLS_CHANNEL

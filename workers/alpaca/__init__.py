@@ -9,3 +9,39 @@
 - :mod:`~workers.alpaca.rest`: the REST client (rate limits, bounded jittered retries).
 - :mod:`~workers.alpaca.stream`: the ``trade_updates`` websocket session.
 """
+
+from workers.alpaca.errors import (
+    BrokerAuthError,
+    BrokerError,
+    BrokerNotFound,
+    BrokerProtocolError,
+    BrokerRequestError,
+    BrokerTemporaryError,
+    StreamStale,
+)
+from workers.alpaca.records import BrokerAccount, BrokerPosition, OrderEventRow, OrderRow, PortfolioHistory
+from workers.alpaca.rest import BrokerClient, BrokerStats
+from workers.alpaca.stream import TradeUpdatesStream, stream_url_for
+from workers.alpaca.wire import FILL_EVENTS, KNOWN_ACTIVITY_TYPES, TERMINAL_ORDER_STATUSES
+
+__all__ = [
+    "FILL_EVENTS",
+    "KNOWN_ACTIVITY_TYPES",
+    "TERMINAL_ORDER_STATUSES",
+    "BrokerAccount",
+    "BrokerAuthError",
+    "BrokerClient",
+    "BrokerError",
+    "BrokerNotFound",
+    "BrokerPosition",
+    "BrokerProtocolError",
+    "BrokerRequestError",
+    "BrokerStats",
+    "BrokerTemporaryError",
+    "OrderEventRow",
+    "OrderRow",
+    "PortfolioHistory",
+    "StreamStale",
+    "TradeUpdatesStream",
+    "stream_url_for",
+]
