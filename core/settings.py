@@ -72,6 +72,8 @@ _RANGES: dict[str, _Range] = {
     "closed_sync_sec": _INTERVAL,
     "price_stale_after_s": _INTERVAL,
     "db_connect_timeout_s": _Range(0.0, 3600.0, unit="seconds"),
+    "alert_eval_interval_s": _Range(0.0, 3600.0, unit="seconds"),
+    "worker_metrics_port": _Range(1, 65535, low_inclusive=True),
     "port": _Range(1, 65535, low_inclusive=True),
     # Clock skew forgiven on a token's expiry: a huge leeway is no expiry check at all.
     "cf_access_leeway_s": _Range(0.0, 600.0, low_inclusive=True, unit="seconds"),
@@ -201,6 +203,9 @@ class Settings:
     db_connect_timeout_s: float = 10.0
     timescale_compress_after_days: int = 7
     timescale_retention_days: int | None = None
+    alert_rules_file: str = "alerts.toml"
+    alert_eval_interval_s: float = 1.0
+    worker_metrics_port: int | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -1,4 +1,4 @@
-"""``python -m workers [all|ingester|manager|backfill|rebuild-equity|refill-snapshots|migrate]``.
+"""``python -m workers [all|ingester|manager|alerts|backfill|rebuild-equity|refill-snapshots|migrate]``.
 
 Configuration is validated (settings, destinations file) before the database is touched; bad input
 exits with status 2 and a message naming the file, entry and field.
@@ -42,7 +42,7 @@ def _select(destinations: list[Destination], name: str | None) -> list[Destinati
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
     parser.add_argument("command", nargs="?", default="all",
-                        choices=["all", "ingester", "manager", "backfill", "rebuild-equity", "refill-snapshots", "migrate"])
+                        choices=["all", "ingester", "manager", "alerts", "backfill", "rebuild-equity", "refill-snapshots", "migrate"])
     parser.add_argument("--destination", help="destination name or slug (default: every enabled one)")
     parser.add_argument("--since", type=_parse_since, help="ISO date/time (UTC when no offset)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -64,6 +64,14 @@ async def _run_services(settings: Settings, dests: list[Destination], command: s
         from workers.manager import run_manager
 
         jobs.append(run_manager(settings, dests, stop_event=stop))
+    if command in {"all", "alerts"}:
+        from workers.alerts import run_alerts
+
+        jobs.append(run_alerts(settings, dests, stop_event=stop))
+    if settings.worker_metrics_port:
+        from workers.alerts.metrics import serve_metrics
+
+        jobs.append(serve_metrics(settings, stop))
     await asyncio.gather(*jobs)
 
 
@@ -89,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
         destinations = load_destinations(settings.destinations_file, settings.destinations_local_file)
         dests = _select(destinations, args.destination)
+        if args.command in {"all", "alerts"}:
+            from core.alert_rules import load_alert_config
+
+            load_alert_config(settings.alert_rules_file, destinations)  # a bad rule stops us here
         if args.command == "backfill" and args.since is None:
             raise ConfigError("backfill: --since is required")
     except ColdHarbourError as exc:
@@ -102,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             conn.close()
         if args.command == "migrate":
             return 0
-        if args.command in {"all", "ingester", "manager"}:
+        if args.command in {"all", "ingester", "manager", "alerts"}:
             asyncio.run(_run_services(settings, dests, args.command, args.since))
         else:
             asyncio.run(_run_one_off(settings, dests, args))
