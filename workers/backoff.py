@@ -1,8 +1,8 @@
 """Pure retry-delay calculations: exponential backoff with jitter and rate-limit header arithmetic.
 
 No I/O and no clock here: callers pass the attempt number, a random draw and "now", so every
-function is deterministic and testable. The loops that sleep live in :mod:`workers.broker` and
-:mod:`workers.ingester`.
+function is deterministic and testable. The loops that sleep are :func:`workers.supervise.supervise`
+and the REST client's request retry (:mod:`workers.alpaca.rest`).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from core.db import resolve_dsn
 from core.dsn import parse_dsn
 from core.errors import DatabaseUnavailable
 from core.settings import Settings
+from workers.errors import ErrorKind, classify
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,8 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 
     """A pool on the primary DSN (embedded server when none is configured).
 
     Raises :class:`DatabaseUnavailable` naming host:port (never the password) within
-    ``settings.db_connect_timeout_s``.
+    ``settings.db_connect_timeout_s`` for any failure that is not a bug (a refused password too:
+    the callers' retry then picks up a fixed one without a restart).
     """
     dsn = await asyncio.to_thread(resolve_dsn, settings)
     info = parse_dsn(dsn)
@@ -35,7 +37,9 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 
             ),
             timeout=settings.db_connect_timeout_s,
         )
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+    except Exception as exc:
+        if classify(exc) is ErrorKind.BUG:
+            raise
         reason = str(exc) or type(exc).__name__
         if info.password:
             reason = reason.replace(info.password, "***")
@@ -50,5 +54,7 @@ async def connect(settings: Settings) -> asyncpg.Connection:
     info = parse_dsn(dsn)
     try:
         return await asyncpg.connect(info.asyncpg_dsn(), timeout=settings.db_connect_timeout_s)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+    except Exception as exc:
+        if classify(exc) is ErrorKind.BUG:
+            raise
         raise DatabaseUnavailable(f"cannot reach PostgreSQL at {info.host}:{info.port}/{info.dbname}: {type(exc).__name__}") from None
