@@ -71,9 +71,21 @@ _RANGES: dict[str, _Range] = {
     "flush_interval_s": _INTERVAL,
     "closed_sync_sec": _INTERVAL,
     "price_stale_after_s": _INTERVAL,
+    "price_band_pct": _Range(0.0, 1e6, unit="percent"),
+    "price_confirm_ticks": _Range(1, 1000, low_inclusive=True, unit="ticks"),
+    # Under the bar builder's two-minute window, so an early tick cannot make the present "late".
+    "price_max_lead_s": _Range(0.0, 100.0, low_inclusive=True, unit="seconds"),
+    "price_max_age_s": _INTERVAL,
     "db_connect_timeout_s": _Range(0.0, 3600.0, unit="seconds"),
     "alert_eval_interval_s": _Range(0.0, 3600.0, unit="seconds"),
     "worker_metrics_port": _Range(1, 65535, low_inclusive=True),
+    # the dashboard's per-query limits: a callback must answer while the page is still open
+    "dash_statement_timeout_s": _Range(0.0, 600.0, unit="seconds"),
+    "export_statement_timeout_s": _Range(0.0, 3600.0, unit="seconds"),
+    "export_max_concurrent": _Range(1, 64, low_inclusive=True),
+    "xlsx_max_rows": _Range(1, 1_048_575 * 16, low_inclusive=True, unit="rows"),
+    "sse_max_streams": _Range(1, 10_000, low_inclusive=True),
+    "sse_max_streams_per_client": _Range(1, 10_000, low_inclusive=True),
     "port": _Range(1, 65535, low_inclusive=True),
     # Clock skew forgiven on a token's expiry: a huge leeway is no expiry check at all.
     "cf_access_leeway_s": _Range(0.0, 600.0, low_inclusive=True, unit="seconds"),
@@ -187,6 +199,10 @@ class Settings:
     data_dir: str = ".coldharbour"
     zmq_price_endpoints: str = "tcp://127.0.0.1:5556"
     price_stale_after_s: float = 10.0
+    price_band_pct: float = 50.0
+    price_confirm_ticks: int = 3
+    price_max_lead_s: float = 60.0
+    price_max_age_s: float = 86_400.0
     log_level: str = "INFO"
     cache_type: str = "SimpleCache"
     cache_redis_url: str | None = field(default=None, repr=False)
@@ -201,6 +217,12 @@ class Settings:
     cf_access_leeway_s: float = 30.0
     display_timezone: str = "America/New_York"
     db_connect_timeout_s: float = 10.0
+    dash_statement_timeout_s: float = 5.0
+    export_statement_timeout_s: float = 60.0
+    export_max_concurrent: int = 2
+    xlsx_max_rows: int = 100_000
+    sse_max_streams: int = 16
+    sse_max_streams_per_client: int = 4
     timescale_compress_after_days: int = 7
     timescale_retention_days: int | None = None
     alert_rules_file: str = "alerts.toml"

@@ -7,8 +7,11 @@ between two flushes, the consumer sees only the newest. Each symbol's freshness 
 process's monotonic clock, so a silent publisher makes its symbols stale (:meth:`PriceFeed.is_stale`)
 and the manager falls back to the broker's REST ``current_price``.
 
-Malformed messages (wrong frame count, undecodable body, missing or non-finite price, topic and body
-disagreeing) are dropped and counted in :attr:`PriceFeed.stats`; they never stop the loop.
+Every message goes through :mod:`workers.price_checks` first: a message that breaks the wire
+format (size, nesting, types, bounds, a ``ts_ns`` far from now) is dropped and counted by reason in
+:attr:`PriceFeed.stats`; a tick that jumps outside its symbol's sanity band is held as *suspect*
+(counted, listed in ``stats.suspects``, never valued) until later ticks confirm or refute it.
+:meth:`PriceFeed.handle` never raises, so no message can end the receive loop.
 
 Every accepted tick (not only the conflated ones) also goes to :attr:`PriceFeed.bars`, a
 :class:`BarBuilder` of one-minute OHLC bars that the manager stores in ``public.price_bars``
@@ -18,119 +21,73 @@ Every accepted tick (not only the conflated ones) also goes to :attr:`PriceFeed.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any
 
-import msgpack
 import zmq
 import zmq.asyncio
 
+from core.settings import Settings
+from workers.price_checks import (
+    DEFAULT_LIMITS,
+    WIRE_VERSION,
+    FeedLimits,
+    MalformedMessage,
+    PriceTick,
+    RejectReason,
+    SanityBand,
+    encode_message,
+    parse_message,
+)
+
+__all__ = ["WIRE_VERSION", "Bar", "BarBuilder", "FeedLimits", "MalformedMessage", "PriceFeed", "PriceFeedStats",
+           "PriceTick", "RejectReason", "encode_message", "feed_limits", "parse_message"]
+
 log = logging.getLogger(__name__)
 
-WIRE_VERSION = 1
+MAX_FRAME_BYTES = 1 << 20
+"""ZMQ drops (and disconnects) a peer sending a bigger frame, so a hostile publisher cannot make us
+buffer gigabytes; anything over ``FeedLimits.max_body_bytes`` is refused by the parser anyway."""
 
 
-class MalformedMessage(ValueError):
-    """A price message that does not follow the wire format."""
-
-
-@dataclass(frozen=True, slots=True)
-class PriceTick:
-    """One price for one symbol, as received."""
-
-    symbol: str
-    price: Decimal
-    ts_event_ns: int
-    """Exchange (publisher) timestamp, ns since the epoch."""
-    received_mono_ns: int
-    """This process's ``time.monotonic_ns()`` at receipt (for staleness)."""
-    received_wall_ns: int
-    """This process's ``time.time_ns()`` at receipt."""
-    bid: Decimal | None = None
-    ask: Decimal | None = None
+def feed_limits(settings: Settings) -> FeedLimits:
+    """The parser's and band's limits from the ``PRICE_*`` settings."""
+    return FeedLimits(max_lead_s=settings.price_max_lead_s, max_age_s=settings.price_max_age_s,
+                      band_pct=settings.price_band_pct, confirm_ticks=settings.price_confirm_ticks)
 
 
 @dataclass(slots=True)
 class PriceFeedStats:
-    """Counters since start."""
+    """Counters since start (the manager's heartbeat shows them as ``details.price_feed``)."""
 
     received: int = 0
-    """Well-formed ticks for subscribed symbols."""
+    """Well-formed ticks for subscribed symbols (suspects included)."""
     malformed: int = 0
-    """Messages dropped because they did not parse."""
+    """Messages dropped by the parser, all reasons together (``rejected`` splits them)."""
+    rejected: dict[str, int] = field(default_factory=dict)
+    """Dropped messages by :class:`RejectReason` value."""
+    last_rejection: str | None = None
+    """The latest drop's reason and rule (never the message body)."""
     conflated: int = 0
     """Ticks replaced by a newer one before the consumer drained them."""
     unsubscribed: int = 0
     """Ticks for symbols nobody holds (prefix matches, or before an unsubscribe took effect)."""
+    suspect: int = 0
+    """Ticks held for jumping outside their symbol's sanity band."""
+    suspect_confirmed: int = 0
+    """Held ticks accepted once later ticks confirmed the new level."""
+    suspect_discarded: int = 0
+    """Held ticks dropped (the price came back: an outlier)."""
+    suspects: dict[str, str] = field(default_factory=dict)
+    """Symbols with ticks held right now -> the newest held price (their mark keeps the last good price)."""
+    errors: int = 0
+    """Unexpected exceptions while handling a message (a bug; logged with its traceback)."""
     last_tick_mono_ns: int | None = None
     """``time.monotonic_ns()`` of the newest well-formed tick of any symbol (feed liveness)."""
-
-
-def _decimal(value: Any, what: str) -> Decimal:
-    if isinstance(value, bool) or value is None:
-        raise MalformedMessage(f"{what} missing or not a number")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise MalformedMessage(f"{what} not finite")
-    try:
-        result = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
-    except InvalidOperation:
-        raise MalformedMessage(f"{what} not a number") from None
-    if not result.is_finite():
-        raise MalformedMessage(f"{what} not finite")
-    return result
-
-
-def _decode_body(body: bytes) -> dict[str, Any]:
-    try:
-        decoded: Any = json.loads(body) if body[:1] == b"{" else msgpack.unpackb(body, raw=False)
-    except (ValueError, msgpack.UnpackException, UnicodeDecodeError) as exc:
-        raise MalformedMessage(f"undecodable body: {type(exc).__name__}") from None
-    if not isinstance(decoded, dict):
-        raise MalformedMessage("body is not a mapping")
-    return decoded
-
-
-def parse_message(frames: Sequence[bytes], *, received_mono_ns: int = 0, received_wall_ns: int = 0) -> PriceTick:
-    """Decode one two-frame message ``[topic=symbol, body]``; raise :class:`MalformedMessage` otherwise.
-
-    The body is a JSON object or a msgpack map with at least ``symbol`` and ``price`` (``v``, ``bid``,
-    ``ask``, ``size``, ``ts_ns`` optional). A body ``symbol`` that disagrees with the topic is refused.
-    """
-    if len(frames) != 2:
-        raise MalformedMessage(f"expected 2 frames, got {len(frames)}")
-    try:
-        topic = bytes(frames[0]).decode("ascii").strip()
-    except UnicodeDecodeError:
-        raise MalformedMessage("topic is not ASCII") from None
-    data = _decode_body(bytes(frames[1]))
-    version = data.get("v", WIRE_VERSION)
-    if not isinstance(version, int) or version > WIRE_VERSION:
-        raise MalformedMessage(f"unsupported wire version {version!r}")
-    symbol = data.get("symbol", topic)
-    if not isinstance(symbol, str) or not symbol or symbol != topic:
-        raise MalformedMessage("symbol missing or different from topic")
-    price = _decimal(data.get("price"), "price")
-    if price <= 0:
-        raise MalformedMessage("price must be positive")
-    ts_raw = data.get("ts_ns", data.get("ts_event_ns", 0))
-    if isinstance(ts_raw, bool) or not isinstance(ts_raw, int) or ts_raw < 0:
-        raise MalformedMessage("ts_ns must be a non-negative integer")
-    bid = _decimal(data["bid"], "bid") if data.get("bid") is not None else None
-    ask = _decimal(data["ask"], "ask") if data.get("ask") is not None else None
-    return PriceTick(symbol, price, ts_raw, received_mono_ns, received_wall_ns, bid, ask)
-
-
-def encode_message(symbol: str, price: Decimal | float | str, ts_ns: int, **extra: Any) -> list[bytes]:
-    """The two frames a publisher sends (JSON body). Used by tests and the benchmark."""
-    body = {"v": WIRE_VERSION, "symbol": symbol, "price": str(price), "ts_ns": ts_ns, **extra}
-    return [symbol.encode("ascii"), json.dumps(body, separators=(",", ":")).encode()]
 
 
 NS_PER_MINUTE = 60_000_000_000
@@ -264,6 +221,11 @@ class BarBuilder:
         return sum(len(s.bars) for s in self._series.values())
 
 
+def _worth_logging(count: int) -> bool:
+    """Log the 1st, 10th, 100th, 1000th and every 10,000th occurrence: visible, never a flood."""
+    return count in (1, 10, 100, 1000) or count % 10_000 == 0
+
+
 class PriceFeed:
     """A conflating SUB client over several endpoints. Run :meth:`run` as a task; call the rest from the loop."""
 
@@ -272,13 +234,19 @@ class PriceFeed:
         endpoints: Sequence[str],
         *,
         stale_after_s: float,
+        limits: FeedLimits = DEFAULT_LIMITS,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("PriceFeed needs at least one endpoint")
+        if not (math.isfinite(stale_after_s) and stale_after_s > 0):
+            raise ValueError("stale_after_s must be finite and > 0")
         self.endpoints = tuple(endpoints)
         self.stale_after_ns = int(stale_after_s * 1e9)
+        self.limits = limits
         self.stats = PriceFeedStats()
+        self.band = SanityBand(limits.band_pct, limits.confirm_ticks)
+        """Per-symbol sanity band; :meth:`SanityBand.set_reference` seeds it (e.g. with the broker's price)."""
         self._own_context = context is None
         self._context = context or zmq.asyncio.Context()
         self._socket: zmq.asyncio.Socket | None = None
@@ -300,6 +268,7 @@ class PriceFeed:
             sock = self._context.socket(zmq.SUB)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVHWM, 100_000)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
             for endpoint in self.endpoints:
                 sock.connect(endpoint)
             for symbol in self._symbols:
@@ -318,30 +287,66 @@ class PriceFeed:
             self._latest.pop(symbol, None)
             self._pending.pop(symbol, None)
             self.bars.forget(symbol)
+            self.band.forget(symbol)
         self._symbols = wanted
+        self._sync_band_stats()
 
     # -- receiving -----------------------------------------------------------------------------
     def handle(self, frames: Sequence[bytes]) -> PriceTick | None:
-        """Account for one raw message; the tick when it was kept, ``None`` when dropped."""
+        """Account for one raw message; the newest tick it made current, ``None`` when dropped or held.
+
+        Never raises: a rejected message is counted by reason, and an unexpected exception (a bug)
+        is counted in ``stats.errors`` and logged, because one message must not end the feed.
+        """
         try:
-            tick = parse_message(frames, received_mono_ns=time.monotonic_ns(), received_wall_ns=time.time_ns())
+            return self._handle(frames)
+        except Exception:
+            self.stats.errors += 1
+            if _worth_logging(self.stats.errors):
+                log.exception("price message handling failed; %d so far", self.stats.errors)
+            return None
+
+    def _handle(self, frames: Sequence[bytes]) -> PriceTick | None:
+        try:
+            tick = parse_message(frames, received_mono_ns=time.monotonic_ns(), received_wall_ns=time.time_ns(),
+                                 limits=self.limits)
         except MalformedMessage as exc:
-            self.stats.malformed += 1
-            if self.stats.malformed in (1, 10, 100, 1000) or self.stats.malformed % 10_000 == 0:
-                log.warning("dropped malformed price message (%s); %d so far", exc, self.stats.malformed)
+            self._reject(exc)
             return None
         if tick.symbol not in self._symbols:
             self.stats.unsubscribed += 1
             return None
         self.stats.received += 1
         self.stats.last_tick_mono_ns = tick.received_mono_ns
-        if tick.symbol in self._pending:
-            self.stats.conflated += 1
-        self._latest[tick.symbol] = tick
-        self._pending[tick.symbol] = tick
-        self.bars.add(tick.symbol, float(tick.price), tick.ts_event_ns or tick.received_wall_ns)
+        accepted = self.band.screen(tick)
+        self._sync_band_stats()
+        for t in accepted:
+            if t.symbol in self._pending:
+                self.stats.conflated += 1
+            self._pending[t.symbol] = t
+            self.bars.add(t.symbol, float(t.price), t.ts_event_ns or t.received_wall_ns)
+        if not accepted:
+            return None
+        newest = accepted[-1]
+        self._latest[newest.symbol] = newest
         self.changed.set()
-        return tick
+        return newest
+
+    def _reject(self, exc: MalformedMessage) -> None:
+        stats = self.stats
+        stats.malformed += 1
+        stats.rejected[exc.reason.value] = stats.rejected.get(exc.reason.value, 0) + 1
+        stats.last_rejection = str(exc)[:200]
+        if _worth_logging(stats.malformed):
+            log.warning("dropped price message (%s); %d so far", exc, stats.malformed)
+
+    def _sync_band_stats(self) -> None:
+        counts, stats = self.band.counts, self.stats
+        stats.suspect, stats.suspect_confirmed, stats.suspect_discarded = (
+            counts.suspect, counts.confirmed, counts.discarded)
+        if self.band.held_changed:
+            self.band.held_changed = False
+            stats.suspects = {s: str(p) for s, p in self.band.held().items()}
 
     async def run(self) -> None:
         """Receive until cancelled. Never raises for bad messages."""

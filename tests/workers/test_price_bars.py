@@ -29,7 +29,8 @@ from workers.bars import BarWriter, write_bars
 from workers.manager import AccountManager, always_open
 from workers.prices import NS_PER_MINUTE, Bar, BarBuilder, PriceFeed, encode_message
 
-M0 = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
+# Recent: the feed refuses ticks stamped more than PRICE_MAX_AGE_S (a day) before they arrive.
+M0 = (datetime.now(UTC) - timedelta(hours=2)).replace(second=0, microsecond=0)
 """A minute start; ``at(m, s)`` is ``s`` seconds into the ``m``-th minute after it."""
 
 
@@ -162,7 +163,7 @@ def test_price_feed_feeds_every_accepted_tick_to_its_bars() -> None:
         (bar,) = feed.bars.take()  # ... the bars saw all fifty
         assert (bar.symbol, bar.ts, ohlc(bar)) == ("AAPL", minute(0), (100.0, 109.0, 100.0, 109.0, 50))
 
-        tick = feed.handle(encode_message("AAPL", "7.5", 0))  # no event time: the receive time
+        tick = feed.handle(encode_message("AAPL", "107.5", 0))  # no event time: the receive time
         assert tick is not None
         (bar,) = feed.bars.take()
         assert bar.ts == datetime.fromtimestamp(tick.received_wall_ns // NS_PER_MINUTE * 60, tz=UTC)
@@ -255,7 +256,7 @@ async def test_bars_of_a_shared_feed_are_written_once(settings: Settings, db_dsn
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=2)
     manager.pool = pool
     try:
-        feeds = {id(manager._feed_for(d)) for d in dests}
+        feeds = {id(manager.feed_for(d)) for d in dests}
         assert len(feeds) == 1
         assert len(manager.feeds) == 1
         (feed,) = manager.feeds.values()
@@ -267,9 +268,9 @@ async def test_bars_of_a_shared_feed_are_written_once(settings: Settings, db_dsn
         assert await manager.write_bars_once() == 0
         assert await stored(bars_db) == {minute(0): (10.0, 14.0, 10.0, 14.0, 5)}
     finally:
-        for t in manager._feed_tasks:
+        for t in manager.feed_tasks.values():
             t.cancel()
-        await asyncio.gather(*manager._feed_tasks, return_exceptions=True)
+        await asyncio.gather(*manager.feed_tasks.values(), return_exceptions=True)
         for f in manager.feeds.values():
             f.close()
         await pool.close()
