@@ -260,7 +260,7 @@ async def closed_increment(dsn: str, new_fills: int) -> list[dict[str, Any]]:
     from workers.db import create_pool
 
     manager.pool = await create_pool(settings, max_size=4)
-    runner = DestinationRunner(manager, dest, None)
+    runner = DestinationRunner(manager.context(), dest, None)
     started = time.perf_counter()
     await runner.start()
     load_s = time.perf_counter() - started

@@ -18,6 +18,7 @@ from datetime import datetime
 import asyncpg
 
 from workers.prices import Bar
+from workers.stats import Counters
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ async def write_bars(conn: asyncpg.Connection | asyncpg.Pool, bars: Sequence[Bar
 
 
 @dataclass(slots=True)
-class BarWriterStats:
+class BarWriterStats(Counters):
     """Counters since start (heartbeat ``details.price_bars``)."""
 
     written: int = 0

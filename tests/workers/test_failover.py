@@ -17,6 +17,7 @@ import pytest
 
 from core import market_schedule
 from core.settings import Settings
+from core.snapshots import missing_boundaries
 from tests.workers.test_manager_support import (
     Publisher,
     cash,
@@ -26,7 +27,6 @@ from tests.workers.test_manager_support import (
     insert_activities,
     migrate_db,
 )
-from workers.equity import missing_boundaries
 
 pytestmark = pytest.mark.slow
 
@@ -162,16 +162,16 @@ async def test_lost_lock_connection_stops_and_retakes_the_destination(settings: 
     stop = asyncio.Event()
     task = asyncio.create_task(manager.run(stop))
     try:
-        await eventually(lambda: _true(manager.takeovers == 1 and all(o.runner.ready for o in manager.owned.values())
-                                       and bool(manager.owned)), what="first ownership")
-        first_runner = next(iter(manager.owned.values())).runner
+        await eventually(lambda: _true(manager.takeovers == 1 and all(r.ready for r in manager.runners.values())
+                                       and bool(manager.runners)), what="first ownership")
+        first_runner = next(iter(manager.runners.values()))
 
         # Act: the database kills the session holding the advisory lock (network cut, admin, restart).
         killed = await conn.fetchval("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'")
 
-        await eventually(lambda: _true(manager.takeovers == 2 and bool(manager.owned)), what="re-acquisition")
+        await eventually(lambda: _true(manager.takeovers == 2 and bool(manager.runners)), what="re-acquisition")
         assert killed is True
-        assert next(iter(manager.owned.values())).runner is not first_runner  # a fresh runner after the loss
+        assert next(iter(manager.runners.values())) is not first_runner  # a fresh runner after the loss
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)

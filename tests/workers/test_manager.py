@@ -120,8 +120,8 @@ async def test_new_fill_closes_a_trade_incrementally_and_notifies_both_channels(
     try:
         await eventually(lambda: _count(world, f"SELECT count(*) FROM open_trades_{slug}", 1), what="first publish")
         syncs_before = None
-        for owned in world.manager.owned.values():
-            syncs_before = owned.runner.stats.fills_applied
+        for r in world.manager.runners.values():
+            syncs_before = r.stats.fills_applied
 
         await insert_activities(world.conn, slug, [fill(6, "AAPL", "sell", "6", "130")])
 
@@ -129,7 +129,7 @@ async def test_new_fill_closes_a_trade_incrementally_and_notifies_both_channels(
         await eventually(lambda: _count(world, f"SELECT count(*) FROM open_trades_{slug}", 0), what="AAPL row gone")
         await eventually(lambda: _true(bool(listener.received[closed_channel(slug)])), what="closed NOTIFY")
         await eventually(lambda: _true(bool(listener.received[pos_channel(slug)])), what="pos NOTIFY")
-        (runner,) = [o.runner for o in world.manager.owned.values()]
+        (runner,) = list(world.manager.runners.values())
         aapl = await world.rows(f"SELECT * FROM closed_trades_{slug} WHERE symbol = 'AAPL'")
 
         expected = match_fills([Fill("a1", fill(1, "AAPL", "buy", "10", "100").ts, "AAPL", "buy", Decimal(10),
@@ -185,7 +185,7 @@ async def test_broker_quantity_mismatch_is_flagged_and_reported(world: Running) 
 
     await eventually(flagged, what="mismatch flagged on the row")
     await eventually(in_heartbeat, what="mismatch in the heartbeat")
-    (runner,) = [o.runner for o in world.manager.owned.values()]
+    (runner,) = list(world.manager.runners.values())
 
     async def healed() -> bool:  # the difference repeats with no fill in between: confirmed, re-read
         return runner.stats.rereads >= 1 and runner.stats.qty_mismatches >= 1
@@ -234,7 +234,7 @@ async def test_restart_resumes_from_the_checkpoint_and_applies_only_new_fills(
         second = await start_manager(settings, db_dsn, broker, dest, pub)
         await eventually(lambda: _count(second, f"SELECT count(*) FROM closed_trades_{dest.slug}", 1),
                          what="the round trip closed by the new fill")
-        (runner,) = [o.runner for o in second.manager.owned.values()]
+        (runner,) = list(second.manager.runners.values())
         trip = await conn.fetchrow(f"SELECT qty, net_pl FROM closed_trades_{dest.slug}")
         second.stop.set()
         await asyncio.wait_for(second.task, 15)
@@ -252,8 +252,8 @@ async def test_malformed_activities_are_skipped_and_counted(world: Running) -> N
     slug = world.dest.slug
     bad = fill(8, "AAPL", "buy", "1", "100")
     bad.parse_error = "price: not a number"
-    await eventually(lambda: _true(bool(world.manager.owned)), what="ownership")
-    (runner,) = [o.runner for o in world.manager.owned.values()]
+    await eventually(lambda: _true(bool(world.manager.runners)), what="ownership")
+    (runner,) = list(world.manager.runners.values())
     await insert_activities(world.conn, slug, [bad, fill(9, "AAPL", "buy", "1", "100")])
 
     async def applied() -> bool:

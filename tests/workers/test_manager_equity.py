@@ -15,27 +15,18 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from core.equity_replay import EquityReplay, replay_points
+from core.exit_legs import Legs, OpenOrder, select_legs
 from core.fifo import cash_flow_pl
-from core.records import Direction, Fill, Lot, OpenPosition
+from core.ledger import ledger_entry
+from core.records import ActivityRecord, Direction, Fill, Lot, OpenPosition
 from core.settings import Settings
-from tests.workers.test_manager_support import cash, destination, fill, insert_activities, migrate_db
-from workers.equity import (
-    DrawdownTracker,
-    EquityReplay,
-    Legs,
-    Mark,
-    OpenOrder,
-    Throttle,
-    bucket_start,
-    due_snapshot,
-    ledger_entry,
-    missing_boundaries,
-    qty_mismatches,
-    replay_points,
-    select_legs,
-    value_positions,
-)
-from workers.manager import ActivityRecord, rebuild_equity, refill_snapshots
+from core.snapshots import DrawdownTracker, bucket_start, due_snapshot, missing_boundaries
+from core.valuation import Mark, PriceSource, value_positions
+from tests.workers.test_manager_support import Activity, cash, destination, fill, insert_activities, migrate_db
+from workers.manager import rebuild_equity, refill_snapshots
+from workers.manager.reconcile import qty_mismatches
+from workers.manager.throttle import Throttle
 
 ROOT = Path(__file__).resolve().parents[2]
 T = datetime(2026, 1, 6, 15, 0, tzinfo=UTC)  # a Tuesday, 10:00 New York: the market is open
@@ -101,7 +92,7 @@ def _position(symbol: str, qty: str, avg: str, entry_order: str | None = "E") ->
 
 
 def test_short_position_gains_when_price_falls() -> None:
-    rows = value_positions({"TSLA": _position("TSLA", "-5", "200")}, {"TSLA": Mark(Decimal(190), T, "zmq")},
+    rows = value_positions({"TSLA": _position("TSLA", "-5", "200")}, {"TSLA": Mark(price=Decimal(190), ts=T, source=PriceSource.ZMQ)},
                            equity=Decimal(10_000), prev_close={"TSLA": Decimal(195)})
     (row,) = rows
     assert (row.market_value, row.unrealized_pl, row.day_change, row.exposure) == (
@@ -117,10 +108,13 @@ def test_unpriced_position_keeps_empty_valuation() -> None:
 
 def test_bracket_children_win_over_standalone_orders() -> None:
     pos = _position("AAPL", "10", "100")
-    orders = [OpenOrder("s1", None, "AAPL", "sell", "stop", None, Decimal(80)),
-              OpenOrder("c1", "E", "AAPL", "sell", "limit", Decimal(120), None),
-              OpenOrder("c2", "E", "AAPL", "sell", "trailing_stop", None, Decimal(95)),
-              OpenOrder("b1", None, "AAPL", "buy", "limit", Decimal(90), None)]
+    def order(oid: str, parent: str | None, side: str, kind: str, limit: int | None, stop: int | None) -> OpenOrder:
+        return OpenOrder(order_id=oid, parent_order_id=parent, symbol="AAPL", side=side, order_type=kind,
+                         limit_price=None if limit is None else Decimal(limit),
+                         stop_price=None if stop is None else Decimal(stop))
+
+    orders = [order("s1", None, "sell", "stop", None, 80), order("c1", "E", "sell", "limit", 120, None),
+              order("c2", "E", "sell", "trailing_stop", None, 95), order("b1", None, "buy", "limit", 90, None)]
     assert select_legs(pos, orders) == Legs(stop_price=Decimal(95), take_profit_price=Decimal(120))
     assert select_legs(pos, orders[:1]) == Legs(stop_price=Decimal(80))
 
@@ -130,9 +124,10 @@ def test_qty_mismatches_both_ways() -> None:
         "B": (Decimal(2), Decimal(0)), "C": (Decimal(0), Decimal(3))}
 
 
-def _record(a: object) -> ActivityRecord:
-    return ActivityRecord(0, a.activity_id, a.ts, a.activity_type, a.symbol, a.side, a.qty, a.price,  # type: ignore[attr-defined]
-                          a.net_amount, a.order_id, a.parse_error)  # type: ignore[attr-defined]
+def _record(a: Activity) -> ActivityRecord:
+    return ActivityRecord(seq=0, activity_id=a.activity_id, ts=a.ts, activity_type=a.activity_type, symbol=a.symbol,
+                          side=a.side, qty=a.qty, price=a.price, net_amount=a.net_amount, order_id=a.order_id,
+                          parse_error=a.parse_error)
 
 
 @hsettings(max_examples=60, deadline=None)

@@ -41,8 +41,8 @@ class Side:
 
     @property
     def runner(self) -> DestinationRunner:
-        (owned,) = self.manager.owned.values()
-        return owned.runner
+        (runner,) = self.manager.runners.values()
+        return runner
 
 
 @dataclass
@@ -75,7 +75,7 @@ async def _pair(settings: Settings, db_dsn: str, knob: str, fast: float, extra: 
     tasks = [asyncio.create_task(s.manager.run(stop)) for s in sides]
 
     async def both_ready() -> bool:
-        return all(s.manager.owned and s.runner.ready for s in sides)
+        return all(s.manager.runners and s.runner.ready for s in sides)
 
     await eventually(both_ready, what="both managers ready")
     try:

@@ -19,7 +19,7 @@ import zmq.asyncio
 from core.db import connect, migrate
 from core.destinations import Destination
 from core.settings import Settings
-from workers.broker import BrokerAccount, BrokerPosition, PortfolioHistory
+from workers.alpaca import BrokerAccount, BrokerPosition, PortfolioHistory
 from workers.notify import NEW_FILLS_CHANNEL
 from workers.prices import encode_message
 
@@ -103,19 +103,23 @@ class ScriptedBroker:
         self.calls["account"] += 1
         if self.fail:
             raise OSError("broker down")
-        return BrokerAccount(None, None, "ACTIVE", "USD", self.cash, self.equity, None, None, None, None, None, raw={})
+        return BrokerAccount(account_id=None, account_number=None, status="ACTIVE", currency="USD", cash=self.cash,
+                             equity=self.equity, last_equity=None, portfolio_value=None, buying_power=None,
+                             long_market_value=None, short_market_value=None, raw={})
 
     async def get_positions(self) -> list[BrokerPosition]:
         self.calls["positions"] += 1
         if self.fail:
             raise OSError("broker down")
-        return [BrokerPosition(s, q, "long" if q > 0 else "short", None, None, None, None, None, cp, lp, None, None,
-                               None, raw={}) for s, (q, cp, lp) in self.positions.items()]
+        return [BrokerPosition(symbol=s, qty=q, side="long" if q > 0 else "short", avg_entry_price=None,
+                               market_value=None, cost_basis=None, unrealized_pl=None, unrealized_plpc=None,
+                               current_price=cp, lastday_price=lp, change_today=None, asset_id=None, asset_class=None,
+                               raw={}) for s, (q, cp, lp) in self.positions.items()]
 
     async def get_portfolio_history(self, **params: Any) -> PortfolioHistory:
         self.calls["history"] += 1
-        return PortfolioHistory(tuple(t for t, _ in self.history), tuple(e for _, e in self.history),
-                                (), (), None, "1D", raw={})
+        return PortfolioHistory(timestamps=tuple(t for t, _ in self.history), equity=tuple(e for _, e in self.history),
+                                profit_loss=(), profit_loss_pct=(), base_value=None, timeframe="1D", raw={})
 
     async def close(self) -> None:
         return None

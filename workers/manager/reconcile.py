@@ -1,0 +1,116 @@
+"""Pure reconciliation policy: the broker's positions and account against the book and the ledger.
+
+The broker is the truth for quantity. Under continuous trading it is always a little ahead of the
+ingested fills, so a difference only counts (and is healed) once it repeats unchanged with no fill
+applied in between; a second confirmed mismatch in a row rebuilds the book from scratch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from core.valuation import Mark, PriceSource
+from workers.alpaca import BrokerPosition
+
+ZERO = Decimal(0)
+Mismatch = dict[str, tuple[Decimal, Decimal]]
+"""symbol -> (FIFO qty, broker qty)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerBook:
+    """What ``/v2/positions`` tells the manager: quantities, fallback marks and previous closes."""
+
+    qty: dict[str, Decimal]
+    rest_marks: dict[str, Mark]
+    prev_close: dict[str, Decimal]
+
+
+def read_positions(positions: Sequence[BrokerPosition], now: datetime) -> BrokerBook:
+    """Quantities of the parseable positions; positive prices become REST marks / previous closes."""
+    qty: dict[str, Decimal] = {}
+    marks: dict[str, Mark] = {}
+    prev: dict[str, Decimal] = {}
+    for p in positions:
+        if p.parse_error or p.qty is None:
+            continue
+        qty[p.symbol] = p.qty
+        if p.current_price is not None and p.current_price > 0:
+            marks[p.symbol] = Mark(price=p.current_price, ts=now, source=PriceSource.REST)
+        if p.lastday_price is not None and p.lastday_price > 0:
+            prev[p.symbol] = p.lastday_price
+    return BrokerBook(qty=qty, rest_marks=marks, prev_close=prev)
+
+
+def qty_mismatches(fifo_qty: Mapping[str, Decimal], broker_qty: Mapping[str, Decimal]) -> Mismatch:
+    """Symbols where the FIFO book and the broker disagree: ``{symbol: (fifo, broker)}``."""
+    out: Mismatch = {}
+    for symbol in set(fifo_qty) | set(broker_qty):
+        ours = fifo_qty.get(symbol, ZERO)
+        theirs = broker_qty.get(symbol, ZERO)
+        if ours != theirs:
+            out[symbol] = (ours, theirs)
+    return out
+
+
+class Verdict(StrEnum):
+    """What one reconciliation concluded."""
+
+    AGREE = "agree"
+    UNCONFIRMED = "unconfirmed"
+    """A difference seen for the first time (or while fills arrived): checked again next time."""
+    REREAD = "reread"
+    """Confirmed: re-read every stored activity (idempotent)."""
+    REBUILD = "rebuild"
+    """Confirmed twice in a row: rebuild the book from scratch."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QtyCheck:
+    """The state carried from one reconciliation to the next, and the verdict of the latest."""
+
+    mismatch: Mismatch
+    fills_seen: int
+    """The book's fill count at this check."""
+    streak: int
+    """Confirmed mismatches in a row."""
+    verdict: Verdict = Verdict.AGREE
+
+
+def check_quantities(previous: QtyCheck, fifo_qty: Mapping[str, Decimal], broker_qty: Mapping[str, Decimal],
+                     fill_count: int) -> QtyCheck:
+    """The next :class:`QtyCheck` (see the module docstring)."""
+    mismatch = qty_mismatches(fifo_qty, broker_qty)
+    if not mismatch:
+        return QtyCheck(mismatch=mismatch, fills_seen=fill_count, streak=0, verdict=Verdict.AGREE)
+    confirmed = mismatch == previous.mismatch and fill_count == previous.fills_seen
+    if not confirmed:
+        return QtyCheck(mismatch=mismatch, fills_seen=fill_count, streak=0, verdict=Verdict.UNCONFIRMED)
+    streak = previous.streak + 1
+    return QtyCheck(mismatch=mismatch, fills_seen=fill_count, streak=streak,
+                    verdict=Verdict.REBUILD if streak >= 2 else Verdict.REREAD)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CashCalibration:
+    """The offset added to the ledger's cash, and the candidate waiting to be confirmed."""
+
+    offset: Decimal
+    candidate: Decimal | None = None
+
+
+def calibrate_cash(previous: CashCalibration, *, broker_cash: Decimal | None, ledger_cash: Decimal,
+                   positions_agree: bool) -> CashCalibration:
+    """Adopt ``broker_cash - ledger_cash`` as the offset once two reads in a row agree and positions match.
+
+    The offset covers activity history older than the stored window (zero when the ledger is complete).
+    """
+    if broker_cash is None or not positions_agree:
+        return CashCalibration(offset=previous.offset)
+    candidate = broker_cash - ledger_cash
+    offset = candidate if candidate == previous.candidate else previous.offset
+    return CashCalibration(offset=offset, candidate=candidate)
