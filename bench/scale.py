@@ -71,7 +71,8 @@ def _fill_burst(stack: Stack, n: int) -> dict[tuple[str, str], int]:
             local.http = requests.Session()
         name, slug, sym = job
         resp = local.http.post(f"{stack.rest_url}/admin/fill",
-                               json={"account": name, "symbol": sym, "side": "buy", "qty": "1"}, timeout=30)
+                               json={"account": name, "symbol": sym, "side": "buy", "qty": "1"}, timeout=30,
+                               headers=stack.admin_headers)
         return (slug, sym) if resp.status_code == 200 else None
 
     expected: dict[tuple[str, str], int] = {}

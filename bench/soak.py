@@ -80,7 +80,7 @@ class FillDriver(threading.Thread):
             body = {"account": self.rng.choice(self.stack.names), "symbol": self.rng.choice(SYMBOLS),
                     "side": self.rng.choice(("buy", "sell")), "qty": str(self.rng.randint(1, 20))}
             try:
-                resp = http.post(f"{self.stack.rest_url}/admin/fill", json=body, timeout=10)
+                resp = http.post(f"{self.stack.rest_url}/admin/fill", json=body, timeout=10, headers=self.stack.admin_headers)
                 if resp.status_code == 200:
                     self.sent += 1
                 else:  # e.g. buying power: the simulator refuses like Alpaca; not a lost fill

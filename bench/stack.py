@@ -205,7 +205,7 @@ class Stack:
         args = [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(self.sim_port),
                 "--zmq-url", "tcp://127.0.0.1:*", "--destinations", str(self.dest_file),
                 "--seed", str(self.config.seed), "--history-days", str(self.config.history_days),
-                "--bot-rate", str(self.config.bot_rate), "--state-out", str(state_path)]
+                "--bot-rate", str(self.config.bot_rate), "--state-out", str(state_path), "--always-open"]
         if self.config.symbols:
             args += ["--symbols", self.config.symbols]
         args += list(self.config.sim_args)
@@ -297,9 +297,14 @@ class Stack:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- helpers -------------------------------------------------------------------------------
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """The simulator's admin API wants its bearer token (written to the state file)."""
+        return {"Authorization": f"Bearer {self.sim_state['admin_token']}"}
+
     def admin(self, path: str, body: Any = None, method: str | None = None, timeout: float = 30.0) -> Any:
         verb = method or ("POST" if body is not None else "GET")
-        resp = requests.request(verb, f"{self.rest_url}/admin{path}", json=body, timeout=timeout)
+        resp = requests.request(verb, f"{self.rest_url}/admin{path}", json=body, timeout=timeout, headers=self.admin_headers)
         resp.raise_for_status()
         return resp.json()
 

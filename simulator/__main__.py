@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from decimal import Decimal
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from core.destinations import load_destinations, mask_secret
 from core.errors import ConfigError
+from simulator.bot import STYLES
 from simulator.faults import STREAM_CONFLICT_MODES, Faults
 from simulator.feed import DEFAULT_ZMQ_URL
 from simulator.market import DEFAULT_UNIVERSE
@@ -43,10 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second")
     p.add_argument("--history-days", type=int, default=0, help="back-fill this many past NYSE sessions of activity")
     p.add_argument("--bot-rate", type=float, default=0.0, help="live bot orders per second across accounts (0 = off)")
-    hours = p.add_mutually_exclusive_group()
-    hours.add_argument("--always-open", dest="always_open", action="store_true", default=True, help="market tradable at any time (default)")
-    hours.add_argument("--nyse-hours", dest="always_open", action="store_false", help="follow NYSE regular sessions")
-    p.add_argument("--fees", action="store_true", help="charge a regulatory FEE activity on every sell fill")
+    # The last of --always-open / --nyse-hours wins (a test fixture may default one, a test pass the other).
+    p.add_argument("--always-open", dest="always_open", action="store_true", default=False,
+                   help="every market tradable at any time (tests)")
+    p.add_argument("--nyse-hours", dest="always_open", action="store_false",
+                   help="equities and options in NYSE sessions (extended hours for orders that ask), crypto 24/7 (default)")
+    p.add_argument("--fees", dest="fees", action="store_true", default=True,
+                   help="regulatory FEEs (REG, TAF, ORF) posted at the end of each day (default)")
+    p.add_argument("--no-fees", dest="fees", action="store_false", help="no regulatory fees (crypto fees stay)")
+    p.add_argument("--admin-token", default=os.environ.get("SIM_ADMIN_TOKEN") or None,
+                   help="bearer token for /admin (default: $SIM_ADMIN_TOKEN, else a random one written to --state-out)")
+    p.add_argument("--history-events", dest="history_events", action="store_true", default=None,
+                   help="corporate actions in the history (default: when --history-days >= 20)")
+    p.add_argument("--no-history-events", dest="history_events", action="store_false")
+    p.add_argument("--style", action="append", default=[], metavar="NAME=STYLE",
+                   help="an account's bot style: day_trader, swing, bracket, crypto, options (default: from the name)")
     p.add_argument("--tick-ms", type=float, default=100.0, help="wall milliseconds between price ticks")
     p.add_argument("--daily-vol", type=float, default=0.016, help="daily price volatility (0.016 = 1.6%%); raise it for livelier demos")
     p.add_argument("--liquidity", type=Decimal, default=Decimal(25_000), help="USD an order can fill per tick (larger orders fill partially)")
@@ -109,6 +122,14 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         accounts = [AccountSpec(d.name, d.key_id, d.secret_key, d.initial_deposit or DEFAULT_DEPOSIT) for d in dests]
     else:
         accounts = generated_accounts(args.accounts, args.seed)
+    styles = dict(item.partition("=")[::2] for item in args.style)
+    for name, style in styles.items():
+        if style not in (*STYLES, "crypto", "options"):
+            raise ConfigError(f"--style {name}={style}: unknown style (known: {', '.join((*STYLES, 'crypto', 'options'))})")
+        matched = [a for a in accounts if a.name == name]
+        if not matched:
+            raise ConfigError(f"--style {name}={style}: no account named {name!r}")
+        matched[0].style = style
     return SimConfig(
         host=args.host,
         port=args.port,
@@ -125,6 +146,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         liquidity_notional=args.liquidity,
         daily_vol=args.daily_vol,
         admin=args.admin,
+        admin_token=args.admin_token,
+        history_events=args.history_events,
         faults=faults,
     )
 
@@ -137,7 +160,8 @@ async def run(cfg: SimConfig, state_out: Path | None) -> None:
     state = sim.state()
     if state_out is not None:
         write_state(state_out, state)
-    log.info("REST %s  stream %s  zmq %s  admin %s", state["rest_url"], state["stream_url"], state["zmq_url"], state["admin_url"])
+    log.info("REST %s  stream %s  zmq %s  admin %s (bearer token in the state file)", state["rest_url"],
+             state["stream_url"], state["zmq_url"], state["admin_url"])
     for a in state["accounts"]:
         log.info("account %-20s key_id %s secret %s", a["name"], a["key_id"], mask_secret(a["secret_key"]))
     stop = asyncio.Event()

@@ -11,27 +11,30 @@ dividends, fees and interest.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
-from datetime import datetime, timedelta
+import uuid
+from datetime import timedelta
 from decimal import ROUND_DOWN, Decimal
 
-from simulator.engine import ZERO, Account, Engine, OrderError
-from simulator.market import CENT
+from simulator.engine import Engine
+from simulator.instruments import AssetClass
+from simulator.models import Account, Order
+from simulator.wire import CENT, OrderError
 
 STYLES = ("day_trader", "swing", "bracket")
-HISTORY_STEP_S = 300
-HISTORY_MIN_HOLD_S = {"day_trader": 1_800.0, "swing": 86_400.0, "bracket": 3_600.0}  # fast-forward resolution: one matching pass per 5 simulated minutes
-DIVIDEND_PER_SHARE = {"AAPL": "0.25", "MSFT": "0.83", "JPM": "1.25", "SPY": "1.74", "QQQ": "0.68", "GOOGL": "0.20"}
+# Strategy tags: every order's client_order_id starts with its strategy's prefix (Cold Harbour attributes by it).
+STRATEGY_PREFIX = {"day_trader": "momo-", "swing": "mr_swing-", "bracket": "momo-brk-", "crypto": "cx_trend-",
+                   "options": "opt_income-", "mixed": "momo-"}
 
 
-class ManualClock:
-    """A settable ``now()`` for fast-forward runs."""
-
-    def __init__(self, start: datetime) -> None:
-        self.t = start
-
-    def __call__(self) -> datetime:
-        return self.t
+def style_for(name: str, index: int) -> str:
+    """An account's trading style: ``crypto`` or ``options`` when its name says so, else the equity
+    styles in turn."""
+    lowered = name.lower()
+    if "crypto" in lowered:
+        return "crypto"
+    if "option" in lowered:
+        return "options"
+    return STYLES[index % len(STYLES)]
 
 
 class Bot:
@@ -56,6 +59,7 @@ class Bot:
         return max(Decimal(0), (budget / price).to_integral_value(ROUND_DOWN))
 
     def _submit(self, acct: Account, req: dict[str, object]) -> bool:
+        req.setdefault("client_order_id", f"{STRATEGY_PREFIX.get(acct.style, 'momo-')}{uuid.UUID(int=self.rng.getrandbits(128)).hex[:20]}")
         try:
             self.engine.submit(acct, req)
         except OrderError:
@@ -77,18 +81,26 @@ class Bot:
             and eng.now() - acct.orders[i].created_at > timedelta(hours=4)
         ]
         if stale:
-            eng.cancel(acct, stale[0])
-            return False
-        free = [s for s in acct.positions if s not in busy and self._old_enough(acct, s)]
+            return self._tidy(acct, stale[0])
+        now = eng.now()
+        free = [s for s in acct.positions if s not in busy and self._old_enough(acct, s) and s in eng.market.quotes
+                and eng.instrument(s).asset_class is not AssetClass.US_OPTION and eng.tradable(eng.instrument(s), now)]
         if free and (len(acct.positions) >= self.max_positions or rng.random() < 0.45):
             return self._close(acct, rng.choice(sorted(free)))
         if len(acct.positions) >= self.max_positions:
             return False
-        candidates = [s for s in eng.market.symbols if s not in busy and s not in acct.positions]
+        if acct.style == "crypto":
+            return self._open_crypto(acct, busy)
+        if acct.style == "options" and rng.random() < 0.5:
+            return self._open_option(acct, busy)
+        candidates = [s for s in eng.market.of_class(AssetClass.US_EQUITY) if s not in busy and s not in acct.positions
+                      and eng.tradable(eng.instrument(s), now)]
         if not candidates:
             return False
         symbol = rng.choice(candidates)
         style = acct.style if acct.style in STYLES else rng.choice(STYLES)
+        if acct.style == "options":
+            style = "day_trader"
         side = "buy" if rng.random() < 0.7 else "sell"
         big = rng.random() < 0.06
         qty = self._qty(acct, symbol, 0.6 if big else rng.uniform(0.03, 0.12))
@@ -130,122 +142,73 @@ class Bot:
         pos = acct.positions[symbol]
         side = "sell" if pos.qty > 0 else "buy"
         qty = abs(pos.qty)
-        req: dict[str, object] = {"symbol": symbol, "qty": str(qty), "side": side, "type": "market", "time_in_force": "day"}
+        tif = "gtc" if self.engine.instrument(symbol).asset_class is AssetClass.CRYPTO else "day"
+        req: dict[str, object] = {"symbol": symbol, "qty": str(qty), "side": side, "type": "market", "time_in_force": tif}
         if acct.style == "swing" and qty == qty.to_integral_value() and self.rng.random() < 0.5:
             price = self.engine.market.price(symbol)
             req.update(type="limit", time_in_force="gtc", limit_price=str(price.quantize(CENT)))
         return self._submit(acct, req)
 
+    def _tidy(self, acct: Account, order: Order) -> bool:
+        """A stale resting limit is repriced to the market (a replace) or canceled."""
+        if acct.style == "swing" and order.status == "new" and order.filled_qty == 0 and self.rng.random() < 0.4:
+            price = self.engine.market.price(order.symbol)
+            cid = f"{STRATEGY_PREFIX['swing']}{uuid.UUID(int=self.rng.getrandbits(128)).hex[:20]}"
+            try:
+                self.engine.replace(acct, order, {"limit_price": str(price.quantize(CENT)), "client_order_id": cid})
+                return True
+            except OrderError:
+                pass
+        self.engine.cancel(acct, order)
+        return False
+
+    def _open_crypto(self, acct: Account, busy: set[str]) -> bool:
+        """Long-only coin trades around the clock (fractional quantities, gtc)."""
+        eng, rng = self.engine, self.rng
+        pairs = [s for s in eng.market.of_class(AssetClass.CRYPTO) if s not in busy and s not in acct.positions]
+        if not pairs:
+            return False
+        symbol = rng.choice(pairs)
+        budget = min(eng.equity(acct) * Decimal(repr(rng.uniform(0.05, 0.2))), max(Decimal(0), acct.cash) * Decimal("0.9"))
+        qty = (budget / eng.market.price(symbol)).quantize(Decimal("0.0001"), ROUND_DOWN)
+        if qty <= 0:
+            return False
+        if rng.random() < 0.3:
+            limit = (eng.market.price(symbol) * Decimal("0.999")).quantize(CENT)
+            return self._submit(acct, {"symbol": symbol, "qty": str(qty), "side": "buy", "type": "limit",
+                                       "time_in_force": "gtc", "limit_price": str(limit)})
+        return self._submit(acct, {"symbol": symbol, "qty": str(qty), "side": "buy", "type": "market", "time_in_force": "gtc"})
+
+    def _open_option(self, acct: Account, busy: set[str]) -> bool:
+        """Buy 1–3 near-the-money weeklies, or write a covered call on 100 shares held; held to expiry."""
+        from simulator.events import list_chain
+
+        eng, rng = self.engine, self.rng
+        now = eng.now()
+        underlyings = [u for u in ("AAPL", "SPY", "MSFT") if u in eng.market.quotes]
+        if not underlyings or not eng.calendar.is_open(now) and not eng.always_open:
+            return False
+        held_options = [s for s in acct.positions if eng.instrument(s).asset_class is AssetClass.US_OPTION]
+        if len(held_options) >= 3:
+            return False
+        under = rng.choice(underlyings)
+        chain = [s for s in list_chain(eng, under, now, weeks=2) if s not in busy and s not in acct.positions
+                 and eng.instrument(s).expiry != now.date()]
+        if not chain:
+            return False
+        covered = acct.positions.get(under)
+        if covered is not None and covered.qty >= 100 and rng.random() < 0.5:
+            calls = [s for s in chain if s[len(under) + 6] == "C"]
+            return bool(calls) and self._submit(acct, {"symbol": rng.choice(calls), "qty": "1", "side": "sell",
+                                                       "type": "market", "time_in_force": "day"})
+        return self._submit(acct, {"symbol": rng.choice(chain), "qty": str(rng.randint(1, 3)), "side": "buy",
+                                   "type": "market", "time_in_force": "day"})
+
     def flatten(self, acct: Account) -> None:
         """Close every position that no open order already works on (end-of-day for day traders)."""
         busy = {acct.orders[i].symbol for i in acct.open_ids} | acct.core
         for symbol in sorted(acct.positions):
-            if symbol not in busy:
+            if symbol not in busy and self.engine.instrument(symbol).is_equity:
                 self._close(acct, symbol)
 
 
-def generate_history(
-    engine: Engine,
-    accounts: Iterable[Account],
-    *,
-    days: int,
-    end: datetime,
-    seed: int,
-    deposits: dict[str, Decimal],
-    actions_per_day: float = 6.0,
-) -> datetime:
-    """Fast-forward the last ``days`` NYSE sessions before ``end``; returns the last simulated time.
-
-    Replaces ``engine.now`` while it runs and leaves the market at the last session's close.
-    """
-    accts = list(accounts)
-    sessions = engine.calendar.sessions_before(end, days)
-    rng = random.Random(f"history:{seed}")
-    live_now = engine.now
-    clock = ManualClock(sessions[0][0] - timedelta(hours=2) if sessions else end)
-    engine.now = clock
-    bot = Bot(engine, seed, min_hold_s=HISTORY_MIN_HOLD_S)
-    always_open = engine.always_open
-    engine.always_open = False
-    try:
-        for acct in accts:
-            engine.cash_activity(acct, "CSD", deposits[acct.name], "initial deposit")
-            engine.snapshot(acct)
-        n = len(sessions)
-        steps_per_session = 78
-        p_act = actions_per_day / steps_per_session
-        for day, (open_ts, close_ts) in enumerate(sessions):
-            clock.t = open_ts
-            if day:
-                engine.market.gap()
-            engine.activate_accepted(open_ts)
-            _daily_cash_events(engine, accts, day, n, rng, open_ts)
-            if day == 0:
-                _buy_core_holding(engine, accts)
-            t = open_ts
-            step = 0
-            while t < close_ts - timedelta(seconds=HISTORY_STEP_S):
-                t = t + timedelta(seconds=HISTORY_STEP_S)
-                clock.t = t
-                engine.market.step(HISTORY_STEP_S)
-                engine.match()
-                for acct in accts:
-                    if rng.random() < p_act:
-                        bot.act(acct)
-                if close_ts - t <= timedelta(minutes=15):
-                    for acct in accts:
-                        if acct.style == "day_trader":
-                            bot.flatten(acct)
-                step += 1
-                if step % 6 == 0:
-                    for acct in accts:
-                        engine.snapshot(acct)
-            clock.t = close_ts - timedelta(seconds=1)
-            engine.match()
-            engine.expire_day_orders(close_ts - timedelta(milliseconds=500))
-            engine.last_close = {s: engine.market.price(s) for s in engine.market.symbols}
-            for acct in accts:
-                engine.snapshot(acct, close_ts)
-                acct.last_equity = engine.equity(acct)
-        return clock.t
-    finally:
-        engine.now = live_now
-        engine.always_open = always_open
-
-
-def _buy_core_holding(engine: Engine, accts: list[Account]) -> None:
-    """A long-term ETF position (20% of equity) that earns the dividends."""
-    symbol = "SPY" if "SPY" in engine.market.quotes else engine.market.symbols[0]
-    for acct in accts:
-        qty = (engine.equity(acct) * Decimal("0.2") / engine.market.price(symbol)).to_integral_value(ROUND_DOWN)
-        if qty >= 1:
-            try:
-                engine.submit(acct, {"symbol": symbol, "qty": str(qty), "side": "buy", "type": "market", "time_in_force": "gtc"})
-            except OrderError:
-                continue
-            acct.core.add(symbol)
-
-
-def _daily_cash_events(engine: Engine, accts: list[Account], day: int, n: int, rng: random.Random, ts: datetime) -> None:
-    """Deposits, a withdrawal, a journal, dividends on held longs, monthly fee and interest."""
-    for acct in accts:
-        if n >= 3 and day == n // 3:
-            engine.cash_activity(acct, "CSD", Decimal(10_000), "ACH deposit", ts=ts)
-        if n >= 3 and day == (2 * n) // 3:
-            engine.cash_activity(acct, "CSW", Decimal(-5_000), "ACH withdrawal", ts=ts)
-        if n >= 2 and day == n // 2:
-            engine.cash_activity(acct, "JNLC", Decimal(250), "journal from linked account", ts=ts)
-        if day % 21 == 20 or (day == n - 1 and n < 21):
-            engine.cash_activity(acct, "FEE", -Decimal(rng.choice(("1.50", "2.00", "4.99"))), "monthly data fee", ts=ts)
-            interest = (max(ZERO, acct.cash) * Decimal("0.0035")).quantize(CENT)
-            if interest > 0:
-                engine.cash_activity(acct, "INT", interest, "interest on cash", ts=ts)
-        if day % 10 == min(5, n - 1):
-            for symbol, pos in sorted(acct.positions.items()):
-                per_share = DIVIDEND_PER_SHARE.get(symbol)
-                if per_share and pos.qty > 0:
-                    amount = (pos.qty * Decimal(per_share)).quantize(CENT)
-                    if amount > 0:
-                        engine.cash_activity(
-                            acct, "DIV", amount, f"cash dividend {symbol}", ts=ts, symbol=symbol, qty=pos.qty, per_share=Decimal(per_share)
-                        )

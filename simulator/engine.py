@@ -1,166 +1,57 @@
-"""Accounts, orders and the matching engine.
+"""The matching engine and the accounting of many isolated accounts sharing one market.
 
 Everything here is synchronous and single-threaded: the server calls it from its one asyncio loop,
-the history generator calls it in fast-forward with a manual clock. Money and quantities are
-``Decimal``; cash moves by exactly ``qty * price`` per fill (and by each non-trade activity's
-``net_amount``), so replaying the activities reproduces cash and positions exactly.
-
-JSON renderings follow alpaca-py 0.44's models (``alpaca.trading.models``): money and quantities
-are strings, ids UUIDs, timestamps RFC 3339 with ``Z``.
+the history generator calls it in fast-forward with a manual clock. Money and quantities are exact
+``Decimal`` inside (rounding happens only when rendered, as Alpaca's JSON has cents); cash moves by
+exactly ``qty × price × multiplier`` per fill and by each non-trade activity's ``net_amount``, and
+positions by each fill's quantity and each non-trade activity's ``qty`` (except the dividend family,
+whose ``qty`` is the shares that earned it), so replaying the activities reproduces cash and
+positions exactly.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from datetime import UTC, date, datetime
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from simulator.market import CENT, Market, SessionCalendar, asset_id
+from simulator import render
+from simulator.instruments import AssetClass, Instrument, parse_instrument
+from simulator.market import Market, SessionCalendar
+from simulator.models import Account, Accrual, Activity, Order, Position, Snapshot
+from simulator.orders import TIME_IN_FORCE, build_order, replacement
+from simulator.wire import (
+    CENT,
+    NY,
+    QTY_STEP,
+    ZERO,
+    OrderError,
+    activity_id,
+    date_activity_id,
+    fmt,
+    money,
+    ny_midnight,
+    rfc3339,
+    rfc3339_ns_ny,
+)
 
-NY = ZoneInfo("America/New_York")
-ZERO = Decimal(0)
-QTY_STEP = Decimal("0.000000001")  # Alpaca accepts up to 9 decimals for fractional shares
-TERMINAL = frozenset({"filled", "canceled", "expired", "rejected", "replaced", "done_for_day"})
-ORDER_TYPES = ("market", "limit", "stop", "stop_limit", "trailing_stop")
-TIME_IN_FORCE = ("day", "gtc", "ioc", "fok")
-CASHFLOW_TYPES = frozenset({"CSD", "CSW", "JNLC"})
-NON_TRADE_TYPES = frozenset({"CSD", "CSW", "DIV", "FEE", "INT", "JNLC"})
-SEC_FEE_RATE = Decimal("0.0000278")
-
-
-class OrderError(Exception):
-    """An order or request the broker refuses: HTTP status plus Alpaca's ``{code, message}`` body."""
-
-    def __init__(self, status: int, code: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-def rfc3339(ts: datetime | None) -> str | None:
-    if ts is None:
-        return None
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def fmt(value: Decimal | None) -> str | None:
-    """Plain decimal string without exponent or trailing zeros (``"12.5"``, ``"100"``)."""
-    if value is None:
-        return None
-    text = format(value.normalize(), "f")
-    return "0" if text in ("-0", "") else text
-
-
-def dec(value: Any, name: str) -> Decimal:
-    try:
-        out = Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        raise OrderError(422, 40010000, f"invalid {name}: {value!r}") from None
-    if not out.is_finite():
-        raise OrderError(422, 40010000, f"invalid {name}: {value!r}")
-    return out
-
-
-def activity_id(ts: datetime) -> str:
-    """``YYYYMMDDHHMMSSmmm::<uuid>``, the shape Alpaca uses; sorts chronologically."""
-    u = ts.astimezone(UTC)
-    return f"{u:%Y%m%d%H%M%S}{u.microsecond // 1000:03d}::{uuid.uuid4()}"
-
-
-@dataclass(slots=True)
-class Position:
-    symbol: str
-    qty: Decimal = ZERO
-    avg_entry_price: Decimal = ZERO
-    opened_at: datetime | None = None
-
-
-@dataclass(slots=True)
-class Order:
-    id: str
-    client_order_id: str
-    symbol: str
-    side: str
-    type: str
-    time_in_force: str
-    order_class: str
-    created_at: datetime
-    qty: Decimal | None = None
-    notional: Decimal | None = None
-    limit_price: Decimal | None = None
-    stop_price: Decimal | None = None
-    trail_price: Decimal | None = None
-    trail_percent: Decimal | None = None
-    hwm: Decimal | None = None
-    status: str = "new"
-    updated_at: datetime | None = None
-    filled_at: datetime | None = None
-    canceled_at: datetime | None = None
-    expired_at: datetime | None = None
-    failed_at: datetime | None = None
-    filled_qty: Decimal = ZERO
-    filled_value: Decimal = ZERO
-    parent_id: str | None = None
-    leg_ids: list[str] = field(default_factory=list)
-    leg_role: str | None = None  # "take_profit" / "stop_loss" for legs
-    triggered: bool = False
-    extended_hours: bool = False
-    position_intent: str | None = None
-    force_fill: bool = False  # admin fill: ignore liquidity, fill at once
-    replaces: str | None = None
-    replaced_by: str | None = None
-    replaced_at: datetime | None = None
-
-    @property
-    def is_open(self) -> bool:
-        return self.status not in TERMINAL
-
-    @property
-    def remaining(self) -> Decimal | None:
-        return None if self.qty is None else self.qty - self.filled_qty
-
-
-@dataclass(slots=True)
-class Activity:
-    id: str
-    ts: datetime
-    type: str  # FILL or a non-trade type
-    data: dict[str, Any]
-
-
-@dataclass(slots=True)
-class Snapshot:
-    ts: datetime
-    equity: Decimal
-    cashflow: Decimal  # cumulative deposits/withdrawals/journals up to ts
-
-
-@dataclass(slots=True)
-class Account:
-    name: str
-    key_id: str = field(repr=False)
-    secret_key: str = field(repr=False)
-    id: str
-    account_number: str
-    created_at: datetime
-    cash: Decimal = ZERO
-    cashflow: Decimal = ZERO
-    last_equity: Decimal | None = None
-    positions: dict[str, Position] = field(default_factory=dict)
-    orders: dict[str, Order] = field(default_factory=dict)
-    by_client_id: dict[str, str] = field(default_factory=dict)
-    open_ids: dict[str, None] = field(default_factory=dict)
-    activities: list[Activity] = field(default_factory=list)
-    snapshots: list[Snapshot] = field(default_factory=list)
-    last_ms: int = 0
-    style: str = "mixed"
-    core: set[str] = field(default_factory=set)  # buy-and-hold symbols the bots leave alone
-
+# Transfers: money in or out of the account, not profit (portfolio history's profit_loss omits them).
+CASHFLOW_TYPES = frozenset({"CSD", "CSW", "JNLC", "ACATC", "ACATS"})
+# Whose ``qty`` is the holding that earned the cash, not a change of position.
+INCOME_TYPES = frozenset({"DIV", "DIVCGL", "DIVCGS", "DIVFEE", "DIVFT", "DIVNRA", "DIVROC", "DIVTW", "DIVTXEX",
+                          "DIVWH", "INT", "INTNRA", "INTTW", "WH"})
+NON_TRADE_TYPES = frozenset({
+    "ACATC", "ACATS", "CFEE", "CIL", "CSD", "CSW", "DIV", "DIVCGL", "DIVCGS", "DIVFEE", "DIVFT", "DIVNRA", "DIVROC",
+    "DIVTW", "DIVTXEX", "DIVWH", "EXTRD", "FEE", "FXTRD", "INT", "INTNRA", "INTPNL", "INTTW", "JNL", "JNLC", "JNLS",
+    "MA", "MEM", "MISC", "NC", "OCT", "OPASN", "OPCA", "OPCSH", "OPEXC", "OPEXP", "OPTRD", "PTC", "REORG", "SPIN",
+    "SPLIT", "SWP", "VOF", "WH",
+})
+SEC_FEE_RATE = Decimal("0.0000278")  # REG: SEC fee per dollar of sale proceeds
+TAF_PER_SHARE, TAF_MAX = Decimal("0.000166"), Decimal("8.30")  # FINRA trading activity fee on sales
+ORF_PER_CONTRACT = Decimal("0.02685")  # options regulatory fee, per contract traded
+CRYPTO_FEE_RATE = Decimal("0.0025")  # 25 bps, Alpaca's first volume tier, in the asset received
 
 EventSink = Callable[[Account, dict[str, Any]], None]
 
@@ -181,7 +72,8 @@ class Engine:
     ) -> None:
         self.market = market
         self.calendar = calendar
-        self.now = now
+        self._now = now
+        market.now = now
         self.always_open = always_open
         self.fees = fees
         self.liquidity_notional = liquidity_notional
@@ -191,15 +83,49 @@ class Engine:
         self.on_event: EventSink | None = None
         self.last_close: dict[str, Decimal] = {}  # previous session close per symbol
         self.emit_pending_new = False  # Alpaca sometimes sends pending_new before new
+        self._ns_counter = 0
 
-    # ------------------------------------------------------------------ accounts
+    @property
+    def now(self) -> Callable[[], datetime]:
+        return self._now
+
+    @now.setter
+    def now(self, clock: Callable[[], datetime]) -> None:
+        self._now = clock
+        self.market.now = clock  # option premiums and bars follow the same clock
+
+    # ------------------------------------------------------------------ accounts and instruments
     def add_account(self, acct: Account) -> Account:
         self.accounts[acct.name] = acct
         self.by_key[acct.key_id] = acct
         return acct
 
+    def instrument(self, symbol: str) -> Instrument:
+        return self.market.instruments.get(symbol) or parse_instrument(symbol)
+
+    def resolve_symbol(self, text: str) -> str | None:
+        """An order symbol for ``AAPL``, ``btc/usd`` or the position spelling ``BTCUSD``."""
+        s = text.strip().upper()
+        if s in self.market.quotes:
+            return s
+        for sym in self.market.symbols:
+            if sym.replace("/", "") == s:
+                return sym
+        return None
+
+    def mark(self, symbol: str) -> Decimal:
+        return self.market.price(symbol) if symbol in self.market.quotes else self.last_close.get(symbol, ZERO)
+
     def market_open(self, ts: datetime | None = None) -> bool:
+        """Is the US equity regular session open (``/v2/clock``)?"""
         return self.always_open or self.calendar.is_open(ts or self.now())
+
+    def tradable(self, inst: Instrument, ts: datetime, *, extended_hours: bool = False) -> bool:
+        if self.always_open or inst.asset_class is AssetClass.CRYPTO:
+            return True
+        if extended_hours and inst.is_equity:
+            return self.calendar.is_extended(ts)
+        return self.calendar.is_open(ts)
 
     def _stamp(self, acct: Account, ts: datetime) -> datetime:
         """Strictly increasing millisecond timestamps per account, so activity ids sort in event order."""
@@ -209,17 +135,23 @@ class Engine:
         acct.last_ms = ms
         return datetime.fromtimestamp(ms / 1000, UTC)
 
-    def equity(self, acct: Account) -> Decimal:
-        return acct.cash + sum((p.qty * self.market.price(s) for s, p in acct.positions.items()), ZERO)
+    def market_value(self, symbol: str, p: Position) -> Decimal:
+        return p.qty * self.mark(symbol) * self.instrument(symbol).multiplier
 
-    def buying_power(self, acct: Account) -> Decimal:
-        gross = sum((abs(p.qty * self.market.price(s)) for s, p in acct.positions.items()), ZERO)
+    def equity(self, acct: Account) -> Decimal:
+        return acct.cash + sum((self.market_value(s, p) for s, p in acct.positions.items()), ZERO)
+
+    def buying_power(self, acct: Account, inst: Instrument | None = None) -> Decimal:
+        """Reg-T style for equities (2 × equity − gross exposure); crypto and options buy with cash only."""
+        if inst is not None and not inst.is_equity:
+            return max(ZERO, acct.cash).quantize(CENT, ROUND_DOWN)
+        gross = sum((abs(self.market_value(s, p)) for s, p in acct.positions.items()), ZERO)
         return max(ZERO, self.margin_multiplier * self.equity(acct) - gross).quantize(CENT, ROUND_DOWN)
 
     def snapshot(self, acct: Account, ts: datetime | None = None) -> None:
-        acct.snapshots.append(Snapshot(ts or self.now(), self.equity(acct), acct.cashflow))
+        acct.snapshots.append(Snapshot(ts or self.now(), self.equity(acct), acct.cashflow, dict(acct.flows)))
 
-    # ------------------------------------------------------------------ activities
+    # ------------------------------------------------------------------ non-trade activities
     def cash_activity(
         self,
         acct: Account,
@@ -231,173 +163,128 @@ class Engine:
         symbol: str | None = None,
         qty: Decimal | None = None,
         per_share: Decimal | None = None,
+        price: Decimal | None = None,
+        sub_type: str | None = None,
+        day: date | None = None,
+        position_symbol: str | None = None,
     ) -> Activity:
-        """Record a non-trade activity (CSD, CSW, DIV, FEE, INT, JNLC) and move the cash."""
+        """Post a non-trade activity: move the cash by ``amount`` and, unless it is income, the position
+        of ``position_symbol`` (default ``symbol``) by ``qty``. ``day`` makes it a date-only posting
+        (its id starts at that day's midnight, whenever it is posted)."""
         if kind not in NON_TRADE_TYPES:
             raise ValueError(f"unsupported activity type {kind}")
         at = self._stamp(acct, ts or self.now())
+        amount = amount.quantize(CENT)  # a posting moves whole cents, the amount its net_amount shows
         acct.cash += amount
+        if amount:
+            acct.flows[kind] = acct.flows.get(kind, ZERO) + amount
         if kind in CASHFLOW_TYPES:
             acct.cashflow += amount
-        aid = activity_id(at)
-        data: dict[str, Any] = {
-            "id": aid,
-            "account_id": acct.id,
-            "activity_type": kind,
-            "date": at.astimezone(NY).date().isoformat(),
-            "created_at": rfc3339(at),
-            "net_amount": fmt(amount),
-            "description": description,
-            "status": "executed",
-        }
+        if qty is not None and kind not in INCOME_TYPES and (position_symbol or symbol):
+            self.adjust_position(acct, position_symbol or str(symbol), qty, price, at)
+        posted_day = day or at.astimezone(NY).date()
+        aid = date_activity_id(posted_day) if day is not None else activity_id(at)
+        data: dict[str, Any] = {"id": aid, "account_id": acct.id, "activity_type": kind}
+        if sub_type is not None:
+            data["activity_sub_type"] = sub_type
+        data.update(date=posted_day.isoformat(), net_amount=money(amount), description=description, status="executed")
         if symbol is not None:
             data["symbol"] = symbol
         if qty is not None:
             data["qty"] = fmt(qty)
+        if price is not None:
+            data["price"] = fmt(price)
         if per_share is not None:
             data["per_share_amount"] = fmt(per_share)
-        act = Activity(aid, at, kind, data)
-        acct.activities.append(act)
+        act = Activity(aid, ny_midnight(posted_day) if day is not None else at, kind, data)
+        acct.add_activity(act)
         return act
 
-    # ------------------------------------------------------------------ orders: submission
+    def adjust_position(self, acct: Account, symbol: str, qty: Decimal, price: Decimal | None, at: datetime) -> None:
+        """Add ``qty`` (signed) to a position; ``price`` is the new shares' cost when it grows."""
+        pos = acct.positions.get(symbol) or Position(symbol, opened_at=at)
+        new = pos.qty + qty
+        if price is not None and (pos.qty == 0 or (pos.qty > 0) == (qty > 0)) and new != 0:
+            pos.avg_entry_price = (abs(pos.qty) * pos.avg_entry_price + abs(qty) * price) / abs(new)
+        pos.qty = new
+        if new == 0:
+            acct.positions.pop(symbol, None)
+        else:
+            acct.positions[symbol] = pos
+
+    # ------------------------------------------------------------------ end-of-day postings
+    def post_accruals(self, through: date, *, ts: datetime | None = None) -> int:
+        """Post every accrued fee of a day up to ``through`` (as Alpaca does after the day ends)."""
+        posted = 0
+        for acct in self.accounts.values():
+            keep: list[Accrual] = []
+            for a in acct.accruals:
+                if a.day > through:
+                    keep.append(a)
+                    continue
+                self.cash_activity(acct, a.kind, a.amount, a.description, ts=ts, symbol=a.symbol, qty=a.qty,
+                                   price=a.price, sub_type=a.sub_type, day=a.day,
+                                   position_symbol=self.resolve_symbol(a.symbol) if a.qty is not None else None)
+                posted += 1
+            acct.accruals = keep
+        return posted
+
+    def _accrue_fees(self, acct: Account, order: Order, inst: Instrument, qty: Decimal, price: Decimal,
+                     at: datetime) -> None:
+        """Fees the broker posts at the end of the day: CFEE on every crypto fill; with ``fees``, the
+        regulatory FEEs (REG and TAF on sales and short sales, ORF per option contract)."""
+        day = at.astimezone(NY).date()
+        if inst.asset_class is AssetClass.CRYPTO:
+            if order.side == "buy":  # the fee is taken in the coin received
+                fee_qty = (qty * CRYPTO_FEE_RATE).quantize(QTY_STEP)
+                if fee_qty > 0:
+                    acct.accruals.append(Accrual(day, "CFEE", inst.position_symbol, ZERO, -fee_qty, price,
+                                                 "Coin Pair Transaction Fee (Non USD)"))
+            else:
+                fee_usd = max(CENT, (qty * price * CRYPTO_FEE_RATE).quantize(CENT))
+                acct.accruals.append(Accrual(day, "CFEE", inst.position_symbol, -fee_usd, None, None,
+                                             "Coin Pair Transaction Fee (USD)"))
+            return
+        if not self.fees:
+            return
+        if inst.asset_class is AssetClass.US_OPTION:
+            orf = max(CENT, (qty * ORF_PER_CONTRACT).quantize(CENT))
+            acct.accruals.append(Accrual(day, "FEE", order.symbol, -orf, None, None,
+                                         f"ORF fee for {fmt(qty)} contracts on {day}", "ORF"))
+        if order.side != "sell":
+            return
+        proceeds = qty * price * inst.multiplier
+        reg = max(CENT, (proceeds * SEC_FEE_RATE).quantize(CENT))
+        acct.accruals.append(Accrual(day, "FEE", order.symbol, -reg, None, None,
+                                     f"REG fee for proceed of ${money(proceeds)} on {day}", "REG"))
+        if inst.is_equity:
+            taf = min(TAF_MAX, max(CENT, (qty * TAF_PER_SHARE).quantize(CENT)))
+            acct.accruals.append(Accrual(day, "FEE", order.symbol, -taf, None, None,
+                                         f"TAF fee for proceed of {fmt(qty)} shares on {day}", "TAF"))
+
+    # ------------------------------------------------------------------ orders
     def submit(self, acct: Account, req: dict[str, Any]) -> Order:
         """Validate and accept an order request (the JSON body alpaca-py posts)."""
         now = self.now()
-        symbol = str(req.get("symbol") or "").upper()
-        if symbol not in self.market.quotes:
-            raise OrderError(422, 40010001, f'asset "{symbol}" not found')
-        side = req.get("side")
-        if side not in ("buy", "sell"):
-            raise OrderError(422, 40010001, "side must be buy or sell")
-        otype = req.get("type") or req.get("order_type")
-        if otype not in ORDER_TYPES:
-            raise OrderError(422, 40010001, f"invalid order type {otype!r}")
-        tif = req.get("time_in_force")
-        if tif not in TIME_IN_FORCE:
-            raise OrderError(422, 40010001, f"invalid time_in_force {tif!r}")
-        oclass = req.get("order_class") or "simple"
-        if oclass not in ("simple", "bracket", "oco", "oto"):
-            raise OrderError(422, 40010001, f"invalid order_class {oclass!r}")
-        qty = dec(req["qty"], "qty") if req.get("qty") is not None else None
-        notional = dec(req["notional"], "notional") if req.get("notional") is not None else None
-        if (qty is None) == (notional is None):
-            raise OrderError(422, 40010001, "qty or notional is required (exactly one)")
-        if qty is not None:
-            if qty <= 0:
-                raise OrderError(422, 40010001, "qty must be > 0")
-            if qty != qty.quantize(QTY_STEP, ROUND_DOWN):
-                raise OrderError(422, 40010001, "qty has more than 9 decimal places")
-            fractional = qty != qty.to_integral_value()
-        else:
-            assert notional is not None
-            if notional <= 0 or notional != notional.quantize(CENT):
-                raise OrderError(422, 40010001, "notional must be > 0 with at most 2 decimals")
-            fractional = True
-        if fractional and (otype not in ("market", "limit") or tif != "day" or oclass != "simple"):
-            raise OrderError(422, 40010001, "fractional orders must be simple market or limit orders with time_in_force day")
-        if notional is not None and otype != "market":
-            raise OrderError(422, 40010001, "notional orders must be market orders")
-
-        def price_field(key: str, src: dict[str, Any] | None = None) -> Decimal | None:
-            value = (src if src is not None else req).get(key)
-            if value is None:
-                return None
-            p = dec(value, key)
-            if p <= 0:
-                raise OrderError(422, 40010001, f"{key} must be > 0")
-            if p != p.quantize(CENT):
-                raise OrderError(422, 42210000, f"invalid {key} {value}: sub-penny increment does not fulfill minimum pricing criteria")
-            return p
-
-        limit_price = price_field("limit_price")
-        stop_price = price_field("stop_price")
-        trail_price = dec(req["trail_price"], "trail_price") if req.get("trail_price") is not None else None
-        trail_percent = dec(req["trail_percent"], "trail_percent") if req.get("trail_percent") is not None else None
-        if otype in ("limit", "stop_limit") and limit_price is None:
-            raise OrderError(422, 40010001, "limit_price is required")
-        if otype in ("stop", "stop_limit") and stop_price is None:
-            raise OrderError(422, 40010001, "stop_price is required")
-        if otype == "trailing_stop":
-            if (trail_price is None) == (trail_percent is None):
-                raise OrderError(422, 40010001, "trailing_stop needs exactly one of trail_price or trail_percent")
-            if (trail_price is not None and trail_price <= 0) or (trail_percent is not None and trail_percent <= 0):
-                raise OrderError(422, 40010001, "trail must be > 0")
-        client_order_id = str(req.get("client_order_id") or uuid.uuid4())
-        if len(client_order_id) > 128:
-            raise OrderError(422, 40010001, "client_order_id must be at most 128 characters")
-        if client_order_id in acct.by_client_id:
-            raise OrderError(422, 40010001, "client_order_id must be unique")
-
-        tp = req.get("take_profit") or None
-        sl = req.get("stop_loss") or None
-        tp_price = price_field("limit_price", tp) if tp else None
-        sl_stop = price_field("stop_price", sl) if sl else None
-        sl_limit = price_field("limit_price", sl) if sl else None
-        if oclass == "bracket":
-            if otype not in ("market", "limit") or tif not in ("day", "gtc"):
-                raise OrderError(422, 40010001, "bracket orders must be market or limit, day or gtc")
-            if tp_price is None or sl_stop is None:
-                raise OrderError(422, 40010001, "bracket orders require take_profit.limit_price and stop_loss.stop_price")
-        elif oclass == "oco":
-            if otype != "limit" or tp_price is None or sl_stop is None:
-                raise OrderError(422, 40010001, "oco orders must be limit orders with take_profit and stop_loss")
-            limit_price = tp_price
-        elif oclass == "oto":
-            if (tp_price is None) == (sl_stop is None):
-                raise OrderError(422, 40010001, "oto orders require exactly one of take_profit or stop_loss")
-        elif tp or sl:
-            raise OrderError(422, 40010001, "take_profit/stop_loss need order_class bracket, oco or oto")
-        if tp_price is not None and sl_stop is not None and oclass == "bracket":
-            if (side == "buy" and tp_price <= sl_stop) or (side == "sell" and tp_price >= sl_stop):
-                raise OrderError(422, 42210000, "take_profit.limit_price must be on the profitable side of stop_loss.stop_price")
-
-        quote = self.market.quotes[symbol]
-        ref_price = limit_price or stop_price or quote.price
-        if oclass != "oco":  # an OCO only ever exits
-            est_qty = qty if qty is not None else (notional or ZERO) / ref_price
-            pos_qty = acct.positions[symbol].qty if symbol in acct.positions else ZERO
-            signed = est_qty if side == "buy" else -est_qty
-            increase = max(ZERO, abs(pos_qty + signed) - abs(pos_qty)) * ref_price
-            if increase > 0 and increase > self.buying_power(acct):
-                raise OrderError(403, 40310000, "insufficient buying power")
-
-        status = "new" if self.market_open(now) else "accepted"
-        order = Order(
-            id=str(uuid.uuid4()),
-            client_order_id=client_order_id,
-            symbol=symbol,
-            side=side,
-            type=otype,
-            time_in_force=tif,
-            order_class=oclass,
-            created_at=now,
-            updated_at=now,
-            qty=qty,
-            notional=notional,
-            limit_price=limit_price,
-            stop_price=stop_price,
-            trail_price=trail_price,
-            trail_percent=trail_percent,
-            status=status,
-            extended_hours=bool(req.get("extended_hours") or False),
-            position_intent=req.get("position_intent"),
-        )
-        if otype == "trailing_stop":
-            order.hwm = quote.price
+        order, legs = build_order(self, acct, req, now)
+        inst = self.instrument(order.symbol)
+        status = "new" if self.tradable(inst, now, extended_hours=order.extended_hours) else "accepted"
+        order.status = status
+        if order.type == "trailing_stop":
+            order.hwm = self.market.quotes[order.symbol].price
             order.stop_price = self._trail_stop(order)
         self._register(acct, order)
-        exit_side = "sell" if side == "buy" else "buy"
-        if oclass in ("bracket", "oto"):
-            if tp_price is not None:
-                self._add_leg(acct, order, "take_profit", exit_side, "limit", tp_price, None, "held", now)
-            if sl_stop is not None:
-                kind = "stop_limit" if sl_limit is not None else "stop"
-                self._add_leg(acct, order, "stop_loss", exit_side, kind, sl_limit, sl_stop, "held", now)
-        elif oclass == "oco":
+        exit_side = "sell" if order.side == "buy" else "buy"
+        if order.order_class in ("bracket", "oto"):
+            if legs.tp_price is not None:
+                self._add_leg(acct, order, "take_profit", exit_side, "limit", legs.tp_price, None, "held", now)
+            if legs.sl_stop is not None:
+                kind = "stop_limit" if legs.sl_limit is not None else "stop"
+                self._add_leg(acct, order, "stop_loss", exit_side, kind, legs.sl_limit, legs.sl_stop, "held", now)
+        elif order.order_class == "oco":
             order.leg_role = "take_profit"
-            kind = "stop_limit" if sl_limit is not None else "stop"
-            self._add_leg(acct, order, "stop_loss", side, kind, sl_limit, sl_stop, status, now)
+            kind = "stop_limit" if legs.sl_limit is not None else "stop"
+            self._add_leg(acct, order, "stop_loss", order.side, kind, legs.sl_limit, legs.sl_stop, status, now)
         if self.emit_pending_new:
             order.status = "pending_new"
             self._emit(acct, order, "pending_new", now)
@@ -407,63 +294,11 @@ class Engine:
 
     def replace(self, acct: Account, old: Order, changes: dict[str, Any]) -> Order:
         """PATCH /v2/orders/{id}: a new order takes the old one's place (event ``replaced``, then ``new``)."""
-        if not old.is_open or old.status == "held":
-            raise OrderError(422, 42210000, f'order is not replaceable in "{old.status}" state')
-        if old.filled_qty > 0 or old.notional is not None:
-            raise OrderError(422, 42210000, "partially filled or notional orders cannot be replaced")
         now = self.now()
-        new_qty = dec(changes["qty"], "qty") if changes.get("qty") is not None else old.qty
-        if new_qty is None or new_qty <= 0:
-            raise OrderError(422, 40010001, "qty must be > 0")
-        tif = changes.get("time_in_force") or old.time_in_force
-        if tif not in TIME_IN_FORCE:
-            raise OrderError(422, 40010001, f"invalid time_in_force {tif!r}")
-
-        def price(key: str, current: Decimal | None) -> Decimal | None:
-            if changes.get(key) is None:
-                return current
-            if current is None:
-                raise OrderError(422, 40010001, f"{key} does not apply to a {old.type} order")
-            p = dec(changes[key], key)
-            if p <= 0 or p != p.quantize(CENT):
-                raise OrderError(422, 42210000, f"invalid {key} {changes[key]}")
-            return p
-
-        client_order_id = str(changes.get("client_order_id") or uuid.uuid4())
-        if client_order_id in acct.by_client_id:
-            raise OrderError(422, 40010001, "client_order_id must be unique")
-        new = Order(
-            id=str(uuid.uuid4()),
-            client_order_id=client_order_id,
-            symbol=old.symbol,
-            side=old.side,
-            type=old.type,
-            time_in_force=tif,
-            order_class=old.order_class,
-            created_at=now,
-            updated_at=now,
-            qty=new_qty,
-            limit_price=price("limit_price", old.limit_price),
-            stop_price=price("stop_price", old.stop_price),
-            trail_price=old.trail_price,
-            trail_percent=old.trail_percent,
-            hwm=old.hwm,
-            status=old.status,
-            parent_id=old.parent_id,
-            leg_ids=old.leg_ids,
-            leg_role=old.leg_role,
-            extended_hours=old.extended_hours,
-            position_intent=old.position_intent,
-            replaces=old.id,
-        )
-        if old.type == "trailing_stop" and changes.get("trail") is not None:
-            trail = dec(changes["trail"], "trail")
-            if trail <= 0:
-                raise OrderError(422, 40010001, "trail must be > 0")
-            if old.trail_price is not None:
-                new.trail_price = trail
-            else:
-                new.trail_percent = trail
+        new = replacement(acct, old, changes, now)
+        if new.time_in_force not in TIME_IN_FORCE:
+            raise OrderError(422, 40010001, "invalid time_in_force")
+        if new.type == "trailing_stop":
             new.stop_price = self._trail_stop(new)
         old.status = "replaced"
         old.replaced_by = new.id
@@ -487,33 +322,12 @@ class Engine:
         if order.is_open:
             acct.open_ids[order.id] = None
 
-    def _add_leg(
-        self,
-        acct: Account,
-        parent: Order,
-        role: str,
-        side: str,
-        otype: str,
-        limit_price: Decimal | None,
-        stop_price: Decimal | None,
-        status: str,
-        now: datetime,
-    ) -> Order:
+    def _add_leg(self, acct: Account, parent: Order, role: str, side: str, otype: str, limit_price: Decimal | None,
+                 stop_price: Decimal | None, status: str, now: datetime) -> Order:
         leg = Order(
-            id=str(uuid.uuid4()),
-            client_order_id=str(uuid.uuid4()),
-            symbol=parent.symbol,
-            side=side,
-            type=otype,
-            time_in_force=parent.time_in_force,
-            order_class=parent.order_class,
-            created_at=now,
-            updated_at=now,
-            qty=parent.qty,
-            limit_price=limit_price,
-            stop_price=stop_price,
-            status=status,
-            parent_id=parent.id,
+            id=str(uuid.uuid4()), client_order_id=str(uuid.uuid4()), symbol=parent.symbol, side=side, type=otype,
+            time_in_force=parent.time_in_force, order_class=parent.order_class, created_at=now, updated_at=now,
+            qty=parent.qty, limit_price=limit_price, stop_price=stop_price, status=status, parent_id=parent.id,
             leg_role=role,
         )
         parent.leg_ids.append(leg.id)
@@ -530,7 +344,6 @@ class Engine:
         stop = o.hwm - offset if o.side == "sell" else o.hwm + offset
         return max(CENT, stop.quantize(CENT))
 
-    # ------------------------------------------------------------------ orders: cancel / expire
     def cancel(self, acct: Account, order: Order, *, event: str = "canceled", reason_ts: datetime | None = None) -> None:
         if not order.is_open:
             raise OrderError(422, 42210000, f'order is already in "{order.status}" state')
@@ -570,18 +383,23 @@ class Engine:
             else:
                 self._close(acct, leg, "canceled", now)
 
-    def expire_day_orders(self, now: datetime) -> None:
+    def expire_day_orders(self, now: datetime, *, extended: bool | None = None) -> None:
+        """Day orders expire at the close (``extended=False``: only regular-hours ones; ``True``: only
+        the extended-hours ones, at 20:00; ``None``: all)."""
         for acct in self.accounts.values():
             for oid in list(acct.open_ids):
                 o = acct.orders.get(oid)
-                if o is not None and o.is_open and o.time_in_force == "day" and o.status != "held":
+                if o is None or not o.is_open or o.time_in_force != "day" or o.status == "held":
+                    continue
+                if extended is None or o.extended_hours == extended:
                     self._close(acct, o, "expired", now)
 
     def activate_accepted(self, now: datetime) -> None:
+        """Orders accepted while their market was closed become ``new`` when it opens."""
         for acct in self.accounts.values():
             for oid in list(acct.open_ids):
                 o = acct.orders[oid]
-                if o.status == "accepted":
+                if o.status == "accepted" and self.tradable(self.instrument(o.symbol), now, extended_hours=o.extended_hours):
                     o.status = "new"
                     o.updated_at = now
                     self._emit(acct, o, "new", now)
@@ -590,13 +408,20 @@ class Engine:
     def match(self) -> int:
         """Try every open order of every account against the current quotes; returns fills made."""
         now = self.now()
-        if not self.market_open(now):
-            return 0
         fills = 0
+        open_now: dict[tuple[AssetClass, bool], bool] = {}  # one calendar lookup per class, not per order
         for acct in self.accounts.values():
             for oid in list(acct.open_ids):
                 order = acct.orders.get(oid)
-                if order is not None and order.is_open and order.status not in ("held", "accepted"):
+                if order is None or not order.is_open or order.status in ("held", "accepted"):
+                    continue
+                if order.symbol not in self.market.quotes:
+                    continue  # delisted while working (the corporate action cancels it)
+                inst = self.market.instruments[order.symbol]
+                key = (inst.asset_class, order.extended_hours)
+                if key not in open_now:
+                    open_now[key] = self.tradable(inst, now, extended_hours=order.extended_hours)
+                if open_now[key]:
                     fills += self._try_fill(acct, order, now)
         return fills
 
@@ -623,32 +448,38 @@ class Engine:
                 return None
         return touch
 
+    def _fill_qty(self, acct: Account, order: Order, price: Decimal, now: datetime) -> Decimal | None:
+        """How much fills now (liquidity-capped), or ``None`` when the order ends unfilled."""
+        mult = self.instrument(order.symbol).multiplier
+        if order.notional is not None and order.qty is None:
+            want = (order.notional / price).quantize(QTY_STEP, ROUND_DOWN)
+            if want <= 0:
+                self._close(acct, order, "canceled", now)
+                return None
+            return want
+        remaining = order.remaining
+        assert remaining is not None
+        if order.force_fill:
+            return remaining
+        cap = self.liquidity_notional / (price * mult)
+        if remaining == remaining.to_integral_value():
+            cap = max(Decimal(1), cap.to_integral_value(ROUND_DOWN))
+        if cap >= remaining:
+            return remaining
+        if order.time_in_force == "fok":
+            self._close(acct, order, "canceled", now)
+            return None
+        return cap.quantize(QTY_STEP, ROUND_DOWN)
+
     def _try_fill(self, acct: Account, order: Order, now: datetime) -> int:
         price = self._executable_price(order)
         if price is None:
             if order.time_in_force in ("ioc", "fok"):
                 self._close(acct, order, "canceled", now)
             return 0
-        if order.notional is not None and order.qty is None:
-            want = (order.notional / price).quantize(QTY_STEP, ROUND_DOWN)
-            order.qty = None
-            fill_qty = want
-            if fill_qty <= 0:
-                self._close(acct, order, "canceled", now)
-                return 0
-        else:
-            remaining = order.remaining
-            assert remaining is not None
-            fill_qty = remaining
-            if not order.force_fill:
-                cap = self.liquidity_notional / price
-                if remaining == remaining.to_integral_value():
-                    cap = max(Decimal(1), cap.to_integral_value(ROUND_DOWN))
-                if cap < remaining:
-                    if order.time_in_force == "fok":
-                        self._close(acct, order, "canceled", now)
-                        return 0
-                    fill_qty = cap.quantize(QTY_STEP, ROUND_DOWN)
+        fill_qty = self._fill_qty(acct, order, price, now)
+        if fill_qty is None:
+            return 0
         if not order.force_fill and not self._affordable(acct, order, fill_qty, price):
             if order.filled_qty == 0:
                 order.failed_at = now
@@ -664,19 +495,21 @@ class Engine:
     def _affordable(self, acct: Account, order: Order, qty: Decimal, price: Decimal) -> bool:
         """Buying power is checked again at execution: an order that would open more than the account
         can carry is rejected then (exits and reductions always pass)."""
+        inst = self.instrument(order.symbol)
         pos_qty = acct.positions[order.symbol].qty if order.symbol in acct.positions else ZERO
+        if inst.asset_class is AssetClass.CRYPTO and order.side == "sell" and qty > pos_qty:
+            return False
         signed = qty if order.side == "buy" else -qty
-        increase = max(ZERO, abs(pos_qty + signed) - abs(pos_qty)) * price
-        return increase <= 0 or increase <= self.buying_power(acct) + CENT
+        increase = max(ZERO, abs(pos_qty + signed) - abs(pos_qty)) * price * inst.multiplier
+        return increase <= 0 or increase <= self.buying_power(acct, inst) + CENT
 
-    def _apply_fill(self, acct: Account, order: Order, qty: Decimal, price: Decimal, now: datetime) -> None:
-        at = self._stamp(acct, now)
-        signed = qty if order.side == "buy" else -qty
-        pos = acct.positions.get(order.symbol) or Position(order.symbol)
+    def _book_fill(self, acct: Account, symbol: str, signed: Decimal, price: Decimal, at: datetime) -> Decimal:
+        """Move the position and the cash of one fill; returns the position's new quantity."""
+        pos = acct.positions.get(symbol) or Position(symbol)
         old = pos.qty
         new = old + signed
         if old == 0 or (old > 0) == (signed > 0):
-            pos.avg_entry_price = (abs(old) * pos.avg_entry_price + qty * price) / abs(new)
+            pos.avg_entry_price = (abs(old) * pos.avg_entry_price + abs(signed) * price) / abs(new)
             if old == 0:
                 pos.opened_at = at
         elif abs(signed) > abs(old):
@@ -684,11 +517,20 @@ class Engine:
             pos.opened_at = at
         pos.qty = new
         if new == 0:
-            acct.positions.pop(order.symbol, None)
+            acct.positions.pop(symbol, None)
         else:
-            acct.positions[order.symbol] = pos
-        acct.cash -= signed * price
+            acct.positions[symbol] = pos
+        acct.cash -= signed * price * self.instrument(symbol).multiplier
+        return new
 
+    def _apply_fill(self, acct: Account, order: Order, qty: Decimal, price: Decimal, now: datetime) -> None:
+        at = self._stamp(acct, now)
+        inst = self.instrument(order.symbol)
+        signed = qty if order.side == "buy" else -qty
+        held = acct.positions[order.symbol].qty if order.symbol in acct.positions else ZERO
+        # Alpaca reports a sale that opens or adds to a short as ``sell_short`` in the FILL activity.
+        opening_short = order.side == "sell" and held <= 0 and inst.is_equity
+        new = self._book_fill(acct, order.symbol, signed, price, at)
         order.filled_qty += qty
         order.filled_value += qty * price
         order.updated_at = at
@@ -701,41 +543,16 @@ class Engine:
             order.status = "partially_filled"
         leaves = ZERO if done or order.qty is None else order.qty - order.filled_qty
         aid = activity_id(at)
-        acct.activities.append(
-            Activity(
-                aid,
-                at,
-                "FILL",
-                {
-                    "id": aid,
-                    "account_id": acct.id,
-                    "activity_type": "FILL",
-                    "transaction_time": rfc3339(at),
-                    "type": "fill" if done else "partial_fill",
-                    "price": fmt(price),
-                    "qty": fmt(qty),
-                    "side": order.side,
-                    "symbol": order.symbol,
-                    "leaves_qty": fmt(leaves),
-                    "cum_qty": fmt(order.filled_qty),
-                    "order_id": order.id,
-                    "order_status": order.status,
-                },
-            )
-        )
-        self._emit(
-            acct,
-            order,
-            "fill" if done else "partial_fill",
-            at,
-            price=price,
-            qty=qty,
-            position_qty=new,
-            execution_id=str(uuid.uuid4()),
-        )
-        if self.fees and order.side == "sell":
-            fee = max(CENT, (qty * price * SEC_FEE_RATE).quantize(CENT))
-            self.cash_activity(acct, "FEE", -fee, f"REG FEE {order.symbol}", ts=at, symbol=order.symbol)
+        acct.add_activity(Activity(aid, at, "FILL", {
+            "id": aid, "account_id": acct.id, "activity_type": "FILL", "transaction_time": rfc3339(at),
+            "type": "fill" if done else "partial_fill", "price": fmt(price), "qty": fmt(qty),
+            "side": "sell_short" if opening_short else order.side, "symbol": order.symbol,
+            "leaves_qty": fmt(leaves), "cum_qty": fmt(order.filled_qty), "order_id": order.id,
+            "order_status": order.status,
+        }))
+        self._emit(acct, order, "fill" if done else "partial_fill", at, price=price, qty=qty, position_qty=new,
+                   execution_id=str(uuid.uuid4()))
+        self._accrue_fees(acct, order, inst, qty, price, at)
         # An exit leg that starts filling cancels its sibling (one-cancels-other).
         if order.parent_id is not None or order.order_class == "oco":
             group = acct.orders[order.parent_id] if order.parent_id else order
@@ -750,7 +567,9 @@ class Engine:
     def _emit(self, acct: Account, order: Order, event: str, ts: datetime, **extra: Any) -> None:
         if self.on_event is None:
             return
-        data: dict[str, Any] = {"event": event, "timestamp": rfc3339(ts), "order": self.order_json(acct, order)}
+        self._ns_counter = (self._ns_counter + 1) % 1000
+        data: dict[str, Any] = {"event": event, "timestamp": rfc3339_ns_ny(ts, self._ns_counter),
+                                "order": self.order_json(acct, order)}
         if "price" in extra:
             data["price"] = fmt(extra["price"])
             data["qty"] = fmt(extra["qty"])
@@ -759,129 +578,10 @@ class Engine:
         self.on_event(acct, data)
 
     def order_json(self, acct: Account, o: Order, *, nested: bool = True) -> dict[str, Any]:
-        avg = (o.filled_value / o.filled_qty).quantize(Decimal("0.0001")) if o.filled_qty else None
-        legs = [self.order_json(acct, acct.orders[i], nested=False) for i in o.leg_ids] if nested and o.leg_ids else None
-        return {
-            "id": o.id,
-            "client_order_id": o.client_order_id,
-            "created_at": rfc3339(o.created_at),
-            "updated_at": rfc3339(o.updated_at or o.created_at),
-            "submitted_at": rfc3339(o.created_at),
-            "filled_at": rfc3339(o.filled_at),
-            "expired_at": rfc3339(o.expired_at),
-            "expires_at": None,
-            "canceled_at": rfc3339(o.canceled_at),
-            "failed_at": rfc3339(o.failed_at),
-            "replaced_at": rfc3339(o.replaced_at),
-            "replaced_by": o.replaced_by,
-            "replaces": o.replaces,
-            "asset_id": asset_id(o.symbol),
-            "symbol": o.symbol,
-            "asset_class": "us_equity",
-            "notional": fmt(o.notional),
-            "qty": fmt(o.qty),
-            "filled_qty": fmt(o.filled_qty),
-            "filled_avg_price": fmt(avg),
-            "order_class": o.order_class,
-            "order_type": o.type,
-            "type": o.type,
-            "side": o.side,
-            "position_intent": o.position_intent,
-            "time_in_force": o.time_in_force,
-            "limit_price": fmt(o.limit_price),
-            "stop_price": fmt(o.stop_price),
-            "status": o.status,
-            "extended_hours": o.extended_hours,
-            "legs": legs,
-            "trail_percent": fmt(o.trail_percent),
-            "trail_price": fmt(o.trail_price),
-            "hwm": fmt(o.hwm),
-            "ratio_qty": None,
-        }
+        return render.order_json(self, acct, o, nested=nested)
 
     def position_json(self, acct: Account, p: Position) -> dict[str, Any]:
-        q = self.market.quotes[p.symbol]
-        price = q.price
-        mv = p.qty * price
-        cost = p.qty * p.avg_entry_price
-        upl = mv - cost
-        lastday = self.last_close.get(p.symbol) or price
-        intraday = p.qty * (price - lastday)
-        return {
-            "asset_id": asset_id(p.symbol),
-            "symbol": p.symbol,
-            "exchange": "NASDAQ",
-            "asset_class": "us_equity",
-            "asset_marginable": True,
-            "avg_entry_price": fmt(p.avg_entry_price.quantize(Decimal("0.0001"))),
-            "qty": fmt(p.qty),
-            "qty_available": fmt(p.qty),
-            "side": "long" if p.qty > 0 else "short",
-            "market_value": fmt(mv.quantize(CENT)),
-            "cost_basis": fmt(cost.quantize(CENT)),
-            "unrealized_pl": fmt(upl.quantize(CENT)),
-            "unrealized_plpc": fmt((upl / abs(cost)).quantize(Decimal("0.0000001")) if cost else ZERO),
-            "unrealized_intraday_pl": fmt(intraday.quantize(CENT)),
-            "unrealized_intraday_plpc": fmt(((price - lastday) / lastday).quantize(Decimal("0.0000001")) if lastday else ZERO),
-            "current_price": fmt(price),
-            "lastday_price": fmt(lastday),
-            "change_today": fmt(((price - lastday) / lastday).quantize(Decimal("0.0000001")) if lastday else ZERO),
-        }
+        return render.position_json(self, acct, p)
 
     def account_json(self, acct: Account) -> dict[str, Any]:
-        equity = self.equity(acct)
-        long_mv = sum((p.qty * self.market.price(s) for s, p in acct.positions.items() if p.qty > 0), ZERO)
-        short_mv = sum((p.qty * self.market.price(s) for s, p in acct.positions.items() if p.qty < 0), ZERO)
-        bp = self.buying_power(acct)
-        margin = ((long_mv - short_mv) / 2).quantize(CENT)
-        return {
-            "id": acct.id,
-            "account_number": acct.account_number,
-            "status": "ACTIVE",
-            "crypto_status": "INACTIVE",
-            "currency": "USD",
-            "buying_power": fmt(bp),
-            "regt_buying_power": fmt(bp),
-            "daytrading_buying_power": fmt(bp),
-            "non_marginable_buying_power": fmt(max(ZERO, acct.cash).quantize(CENT, ROUND_DOWN)),
-            "options_buying_power": fmt(max(ZERO, acct.cash).quantize(CENT, ROUND_DOWN)),
-            "cash": fmt(acct.cash),
-            "accrued_fees": "0",
-            "pending_transfer_out": "0",
-            "pending_transfer_in": "0",
-            "portfolio_value": fmt(equity),
-            "pattern_day_trader": False,
-            "trading_blocked": False,
-            "transfers_blocked": False,
-            "account_blocked": False,
-            "created_at": rfc3339(acct.created_at),
-            "trade_suspended_by_user": False,
-            "multiplier": fmt(self.margin_multiplier),
-            "shorting_enabled": True,
-            "equity": fmt(equity),
-            "last_equity": fmt(acct.last_equity if acct.last_equity is not None else equity),
-            "long_market_value": fmt(long_mv),
-            "short_market_value": fmt(short_mv),
-            "initial_margin": fmt(margin),
-            "maintenance_margin": fmt(margin),
-            "last_maintenance_margin": fmt(margin),
-            "sma": fmt(equity.quantize(CENT)),
-            "daytrade_count": 0,
-            "options_approved_level": 0,
-            "options_trading_level": 0,
-        }
-
-
-def parse_time(value: str | None, *, end_of_day: bool = False) -> datetime | None:
-    """RFC 3339 timestamp or ``YYYY-MM-DD`` (as UTC midnight; ``end_of_day`` for the next midnight)."""
-    if value is None or value == "":
-        return None
-    text = value.strip().replace(" ", "+")
-    try:
-        if len(text) == 10:
-            ts = datetime.fromisoformat(text).replace(tzinfo=UTC)
-            return ts + timedelta(days=1) if end_of_day else ts
-        ts = datetime.fromisoformat(text)
-    except ValueError:
-        raise OrderError(422, 40010001, f"invalid timestamp {value!r}") from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+        return render.account_json(self, acct)

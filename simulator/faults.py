@@ -1,9 +1,18 @@
-"""Fault knobs for reliability tests: set by CLI flags and changed at run time by ``POST /admin/faults``."""
+"""Fault knobs for reliability tests: set by CLI flags and changed at run time by ``POST /admin/faults``.
+
+Besides transport faults (REST errors and hangs, websocket drops, delays, duplicates, reorders) the
+ledger knobs make each reconciliation cause happen on purpose: a fill or an activity missing from
+the activities endpoint (for good, or for a while), an activity listed twice, a trade update never
+sent, and the day's fees posted days late.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timedelta
 from typing import Any
+
+from simulator.models import Activity
 
 STREAM_CONFLICT_MODES = ("reject", "replace", "allow")
 
@@ -35,6 +44,40 @@ class Faults:
     emit_pending_new: bool = False
     """Send a ``pending_new`` trade update before ``new`` (as Alpaca does for some orders)."""
 
+    hide_activity_ids: list[str] = field(default_factory=list)
+    """Activities (fills or non-trade) the activities endpoint leaves out (a dropped record)."""
+    delay_activity_s: float = 0.0
+    """Every activity appears on the activities endpoint only this many simulated seconds after it happened."""
+    duplicate_activity_ids: list[str] = field(default_factory=list)
+    """Activities the activities endpoint lists twice (same id, as a buggy page boundary would)."""
+    drop_fill_updates: int = 0
+    """The next N ``fill``/``partial_fill`` trade updates are never sent."""
+    fee_post_delay_days: int = 0
+    """End-of-day fees (FEE, CFEE) are posted this many days late (still dated their trade day)."""
+
+    def visible(self, acts: list[Activity], now: datetime) -> list[Activity]:
+        """The activities the REST endpoint shows now, after the ledger faults."""
+        if not (self.hide_activity_ids or self.delay_activity_s or self.duplicate_activity_ids):
+            return acts
+        hidden = set(self.hide_activity_ids)
+        twice = set(self.duplicate_activity_ids)
+        cutoff = now - timedelta(seconds=self.delay_activity_s)
+        out: list[Activity] = []
+        for a in acts:
+            if a.id in hidden or (self.delay_activity_s and a.ts > cutoff):
+                continue
+            out.append(a)
+            if a.id in twice:
+                out.append(a)  # the same id twice in a row: pagination by id still terminates
+        return out
+
+    def drop_trade_update(self, data: dict[str, Any]) -> bool:
+        """Whether to swallow this trade update (counted, not random, so a test drops exactly N)."""
+        if self.drop_fill_updates > 0 and data.get("event") in ("fill", "partial_fill"):
+            self.drop_fill_updates -= 1
+            return True
+        return False
+
     def update(self, changes: dict[str, Any]) -> None:
         """Apply a partial update; unknown knobs or bad values raise ``ValueError`` and change nothing."""
         known = {f.name: f for f in fields(self)}
@@ -48,6 +91,12 @@ class Faults:
                     value = [value]
                 if not isinstance(value, list) or not value or not all(isinstance(c, int) and 400 <= c <= 599 for c in value):
                     raise ValueError("rest_error_codes must be a non-empty list of HTTP error codes")
+            elif key in ("hide_activity_ids", "duplicate_activity_ids"):
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ValueError(f"{key} must be a list of activity ids")
+            elif key in ("drop_fill_updates", "fee_post_delay_days"):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"{key} must be an integer >= 0")
             elif key == "emit_pending_new":
                 if not isinstance(value, bool):
                     raise ValueError("emit_pending_new must be true or false")

@@ -1,9 +1,11 @@
-"""Prices and the session clock.
+"""Prices, the bars they leave behind, and the session clock.
 
-Prices are a seeded random walk per symbol (log-normal steps scaled by the simulated time that
-passed, plus a gap at each session open), so the same seed and the same sequence of steps give the
-same prices. The session clock follows the NYSE calendar (``exchange_calendars`` XNYS) unless the
-simulator runs ``always_open``.
+Prices are a seeded random walk per equity and crypto symbol (log-normal steps scaled by the
+simulated time that passed, plus a gap at each session open for equities), so the same seed and
+the same sequence of steps give the same prices. Option premiums follow their underlying (see
+:func:`simulator.instruments.option_price`). Every quote is also folded into one-minute OHLCV bars
+(the market-data endpoint serves them). The session clock is the NYSE calendar of
+``core.market_schedule``.
 """
 
 from __future__ import annotations
@@ -12,16 +14,17 @@ import bisect
 import math
 import random
 import uuid
-import warnings
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
-import exchange_calendars as xcals
-import pandas as pd
+from core import market_schedule
+from simulator.instruments import PRE_MARKET_OPEN, AssetClass, Instrument, option_price, parse_instrument
+from simulator.wire import CENT, NY
 
-CENT = Decimal("0.01")
 SESSION_SECONDS = 6.5 * 3600
+CRYPTO_VOL_FACTOR = 2.5  # crypto moves more than the equity universe, around the clock
 
 # A small, liquid default universe with plausible starting prices.
 DEFAULT_UNIVERSE: dict[str, float] = {
@@ -36,6 +39,7 @@ DEFAULT_UNIVERSE: dict[str, float] = {
     "QQQ": 470.0,
     "JPM": 200.0,
 }
+CRYPTO_UNIVERSE: dict[str, float] = {"BTC/USD": 64_000.0, "ETH/USD": 3_100.0}
 
 _ASSET_NS = uuid.UUID("6c0f6f3e-5b51-4a4f-9a43-6f2f1c6d9a10")
 
@@ -58,8 +62,23 @@ class Quote:
     size: int
 
 
+@dataclass(slots=True)
+class Bar:
+    """One minute of one symbol: ``t`` is the minute's start (UTC)."""
+
+    t: datetime
+    o: Decimal
+    h: Decimal
+    low: Decimal
+    c: Decimal
+    v: int
+    n: int = 1
+    vw_sum: Decimal = field(default=Decimal(0))  # Σ price × size, for the bar's VWAP
+    ts_s: int = 0  # ``t`` as Unix seconds (the hot path compares these)
+
+
 class Market:
-    """Seeded random-walk prices for a fixed universe of symbols."""
+    """Seeded random-walk prices for a universe of equities, crypto pairs and option contracts."""
 
     def __init__(
         self,
@@ -69,74 +88,167 @@ class Market:
         daily_vol: float = 0.016,
         gap_vol: float = 0.008,
         spread_bps: float = 1.0,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         universe = symbols or DEFAULT_UNIVERSE
-        self.symbols: list[str] = list(universe)
-        self._log_price = {s: math.log(p) for s, p in universe.items()}
+        self.now: Callable[[], datetime] = now or (lambda: datetime.now(UTC))
+        self.instruments: dict[str, Instrument] = {}
+        self.symbols: list[str] = []
+        self._log_price: dict[str, float] = {}
         self._rng = random.Random(f"market:{seed}")
         self._sigma_per_sqrt_s = daily_vol / math.sqrt(SESSION_SECONDS)
         self._gap_vol = gap_vol
         self._spread = spread_bps / 10_000
         self.quotes: dict[str, Quote] = {}
         self.overrides: dict[str, Decimal] = {}
-        for s in self.symbols:
-            self._requote(s)
+        self.bars: dict[str, list[Bar]] = {}
+        self.record_bars = True
+        self.adjustments: list[tuple[str, datetime, str, Decimal]] = []  # (symbol, at, "split"/"dividend", factor)
+        for s, p in universe.items():
+            self.add_symbol(s, p)
 
-    def _requote(self, symbol: str) -> Quote:
-        price = self.overrides.get(symbol) or to_cents(math.exp(self._log_price[symbol]))
+    # ------------------------------------------------------------------ universe
+    def add_symbol(self, symbol: str, price: float) -> Instrument:
+        inst = parse_instrument(symbol)
+        self.instruments[symbol] = inst
+        if symbol not in self.symbols:
+            self.symbols.append(symbol)
+        if inst.asset_class is not AssetClass.US_OPTION:
+            self._log_price[symbol] = math.log(price)
+        self._requote(symbol)
+        return inst
+
+    def remove_symbol(self, symbol: str) -> None:
+        """Delist (a merger's target): no more quotes; its bars stay for the history endpoint."""
+        self.symbols.remove(symbol)
+        self.quotes.pop(symbol, None)
+        self._log_price.pop(symbol, None)
+        self.overrides.pop(symbol, None)
+
+    def rename(self, old: str, new: str) -> None:
+        """A symbol change: the walk and the bar history continue under the new symbol."""
+        self.symbols[self.symbols.index(old)] = new
+        self.bars[new] = self.bars.pop(old, [])  # history follows the new symbol, as Alpaca's data does
+        self.adjustments = [(new if s == old else s, t, k, f) for s, t, k, f in self.adjustments]
+        self.instruments[new] = parse_instrument(new)
+        self._log_price[new] = self._log_price.pop(old)
+        if old in self.overrides:
+            self.overrides[new] = self.overrides.pop(old)
+        self.quotes.pop(old, None)
+        self._requote(new)
+
+    def scale(self, symbol: str, factor: Decimal) -> None:
+        """Multiply a price by ``factor`` (a split divides it by the split ratio)."""
+        if symbol in self.overrides:
+            self.overrides[symbol] = (self.overrides[symbol] * factor).quantize(CENT)
+        self._log_price[symbol] += math.log(float(factor))
+        self._requote(symbol)
+
+    def record_split(self, symbol: str, at: datetime, ratio: Decimal) -> None:
+        self.adjustments.append((symbol, at, "split", ratio))
+
+    def record_dividend(self, symbol: str, at: datetime, per_share: Decimal) -> None:
+        """Dividend adjustment factor for earlier bars: 1 − dividend / the price before it."""
+        price = self.quotes[symbol].price if symbol in self.quotes else Decimal(0)
+        if price > 0:
+            self.adjustments.append((symbol, at, "dividend", 1 - per_share / price))
+
+    def of_class(self, *classes: AssetClass) -> list[str]:
+        return [s for s in self.symbols if self.instruments[s].asset_class in classes]
+
+    # ------------------------------------------------------------------ quotes
+    def _requote(self, symbol: str, minute: int | None = None) -> Quote:
+        inst = self.instruments[symbol]
+        if inst.asset_class is AssetClass.US_OPTION:
+            assert inst.underlying is not None
+            under = self.quotes[inst.underlying].price if inst.underlying in self.quotes else Decimal(0)
+            price = self.overrides.get(symbol) or to_cents(option_price(inst, under, self.now()))
+        else:
+            price = self.overrides.get(symbol) or to_cents(math.exp(self._log_price[symbol]))
         price = max(price, CENT)
-        half = max(CENT, to_cents(float(price) * self._spread / 2))
+        spread = self._spread * (5 if inst.asset_class is not AssetClass.US_EQUITY else 1)
+        half = max(CENT, to_cents(float(price) * spread / 2))
         size = 100 * (1 + int(self._rng.random() * 20))
         quote = Quote(symbol, price, max(CENT, price - half), price + half, size)
         self.quotes[symbol] = quote
+        if self.record_bars:
+            self._record(quote, self._minute() if minute is None else minute)
         return quote
 
-    def step(self, dt_s: float) -> list[Quote]:
-        """Advance every symbol by ``dt_s`` simulated seconds; returns the new quotes."""
+    def _minute(self) -> int:
+        return int(self.now().timestamp()) // 60 * 60
+
+    def _record(self, q: Quote, minute_s: int) -> None:
+        series = self.bars.get(q.symbol)
+        if series is None:
+            series = self.bars[q.symbol] = []
+        if series and series[-1].ts_s == minute_s:
+            bar = series[-1]
+            bar.h, bar.low, bar.c = max(bar.h, q.price), min(bar.low, q.price), q.price
+            bar.v += q.size
+            bar.n += 1
+            bar.vw_sum += q.price * q.size
+        elif not series or series[-1].ts_s < minute_s:
+            t = datetime.fromtimestamp(minute_s, UTC)
+            series.append(Bar(t, q.price, q.price, q.price, q.price, q.size, 1, q.price * q.size, minute_s))
+
+    def step(self, dt_s: float, classes: Iterable[AssetClass] | None = None) -> list[Quote]:
+        """Advance the symbols of ``classes`` (default: all) by ``dt_s`` simulated seconds; options
+        of a moving underlying are re-priced. Returns the new quotes."""
+        moving = set(classes) if classes is not None else set(AssetClass)
         sigma = self._sigma_per_sqrt_s * math.sqrt(max(dt_s, 0.0))
+        minute = self._minute()
         out = []
-        for s in self.symbols:
-            if s not in self.overrides:
-                self._log_price[s] += self._rng.gauss(0.0, sigma) - 0.5 * sigma * sigma
-            out.append(self._requote(s))
+        for s in list(self.symbols):
+            inst = self.instruments[s]
+            if inst.asset_class not in moving:
+                continue
+            if inst.asset_class is not AssetClass.US_OPTION and s not in self.overrides:
+                sig = sigma * (CRYPTO_VOL_FACTOR if inst.asset_class is AssetClass.CRYPTO else 1.0)
+                self._log_price[s] += self._rng.gauss(0.0, sig) - 0.5 * sig * sig
+            out.append(self._requote(s, minute))
         return out
 
     def gap(self) -> None:
-        """Overnight gap, applied once at each session open."""
-        for s in self.symbols:
+        """Overnight gap of the equities, applied once at each session open."""
+        for s in self.of_class(AssetClass.US_EQUITY):
             if s not in self.overrides:
                 self._log_price[s] += self._rng.gauss(0.0, self._gap_vol)
+            self._requote(s)
+        for s in self.of_class(AssetClass.US_OPTION):
             self._requote(s)
 
     def set_price(self, symbol: str, price: Decimal | None) -> None:
         """Pin a symbol's price (tests); ``None`` releases it and the walk continues from there."""
         if price is None:
             pinned = self.overrides.pop(symbol, None)
-            if pinned is not None:
+            if pinned is not None and symbol in self._log_price:
                 self._log_price[symbol] = math.log(float(pinned))
         else:
             self.overrides[symbol] = price.quantize(CENT)
-            self._log_price[symbol] = math.log(float(price))
+            if symbol in self._log_price:
+                self._log_price[symbol] = math.log(float(price))
         self._requote(symbol)
+        for s in self.of_class(AssetClass.US_OPTION):
+            if self.instruments[s].underlying == symbol:
+                self._requote(s)
 
     def price(self, symbol: str) -> Decimal:
         return self.quotes[symbol].price
 
 
 class SessionCalendar:
-    """NYSE regular sessions as UTC (open, close) pairs, looked up by bisection."""
+    """NYSE regular sessions (from ``core.market_schedule``) as UTC (open, close) pairs, looked up by
+    bisection, plus the extended-hours window equities may trade in."""
 
     def __init__(self, start: date, end: date) -> None:
-        with warnings.catch_warnings():
-            # exchange_calendars 4.13 calls Series.values on tz-aware data, which pandas 3.1 deprecates.
-            warnings.filterwarnings("ignore", message="Series.values returning an ndarray", category=Warning)
-            cal = xcals.get_calendar("XNYS", start=pd.Timestamp(start), end=pd.Timestamp(end))
-            sched = cal.schedule.loc[pd.Timestamp(start) : pd.Timestamp(end)]
-        self.sessions: list[tuple[datetime, datetime]] = [
-            (o.to_pydatetime().astimezone(UTC), c.to_pydatetime().astimezone(UTC))
-            for o, c in zip(sched["open"], sched["close"], strict=True)
-        ]
+        self.sessions: list[tuple[datetime, datetime]] = []
+        for day in market_schedule.sessions_between(start, end):
+            s = market_schedule.session(day)
+            if s is not None:
+                self.sessions.append((s.open, s.close))
         self._opens = [o for o, _ in self.sessions]
+        self._by_day = {o.astimezone(NY).date(): (o, c) for o, c in self.sessions}
 
     def session_at(self, ts: datetime) -> tuple[datetime, datetime] | None:
         i = bisect.bisect_right(self._opens, ts) - 1
@@ -148,6 +260,18 @@ class SessionCalendar:
 
     def is_open(self, ts: datetime) -> bool:
         return self.session_at(ts) is not None
+
+    def is_session_day(self, day: date) -> bool:
+        return day in self._by_day
+
+    def is_extended(self, ts: datetime) -> bool:
+        """Pre-market, regular or after hours: 04:00 to 20:00 New York on a session day (a half day's
+        after hours end four hours after its early close)."""
+        local = ts.astimezone(NY)
+        session = self._by_day.get(local.date())
+        if session is None:
+            return False
+        return datetime.combine(local.date(), PRE_MARKET_OPEN, NY) <= ts < session[1] + timedelta(hours=4)
 
     def next_open(self, ts: datetime) -> datetime:
         i = bisect.bisect_right(self._opens, ts)

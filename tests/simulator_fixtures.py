@@ -20,8 +20,9 @@ or without pytest fixtures: ``start_simulator(tmp_path, accounts=2, seed=1, extr
 ``SimHandle``: ``.state`` (the dict written by ``--state-out``: rest_url, stream_url, zmq_url,
 admin_url, pid, accounts), ``.accounts``, ``.admin(path, json=None, method=None)`` (returns the
 decoded JSON answer of ``/admin<path>``; raises on HTTP errors), ``.trading_client(i)``,
-``.stop()``. Both the REST port and the ZMQ port are chosen by the OS (``--port 0`` and
-``tcp://127.0.0.1:*``), so parallel simulators never collide. The market is always open.
+``.stop()``; ``.admin_headers`` (the admin API's bearer token). Both the REST port and the ZMQ port are chosen by the OS (``--port 0`` and
+``tcp://127.0.0.1:*``), so parallel simulators never collide. The market is always open (``--always-open``) unless
+``extra_args`` has ``--nyse-hours``.
 """
 
 from __future__ import annotations
@@ -81,9 +82,14 @@ class SimHandle:
     def admin(self, path: str, json: Any = None, method: str | None = None, timeout: float = 10.0) -> Any:
         """Call ``/admin<path>``: POST when ``json`` is given, GET otherwise (or ``method``)."""
         verb = method or ("POST" if json is not None else "GET")
-        resp = requests.request(verb, f"{self.rest_url}/admin{path}", json=json, timeout=timeout)
+        resp = requests.request(verb, f"{self.rest_url}/admin{path}", json=json, timeout=timeout, headers=self.admin_headers)
         resp.raise_for_status()
         return resp.json()
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """The bearer token the admin API requires (from the state file)."""
+        return {"Authorization": f"Bearer {self.state['admin_token']}"} if self.state.get("admin_token") else {}
 
     def trading_client(self, index: int = 0) -> Any:
         from alpaca.trading.client import TradingClient
@@ -156,6 +162,7 @@ def start_simulator(
         "tcp://127.0.0.1:*" if zmq else "none",
         "--state-out",
         str(state_path),
+        "--always-open",  # tests choose their moment; ``extra_args=["--nyse-hours"]`` follows NYSE sessions
         *(extra_args or []),
     ]
     with log_path.open("wb") as log:

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simulator.bot import STYLES, Bot, ManualClock, generate_history
+from simulator.bot import STYLES, Bot
+from simulator.history import ManualClock, generate_history
 from simulator.engine import Account, Engine, OrderError
 from simulator.market import Market, SessionCalendar
 

@@ -59,10 +59,10 @@ def test_hang_makes_rest_calls_time_out(sim):
 
 
 def test_fault_updates_are_validated(sim):
-    bad = requests.post(f"{sim.rest_url}/admin/faults", json={"no_such_knob": 1}, timeout=5)
+    bad = requests.post(f"{sim.rest_url}/admin/faults", json={"no_such_knob": 1}, timeout=5, headers=sim.admin_headers)
     assert bad.status_code == 422
     assert "no_such_knob" in bad.json()["message"]
-    bad_rate = requests.post(f"{sim.rest_url}/admin/faults", json={"rest_error_rate": 2}, timeout=5)
+    bad_rate = requests.post(f"{sim.rest_url}/admin/faults", json={"rest_error_rate": 2}, timeout=5, headers=sim.admin_headers)
     assert bad_rate.status_code == 422
     assert sim.admin("/faults")["rest_error_rate"] == 0.0
 

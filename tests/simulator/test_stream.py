@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import datetime
 
@@ -124,7 +125,10 @@ def test_listen_reply_and_raw_message_shape(sim):
     data = msgs[1]["data"]
     assert set(data) == {"event", "order", "timestamp", "price", "qty", "position_qty", "execution_id"}
     assert data["order"]["id"] == order["id"]
-    assert data["timestamp"].endswith("Z")
+    # Alpaca's trade updates carry nanoseconds and the New York offset (…T10:31:02.123456789-05:00).
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}-0[45]:00", data["timestamp"]), data["timestamp"]
+    stamp = datetime.fromisoformat(data["timestamp"][:26] + data["timestamp"][29:])
+    assert stamp == datetime.fromisoformat(data["order"]["filled_at"].replace("Z", "+00:00"))
     assert isinstance(data["price"], str)
     assert isinstance(data["qty"], str)
 
