@@ -29,6 +29,8 @@ from core.db import resolve_dsn
 from core.settings import PROJECT_ROOT, Settings, load_settings
 from dashboard import pages
 from dashboard.context import EXTENSION_KEY, Runtime, view_prefs
+from dashboard.metrics_endpoint import register_metrics
+from dashboard.pages.alerts import nav_item as alerts_nav_item
 from dashboard.pages.health import feed_age_s
 from dashboard.queries import ReadModel
 from dashboard.sse import NotifyHub, register_sse
@@ -118,6 +120,7 @@ def create_app(settings: Settings | None = None, *, start_listener: bool = True,
     server.extensions[EXTENSION_KEY] = Runtime(settings=settings, model=model, hub=hub)
 
     _register_routes(app, settings, model)
+    register_metrics(server)
     _serve_plotly_bundle(app)
     _preload(app, AG_GRID_CHUNK)
     _serve_regenerator(app)
@@ -420,6 +423,7 @@ def _shell(settings: Settings, page_container: Any = None) -> Any:
                             [
                                 dbc.NavItem(dbc.NavLink("Overview", href="/", active="exact")),
                                 dbc.NavItem(dbc.NavLink("Activities", href="/activities", active="partial")),
+                                alerts_nav_item(),
                                 dbc.NavItem(dbc.NavLink("Health", href="/health", active="exact")),
                             ],
                             navbar=True,
