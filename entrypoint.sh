@@ -14,7 +14,7 @@
 # non-zero, so the platform restarts it. SIGTERM and SIGINT reach the command as SIGTERM so gunicorn and
 # the workers drain; the tunnels stop only after the command has exited, so its last writes get through.
 # The service token goes to cloudflared through its environment only: never on a command line, never
-# printed.
+# printed, and never to the command (it is unset before the command starts).
 set -euo pipefail
 
 log() { printf '%s entrypoint: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
@@ -187,6 +187,10 @@ else
 fi
 
 # ---- supervision -------------------------------------------------------------------------------
+
+# The service token is cloudflared's alone (it got it above): the command never needs it, so a
+# compromised dashboard or worker cannot read it from its own environment (/proc/self/environ).
+unset CF_ACCESS_CLIENT_ID CF_ACCESS_CLIENT_SECRET cf_id cf_secret
 
 "${cmd[@]}" &
 app_pid=$!

@@ -4,6 +4,7 @@ Every knob has a default documented in the README's Configuration table and in `
 Names that look like ours but are not known (``COLDHARBOUR_*`` typos, ``SNAPSHOT_SECS``...) are
 rejected with a message naming the variable and the closest known name.
 
+An empty value means "unset" (the default), so a deployment can forward ``NAME=${NAME:-}``.
 Values are checked before anything touches the database, and an error names where the value came
 from (``environment variable X`` or ``path/.env:LINE: X``) and what is wrong with it. The rules live
 in two tables so a new setting is one field plus, at most, one row:
@@ -340,6 +341,8 @@ def load_settings(
                 raise ConfigError(f"{origin} {raw_name}: unknown setting (did you mean {close[0]}?)")
             continue
         target = _FIELDS[name]
+        if not raw.strip():
+            continue  # empty = unset: the default (deployments forward ${NAME:-} for every knob)
         try:
             value = _convert(raw_name, raw, target.type)
         except ConfigError as exc:
@@ -353,8 +356,6 @@ def load_settings(
 
 def _convert(name: str, raw: str, type_: Any) -> Any:
     type_text = str(type_)
-    if raw == "" and "None" in type_text:
-        return None
     if type_text.startswith("bool"):
         return _parse_bool(name, raw)
     try:

@@ -86,7 +86,8 @@ def on_term(signum, frame):
 signal.signal(signal.SIGTERM, on_term)
 ports = [p for p in os.environ.get("STUB_CHECK_PORTS", "").split(",") if p]
 event("start", argv=sys.argv[1:], ports_open={p: port_open(p) for p in ports},
-      env={k: os.environ.get(k) for k in ("PORT", "WEB_RELOAD")})
+      env={k: os.environ.get(k) for k in ("PORT", "WEB_RELOAD")},
+      token_in_env=sorted(k for k in ("CF_ACCESS_CLIENT_ID", "CF_ACCESS_CLIENT_SECRET") if k in os.environ))
 if os.environ.get("STUB_APP_MODE", "exit") == "exit":
     sys.exit(int(os.environ.get("STUB_APP_EXIT", "0")))
 while not draining:

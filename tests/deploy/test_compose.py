@@ -33,7 +33,7 @@ def test_the_schema_check_catches_a_misspelt_key(compose: dict[str, Any]) -> Non
 
 
 def test_services_are_the_documented_set(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"db", "redis", *APP_SERVICES}
+    assert set(compose["services"]) == {"db", "db-roles", "redis", *APP_SERVICES}
 
 
 def test_db_is_timescaledb_with_a_named_volume_and_a_healthcheck(compose: dict[str, Any]) -> None:
@@ -70,10 +70,13 @@ def test_one_image_serves_every_role_and_the_command_decides(
 
 
 @pytest.mark.parametrize("service", APP_SERVICES)
-def test_app_services_inherit_env_and_point_at_the_db_service(compose: dict[str, Any], service: str) -> None:
+def test_app_services_point_at_the_db_service_and_only_workers_read_env(compose: dict[str, Any], service: str) -> None:
     spec = compose["services"][service]
 
-    assert {"path": ".env", "required": False} in spec["env_file"]
+    if service == "web":  # least privilege: tests/deploy/test_least_privilege.py
+        assert "env_file" not in spec
+    else:
+        assert {"path": ".env", "required": False} in spec["env_file"]
     for name in ("POSTGRESQL_LIVE_CONN_STRING", "TIMESCALE_LIVE_CONN_STRING"):
         assert "@db:5432/" in spec["environment"][name]
 

@@ -278,6 +278,18 @@ def test_secrets_never_reach_a_command_line_or_the_output(harness: Harness) -> N
     assert_no_secrets(result)
 
 
+@pytest.mark.parametrize(("role", "prog"), [("web", "gunicorn"), ("manager", "python")])
+def test_the_service_token_never_reaches_the_command(harness: Harness, role: str, prog: str) -> None:
+    env = harness.with_tunnels(CF_ACCESS_PG_LOCAL_PORT=str(free_port()), CF_ACCESS_TS_LOCAL_PORT=str(free_port()))
+
+    result = harness.run(role, **env)
+
+    assert result.returncode == 0, result.output
+    assert all(s["token_id"] == CF_ID for s in result.of("cloudflared", "start"))  # cloudflared got it
+    [app] = result.of(prog, "start")
+    assert app["token_in_env"] == []  # the command did not
+
+
 def test_timescale_tunnel_is_skipped_without_its_hostname(harness: Harness) -> None:
     pg = free_port()
     env = harness.with_tunnels(CF_ACCESS_PG_LOCAL_PORT=str(pg), CF_ACCESS_TS_HOSTNAME="")
