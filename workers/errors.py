@@ -40,7 +40,9 @@ _TEMPORARY_DB: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock
     asyncpg.exceptions.InvalidCachedStatementError,  # a migration changed a table under a prepared statement
-    asyncpg.exceptions.OutdatedSchemaCacheError,
+    # A pooled connection left mid-operation when the server went away ("cannot switch to state …;
+    # another operation is in progress"), a protocol desync, a stale schema cache: the pool replaces it.
+    asyncpg.exceptions.InternalClientError,
 )
 # A local file the process needs is missing or unreadable: retrying does not help.
 _OPERATIONAL_OS: tuple[type[BaseException], ...] = (FileNotFoundError, PermissionError, IsADirectoryError,

@@ -31,6 +31,9 @@ CASES = [
     (asyncpg.exceptions.TooManyConnectionsError("too many"), ErrorKind.TEMPORARY),
     (asyncpg.exceptions.DeadlockDetectedError("deadlock"), ErrorKind.TEMPORARY),
     (asyncpg.InterfaceError("connection is closed"), ErrorKind.TEMPORARY),
+    (asyncpg.exceptions.InternalClientError("cannot switch to state 11; another operation (2) is in progress"),
+     ErrorKind.TEMPORARY),
+    (asyncpg.exceptions.OutdatedSchemaCacheError("cache lookup failed"), ErrorKind.TEMPORARY),
     # the server refused the statement: schema or privileges need a person
     (asyncpg.exceptions.UndefinedTableError("relation does not exist"), ErrorKind.OPERATIONAL),
     (asyncpg.exceptions.InsufficientPrivilegeError("permission denied"), ErrorKind.OPERATIONAL),
