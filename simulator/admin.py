@@ -186,11 +186,28 @@ class AdminApi:
                                                           for p in sorted(s.pending)]})
 
     async def option_chain(self, request: web.Request) -> web.Response:
-        """List weekly contracts on an underlying now (``{"underlying": "AAPL", "weeks": 2}``)."""
+        """List contracts on an underlying: ``{"underlying": "AAPL", "weeks": 2}`` (weeklies around the
+        money) or ``{"underlying", "expiry": "YYYY-MM-DD", "strikes": [...]}`` (calls and puts)."""
+        from datetime import date
+
         from simulator.events import list_chain
+        from simulator.instruments import Right, occ_symbol
 
         body = await json_body(request)
         under = self.engine.resolve_symbol(str(body.get("underlying", "")))
         if under is None:
             raise OrderError(404, 40410000, f"unknown underlying {body.get('underlying')!r}")
-        return as_json({"contracts": list_chain(self.engine, under, self.sim.sim_now(), int(body.get("weeks", 2)))})
+        if not body.get("expiry"):
+            return as_json({"contracts": list_chain(self.engine, under, self.sim.sim_now(), int(body.get("weeks", 2)))})
+        try:
+            expiry = date.fromisoformat(str(body["expiry"]))
+        except ValueError:
+            raise OrderError(422, 42200000, "expiry must be YYYY-MM-DD") from None
+        out = []
+        for strike in body.get("strikes") or []:
+            for right in (Right.CALL, Right.PUT):
+                sym = occ_symbol(under, expiry, right, dec(strike, "strike"))
+                if sym not in self.sim.market.instruments:
+                    self.sim.market.add_symbol(sym, 1.0)
+                out.append(sym)
+        return as_json({"contracts": out})

@@ -85,9 +85,10 @@ class Bot:
         now = eng.now()
         free = [s for s in acct.positions if s not in busy and self._old_enough(acct, s) and s in eng.market.quotes
                 and eng.instrument(s).asset_class is not AssetClass.US_OPTION and eng.tradable(eng.instrument(s), now)]
-        if free and (len(acct.positions) >= self.max_positions or rng.random() < 0.45):
+        trading = len([s for s in acct.positions if s not in acct.core])  # core holdings do not count
+        if free and (trading >= self.max_positions or rng.random() < 0.45):
             return self._close(acct, rng.choice(sorted(free)))
-        if len(acct.positions) >= self.max_positions:
+        if trading >= self.max_positions:
             return False
         if acct.style == "crypto":
             return self._open_crypto(acct, busy)

@@ -158,7 +158,7 @@ def _buy_core_holdings(engine: Engine, accts: list[Account], corporate_actions: 
         if corporate_actions:
             holdings += [(s, Decimal("0.03")) for s in ("NVDA", "NKLA", "SQ", "GE", "ANSS", "JPM") if s in engine.market.quotes]
         if acct.style == "options" and "AAPL" in engine.market.quotes:
-            holdings.append(("AAPL", Decimal("0.25")))  # shares to write covered calls on
+            holdings.append(("AAPL", Decimal("0.4")))  # 100+ shares to write covered calls on
         for sym, frac in holdings:
             qty = (engine.equity(acct) * frac / engine.market.price(sym)).to_integral_value(ROUND_DOWN)
             if qty < 1:

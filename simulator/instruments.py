@@ -64,7 +64,8 @@ class Instrument:
 
     @property
     def exchange(self) -> str:
-        return {AssetClass.US_EQUITY: "NASDAQ", AssetClass.US_OPTION: "OPRA", AssetClass.CRYPTO: "CRYPTO"}[self.asset_class]
+        # Alpaca's option positions leave the exchange empty (alpaca-py's AssetExchange has no OPRA).
+        return {AssetClass.US_EQUITY: "NASDAQ", AssetClass.US_OPTION: "", AssetClass.CRYPTO: "CRYPTO"}[self.asset_class]
 
     def intrinsic(self, underlying_price: Decimal) -> Decimal:
         assert self.strike is not None
