@@ -2,6 +2,10 @@
 
 All traces are already downsampled by the caller (:func:`dashboard.queries.downsample`); times arrive
 as naive wall-clock values in the display zone, whose label goes on the axis.
+
+Money axes use the page's one money format (``−$1,000``, as the grids' ``d3.format('$,.2f')`` and the
+cards' :func:`dashboard.components.fmt.money`), never plotly's ``tickprefix`` (``$−1000``). Every graph
+slot has a fixed height (:data:`GRAPH_HEIGHT_PX`), given to its container as well as to its figure.
 """
 
 from __future__ import annotations
@@ -19,6 +23,38 @@ UP = "#2e9e5b"
 DOWN = "#d64545"
 ACCENT = "#3b7dd8"
 MUTED = "#8a94a6"
+
+# One height per graph slot, in CSS pixels: the figure's ``layout.height`` and its container's
+# ``style.height`` (dashboard.pages.common.graph). dcc.Graph resizes a figure whose layout has no
+# width by deleting ``layout.height`` and reading the container's height; a container sized only by
+# its content then measures 0 px and the chart draws over the next card.
+EQUITY_HEIGHT_PX = 460
+AGGREGATE_HEIGHT_PX = 320
+MONTHLY_HEIGHT_PX = 220
+CALENDAR_HEIGHT_PX = 220
+PANEL_HEIGHT_PX = 280
+TRADE_PATH_HEIGHT_PX = 340
+GRAPH_HEIGHT_PX: dict[str, int] = {
+    "ov-aggregate": AGGREGATE_HEIGHT_PX,
+    "dest-equity": EQUITY_HEIGHT_PX,
+    "dest-monthly": MONTHLY_HEIGHT_PX,
+    "dest-calendar": CALENDAR_HEIGHT_PX,
+    "dest-by-symbol": PANEL_HEIGHT_PX,
+    "dest-by-reason": PANEL_HEIGHT_PX,
+    "dest-rolling": PANEL_HEIGHT_PX,
+    "dest-dist": PANEL_HEIGHT_PX,
+    "trade-path": TRADE_PATH_HEIGHT_PX,
+}
+
+# d3-format money ticks: sign before the symbol and thousands separators (-1000 -> "−$1,000"), cents
+# only when the ticks are closer than a dollar apart.
+MONEY_TICKS: dict[str, Any] = {
+    "tickformatstops": [
+        {"dtickrange": [None, 1], "value": "$,.2f"},
+        {"dtickrange": [1, None], "value": "$,.0f"},
+    ],
+}
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 RANGE_BUTTONS = [
     {"count": 1, "label": "1D", "step": "day", "stepmode": "backward"},
@@ -63,6 +99,9 @@ def plain(fig: go.Figure) -> dict[str, Any]:
     rebuilds and re-validates every property (its template included), ~30 ms per figure, on every hit.
     """
     out: dict[str, Any] = fig.to_plotly_json()
+    # The graph's container has the slot's height (GRAPH_HEIGHT_PX) and plotly fills it: a figure
+    # height that differs from it (an empty-state figure in a shorter slot) would overflow the card.
+    out.get("layout", {}).pop("height", None)
     # numpy arrays would reach the browser base64-encoded ("bdata") and become typed arrays there,
     # which a later ``Patch().extend`` (the live equity append) cannot extend: send plain lists.
     for trace in out.get("data", []):
@@ -71,11 +110,24 @@ def plain(fig: go.Figure) -> dict[str, Any]:
             if isinstance(value, dict) and "bdata" in value and "shape" not in value:
                 value = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
             if isinstance(value, np.ndarray):
-                trace[key] = value.tolist()
+                trace[key] = _plain_list(value)
     return out
 
 
-def empty(message: str, theme: str | None, *, height: int = 260) -> go.Figure:
+def _plain_list(values: np.ndarray) -> list[Any]:
+    """A JSON-ready list; times as ISO strings, which plotly.js reads as dates.
+
+    ``tolist()`` of a ``datetime64[ns]`` array gives integers (a Python datetime cannot hold
+    nanoseconds), and plotly.js would draw those on a linear axis as ``1.78×10^18``.
+    """
+    if values.dtype.kind == "M":
+        whole_seconds = not (values.astype("datetime64[ns]").astype(np.int64) % 1_000_000_000).any()
+        strings: Any = np.datetime_as_string(values, unit="s" if whole_seconds else "ms")
+        return list(strings.tolist())
+    return list(values.tolist())
+
+
+def empty(message: str, theme: str | None, *, height: int = PANEL_HEIGHT_PX) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=message, showarrow=False, font={"size": 14, "color": MUTED},
                        xref="paper", yref="paper", x=0.5, y=0.5)
@@ -105,9 +157,9 @@ def equity_underwater(
                                  text=labels, hovertemplate="%{text}<extra></extra>"), row=1, col=1)
     fig.update_xaxes(rangeselector=range_selector(theme, y=1.12), row=1, col=1)
     fig.update_xaxes(title_text=f"Time, {tz_label}", row=2, col=1)
-    fig.update_yaxes(title_text="Equity", tickprefix="$", row=1, col=1)
+    fig.update_yaxes(title_text="Equity", **MONEY_TICKS, row=1, col=1)
     fig.update_yaxes(title_text="Drawdown", tickformat=".0%", row=2, col=1)
-    _base(fig, theme, height=460)
+    _base(fig, theme, height=EQUITY_HEIGHT_PX)
     fig.update_layout(legend={"y": -0.15})
     return fig
 
@@ -123,7 +175,7 @@ def monthly_heatmap(table: pd.DataFrame, theme: str | None) -> go.Figure:
                                zmin=-bound, zmax=bound, showscale=False, hoverongaps=False,
                                hovertemplate="%{y} %{x}: %{z:.2%}<extra></extra>"))
     fig.update_yaxes(type="category", autorange="reversed")
-    return _base(fig, theme, height=max(160, 60 + 40 * len(table.index)))
+    return _base(fig, theme, height=MONTHLY_HEIGHT_PX)
 
 
 def daily_calendar(daily_pl: pd.Series, theme: str | None) -> go.Figure:
@@ -138,14 +190,14 @@ def daily_calendar(daily_pl: pd.Series, theme: str | None) -> go.Figure:
     labels = frame.pivot_table(index="d", columns="w", values="t", aggfunc="first")
     bound = float(np.nanmax(np.abs(grid.to_numpy()))) or 1.0
     fig = go.Figure(go.Heatmap(
-        z=grid.to_numpy(), x=grid.columns, y=["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"][: len(grid.index)],
+        z=grid.to_numpy(), x=grid.columns, y=[WEEKDAYS[int(d)] for d in grid.index],
         text=labels.reindex_like(grid).to_numpy(), colorscale=[[0, DOWN], [0.5, "#eeeeee" if theme != "dark" else "#333"],
                                                                [1, UP]],
         zmin=-bound, zmax=bound, xgap=2, ygap=2, showscale=False, hoverongaps=False,
         hovertemplate="%{text}: %{z:$,.2f}<extra></extra>"))
     fig.update_xaxes(showticklabels=False, showgrid=False)
     fig.update_yaxes(autorange="reversed", showgrid=False)
-    return _base(fig, theme, height=220)
+    return _base(fig, theme, height=CALENDAR_HEIGHT_PX)
 
 
 def bars(labels: Sequence[str], values: Sequence[float], title: str, theme: str | None) -> go.Figure:
@@ -153,8 +205,8 @@ def bars(labels: Sequence[str], values: Sequence[float], title: str, theme: str 
     fig = go.Figure(go.Bar(x=list(labels), y=vals, marker_color=[UP if v >= 0 else DOWN for v in vals],
                            hovertemplate="%{x}: %{y:$,.2f}<extra></extra>"))
     fig.update_layout(title={"text": title, "font": {"size": 13}})
-    fig.update_yaxes(tickprefix="$")
-    return _base(fig, theme, height=280)
+    fig.update_yaxes(**MONEY_TICKS)
+    return _base(fig, theme, height=PANEL_HEIGHT_PX)
 
 
 def rolling(x: Sequence[object], sharpe: Sequence[float], vol: Sequence[float], *, window: int, tz_label: str,
@@ -166,8 +218,8 @@ def rolling(x: Sequence[object], sharpe: Sequence[float], vol: Sequence[float], 
                   secondary_y=True)
     fig.update_yaxes(title_text="Sharpe", secondary_y=False)
     fig.update_yaxes(title_text="Volatility", tickformat=".0%", secondary_y=True)
-    fig.update_xaxes(title_text=f"Date, {tz_label}")
-    return _base(fig, theme, height=280)
+    fig.update_xaxes(title_text=f"Date, {tz_label}", type="date")
+    return _base(fig, theme, height=PANEL_HEIGHT_PX)
 
 
 def distribution(returns: Sequence[float], theme: str | None) -> go.Figure:
@@ -179,7 +231,7 @@ def distribution(returns: Sequence[float], theme: str | None) -> go.Figure:
         fig.add_vline(x=float(np.mean(r)), line_dash="dash", line_color=MUTED)
     fig.update_xaxes(tickformat=".1%", title_text="Daily return")
     fig.update_yaxes(title_text="Days")
-    return _base(fig, theme, height=280)
+    return _base(fig, theme, height=PANEL_HEIGHT_PX)
 
 
 def aggregate(x: Sequence[object], equity: Sequence[float], index: Sequence[float], *, tz_label: str,
@@ -189,9 +241,9 @@ def aggregate(x: Sequence[object], equity: Sequence[float], index: Sequence[floa
                              hovertemplate="%{y:$,.0f}<extra>Total equity</extra>"), secondary_y=False)
     fig.add_trace(go.Scatter(x=x, y=index, name="Growth of $1 (cash-flow neutral)", line={"color": UP, "dash": "dot"},
                              hovertemplate="%{y:.3f}<extra>Growth of $1</extra>"), secondary_y=True)
-    fig.update_yaxes(tickprefix="$", secondary_y=False)
-    fig.update_xaxes(title_text=f"Date, {tz_label}", rangeselector=range_selector(theme, y=1.15))
-    return _base(fig, theme, height=320)
+    fig.update_yaxes(**MONEY_TICKS, secondary_y=False)
+    fig.update_xaxes(title_text=f"Date, {tz_label}", type="date", rangeselector=range_selector(theme, y=1.15))
+    return _base(fig, theme, height=AGGREGATE_HEIGHT_PX)
 
 
 def trade_path(points: list[dict[str, object]], levels: dict[str, float | None], theme: str | None,
@@ -223,5 +275,5 @@ def trade_path(points: list[dict[str, object]], levels: dict[str, float | None],
             fig.add_hline(y=value, line_dash="dash", line_color=colours.get(name, MUTED),
                           annotation_text=f"{name} {value:,.2f}", annotation_position="top left")
     fig.update_xaxes(title_text=f"Time, {tz_label}")
-    fig.update_yaxes(tickprefix="$")
-    return _base(fig, theme, height=340)
+    fig.update_yaxes(**MONEY_TICKS)
+    return _base(fig, theme, height=TRADE_PATH_HEIGHT_PX)

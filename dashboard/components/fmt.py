@@ -11,34 +11,51 @@ import numpy as np
 import pandas as pd
 
 DASH = "—"
+MINUS = "\u2212"
+"""The minus sign of every figure on a page (d3-format's, which the grids and charts use): ``−$264.92``."""
+INVALID = "⚠ invalid"
+"""Shown for a stored number that is NaN, infinite or beyond float range: flagged, never a crash."""
 
 
 def _finite(x: Any) -> bool:
     try:
         return x is not None and math.isfinite(float(x))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False
+
+
+def _missing(x: Any) -> str:
+    """What to show instead of a number that cannot be formatted."""
+    if isinstance(x, bool) or x is None:
+        return DASH
+    try:
+        float(x)
+    except (TypeError, ValueError):
+        return DASH
+    except OverflowError:
+        return INVALID
+    return INVALID
 
 
 def money(x: Any, *, sign: bool = False, decimals: int = 2) -> str:
     if not _finite(x):
-        return DASH
+        return _missing(x)
     v = float(x)
     s = f"{abs(v):,.{decimals}f}"
-    prefix = "-" if v < 0 else ("+" if sign and v > 0 else "")
+    prefix = MINUS if v < 0 else ("+" if sign and v > 0 else "")
     return f"{prefix}${s}"
 
 
 def pct(x: Any, *, sign: bool = False, decimals: int = 2) -> str:
     """``x`` is a fraction (0.0123 -> 1.23%)."""
     if not _finite(x):
-        return DASH
+        return _missing(x)
     v = float(x) * 100
-    return f"{v:+.{decimals}f}%" if sign else f"{v:.{decimals}f}%"
+    return (f"{v:+.{decimals}f}%" if sign else f"{v:.{decimals}f}%").replace("-", MINUS)
 
 
 def num(x: Any, decimals: int = 2) -> str:
-    return f"{float(x):,.{decimals}f}" if _finite(x) else DASH
+    return f"{float(x):,.{decimals}f}".replace("-", MINUS) if _finite(x) else _missing(x)
 
 
 def duration(seconds: Any) -> str:

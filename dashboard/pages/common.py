@@ -7,6 +7,7 @@ from typing import Any
 import dash_bootstrap_components as dbc
 from dash import dcc, html
 
+from dashboard.components import figures
 from dashboard.context import runtime
 
 TZ_INPUTS = ("tz-choice", "browser-tz")
@@ -73,5 +74,11 @@ GRAPH_CONFIG: Any = {"displaylogo": False, "responsive": True,
                 "modeBarButtonsToRemove": ["lasso2d", "select2d", "autoScale2d"]}
 
 
+def graph_style(graph_id: str) -> dict[str, str]:
+    """The graph slot's fixed height (``figures.GRAPH_HEIGHT_PX``): plotly fills its container."""
+    return {"height": f"{figures.GRAPH_HEIGHT_PX[graph_id]}px"}
+
+
 def graph(graph_id: str, **kwargs: Any) -> Any:
-    return dcc.Loading(dcc.Graph(id=graph_id, config=GRAPH_CONFIG, **kwargs), type="dot", delay_show=400)
+    return dcc.Loading(dcc.Graph(id=graph_id, config=GRAPH_CONFIG, style=graph_style(graph_id), **kwargs),
+                       type="dot", delay_show=400)

@@ -11,11 +11,13 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 from sqlalchemy.exc import SQLAlchemyError
 
+from core.destinations import closed_trades_table, equity_table
+from core.schema import quote_ident
 from dashboard import analytics
 from dashboard.components import figures, fmt
 from dashboard.context import model, resolve_tz, runtime
 from dashboard.pages.common import graph, no_destinations, poll_interval_ms, section, tone_of
-from dashboard.queries import DestinationRow, Versions
+from dashboard.queries import DestinationRow, Versions, f8
 
 PATH = "/"
 TITLE = "Overview"
@@ -33,17 +35,53 @@ def layout(**_: Any) -> Any:
     )
 
 
+def live_equity(slug: str, positions: list[dict[str, Any]]) -> float | None:
+    """The latest equity snapshot carried forward to the live marks of ``positions``: cash + live marks.
+
+    Between two of the manager's snapshots (minutes apart outside market hours) equity moves by P&L:
+    what round trips closed since the snapshot realized, plus the change in unrealized P&L of what is
+    held. Cash flows show from the next snapshot on. A snapshot without marks (seeded from portfolio
+    history) is shown as it is. ``None`` without any snapshot.
+    """
+    m = model()
+    snapshot = m.rows(f"SELECT ts, {f8('equity')} AS equity, {f8('unrealized_pl')} AS unrealized_pl "
+                      f"FROM public.{quote_ident(equity_table(slug))} ORDER BY ts DESC LIMIT 1")
+    if not snapshot:
+        return None
+    row = snapshot[0]
+    if row["unrealized_pl"] is None:
+        return float(row["equity"])
+    realized = m.rows(f"SELECT {f8('coalesce(sum(net_pl), 0)')} AS pl FROM public.{quote_ident(closed_trades_table(slug))} "
+                      "WHERE exit_time > :ts", {"ts": row["ts"]})[0]["pl"]
+    unrealized = sum(float(p.get("unrealized_pl") or 0.0) for p in positions)
+    return float(row["equity"]) + float(realized) + unrealized - float(row["unrealized_pl"])
+
+
+def _with_live_equity(daily: pd.DataFrame, equity: float, tz: str) -> pd.DataFrame:
+    """``daily`` whose last day (today's, added when the last snapshot is older) closes at ``equity``."""
+    out = daily.copy()
+    today = pd.Timestamp.now(tz=tz).normalize().tz_localize(None)
+    if out.index[-1] < today:
+        out.loc[today] = {"equity": equity, "net_deposits": out["net_deposits"].iloc[-1]}
+    else:
+        out.loc[out.index[-1], "equity"] = equity
+    return out
+
+
 def card_values(dest: DestinationRow, v: Versions, tz: str) -> dict[str, Any]:
     m = model()
 
     def compute() -> dict[str, Any]:
+        positions = m.open_positions(dest.slug, v.pos)
         daily = m.daily_equity(dest.slug, tz, v.equity)
+        equity = live_equity(dest.slug, positions) if not daily.empty else None
+        if equity is not None:
+            daily = _with_live_equity(daily, equity, tz)
         returns = m.session_returns(dest.slug, v.equity)
         summary = analytics.summary(returns)
-        positions = m.open_positions(dest.slug, v.pos)
         exposures = [float(p.get("market_value") or 0.0) for p in positions]
         out: dict[str, Any] = {
-            "equity": float(daily["equity"].iloc[-1]) if not daily.empty else None,
+            "equity": equity,
             "total_return": summary.get("total_return"),
             "sharpe": summary.get("sharpe"),
             "max_drawdown": summary.get("max_drawdown"),
@@ -55,7 +93,7 @@ def card_values(dest: DestinationRow, v: Versions, tz: str) -> dict[str, Any]:
         out["day_pl"], out["day_return"] = analytics.day_change(daily)
         return out
 
-    return m.memo(("card", dest.slug, v.pos, v.equity, tz), compute)
+    return m.memo(("card", dest.slug, v.pos, v.closed, v.equity, tz), compute)
 
 
 def _health(dest_slug: str, heartbeats: list[dict[str, Any]]) -> tuple[str, str]:
@@ -183,7 +221,7 @@ def register(app: Dash) -> None:
         if not dests:
             return no_destinations(), figures.empty("", theme), {"display": "none"}
         tz = resolve_tz(tz_choice, browser_tz)
-        vs = {slug: Versions(**v) for slug, v in versions.items()}
+        vs = m.versions()  # the server's own: the client's copy only says that something changed
         heartbeats = m.heartbeats()
         cards = [
             _card(d, card_values(d, vs.get(d.slug, Versions()), tz), _health(d.slug, heartbeats)) for d in dests

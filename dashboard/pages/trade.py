@@ -12,7 +12,7 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 from dashboard import analytics
 from dashboard.components import figures, fmt
 from dashboard.context import model, resolve_tz
-from dashboard.pages.common import GRAPH_CONFIG, empty_state, kpi, section, tone_of
+from dashboard.pages.common import GRAPH_CONFIG, empty_state, graph_style, kpi, section, tone_of
 
 PATH_TEMPLATE = "/destination/<slug>/trade/<trade_id>"
 TITLE = "Trade"
@@ -48,7 +48,7 @@ def layout(slug: str | None = None, trade_id: str | None = None, **_: Any) -> An
             html.H4([f"{trade['symbol']} ", html.Small(f"{trade['direction']} · {trade['trade_id']}",
                                                       className="text-body-secondary")], className="mt-2 mb-3"),
             html.Div(id="trade-kpis", className="ch-kpi-grid mb-3"),
-            section("Price path", dcc.Graph(id="trade-path", config=GRAPH_CONFIG)),
+            section("Price path", dcc.Graph(id="trade-path", config=GRAPH_CONFIG, style=graph_style("trade-path"))),
             dbc.Row([
                 dbc.Col(section("Fills", html.Div(id="trade-fills")), lg=6),
                 dbc.Col(section("FIFO lots", html.Div(id="trade-lots")), lg=6),
