@@ -109,7 +109,8 @@ def test_ids_are_new_york_local_and_sells_that_open_shorts_say_sell_short(sim):
     at = datetime.fromisoformat(fill["transaction_time"]).astimezone(NY)
     assert fill["id"].split("::")[0] == f"{at:%Y%m%d%H%M%S}{at.microsecond // 1000:03d}"
     deposit = acts_of(sim, 1, activity_types="CSD")[0]
-    assert "created_at" not in deposit and re.fullmatch(r"\d{4}-\d\d-\d\d", deposit["date"])
+    assert "created_at" not in deposit
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d", deposit["date"])
     NonTradeActivity(**deposit)
 
 
@@ -128,11 +129,13 @@ def test_forward_and_reverse_splits_with_cash_in_lieu(sim):
         ("NVDA", "FSPLIT", "-10"), ("NVDA", "FSPLIT", "100"), ("JPM", "RSPLIT", "-45"), ("JPM", "RSPLIT", "1.5")]
     assert Decimal(splits[1]["price"]) == (Decimal(splits[0]["price"]) / 10).quantize(Decimal(splits[1]["price"]))
     [cil] = [a for a in acts if a["activity_type"] == "CIL"]
-    assert (cil["symbol"], cil["qty"]) == ("JPM", "-0.5") and Decimal(cil["net_amount"]) > 0
+    assert (cil["symbol"], cil["qty"]) == ("JPM", "-0.5")
+    assert Decimal(cil["net_amount"]) > 0
     for a in splits + [cil]:
         NonTradeActivity(**a)
     after = {p.symbol: p for p in sim.trading_client(2).get_all_positions()}
-    assert Decimal(after["NVDA"].qty) == 100 and Decimal(after["JPM"].qty) == 1
+    assert Decimal(after["NVDA"].qty) == 100
+    assert Decimal(after["JPM"].qty) == 1
     assert Decimal(after["NVDA"].cost_basis) == Decimal(before["NVDA"].cost_basis)
     assert replay_positions(acts) == broker_positions(sim, 2)
 
@@ -152,7 +155,10 @@ def test_name_change_spinoff_merger_and_dividend_with_withholding(sim):
     ]
     positions = broker_positions(sim, 3)
     assert positions == replay_positions(acts)
-    assert "META" not in positions and positions["FBX"] == 8 and positions["AWSX"] == 10 and "GOOGL" not in positions
+    assert "META" not in positions
+    assert positions["FBX"] == 8
+    assert positions["AWSX"] == 10
+    assert "GOOGL" not in positions
     assert sim.trading_client(3).get_asset("FBX").symbol == "FBX"
 
 
@@ -185,7 +191,9 @@ def test_option_chain_exercise_assignment_and_expiry(sim):
     assert sorted(shapes[4:]) == sorted([("OPEXC", call, "-1"), ("OPTRD", "AAPL", "100"), ("OPEXP", put, "-1")])
     assert Decimal(acts[3]["net_amount"]) == -100 * 190
     positions = broker_positions(sim, 7)
-    assert call not in positions and put not in positions and far not in positions
+    assert call not in positions
+    assert put not in positions
+    assert far not in positions
     assert positions == replay_positions(acts_of(sim, 7))
 
 
@@ -201,7 +209,8 @@ def test_crypto_pairs_fees_in_the_coin_posted_at_the_end_of_the_day(sim):
     [fee] = acts_of(sim, 6, activity_types="CFEE")
     NonTradeActivity(**fee)
     assert (fee["symbol"], fee["qty"], fee["net_amount"]) == ("BTCUSD", "-0.00075", "0")
-    assert fee["id"].startswith(fee["date"].replace("-", "") + "000000000::") and "transaction_time" not in fee
+    assert fee["id"].startswith(fee["date"].replace("-", "") + "000000000::")
+    assert "transaction_time" not in fee
     assert Decimal(client.get_open_position("BTCUSD").qty) == Decimal("0.29925")
     assert client.get_open_position("BTC/USD").symbol == "BTCUSD"
     with pytest.raises(Exception, match="insufficient balance"):

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simulator.bot import STYLES, Bot
-from simulator.history import ManualClock, generate_history
 from simulator.engine import Account, Engine, OrderError
+from simulator.history import ManualClock, generate_history
 from simulator.market import Market, SessionCalendar
 
 START = datetime(2026, 6, 2, 15, 0, tzinfo=UTC)
