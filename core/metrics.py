@@ -18,10 +18,11 @@ Method (details and formulas in ``docs/core_analytics.md``):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
@@ -30,12 +31,34 @@ from scipy.stats import norm
 
 from core.errors import InvalidInput
 from core.market_schedule import resample_to_sessions
+from core.metrics_series import (
+    DEFAULT_PERIODS_PER_YEAR,
+    DEFAULT_ROLLING_WINDOW,
+    FloatArray,
+    _longest_run,
+    greeks,
+    is_flat,
+    monthly_returns_table,
+    period_returns,
+    rolling_sharpe,
+    rolling_sortino,
+    rolling_volatility,
+    trade_stats,
+)
 from core.records import RoundTrip
 
-DEFAULT_PERIODS_PER_YEAR = 252
-DEFAULT_ROLLING_WINDOW = 126
-FloatArray = npt.NDArray[np.float64]
-_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+__all__ = [  # the names callers use, wherever they are defined
+    "DEFAULT_PERIODS_PER_YEAR", "DEFAULT_ROLLING_WINDOW", "DrawdownTable", "autocorr_penalty", "benchmark_returns",
+    "cagr", "calmar", "clean_equity", "conditional_value_at_risk", "cumulative_return", "cumulative_returns",
+    "drawdown_periods", "drawdown_series", "flows_from_cumulative", "greeks", "is_flat", "kurtosis",
+    "max_consecutive", "max_drawdown", "monthly_returns_table", "omega", "period_returns", "returns_from_equity",
+    "rolling_sharpe", "rolling_sortino", "rolling_volatility", "sharpe", "skew", "sortino", "summary",
+    "summary_from_returns", "trade_stats", "ulcer_index", "value_at_risk", "volatility", "win_rate",
+]
+
+EXCHANGE_TZ = ZoneInfo("America/New_York")
+"""Drawdown lengths count calendar days of the exchange, so a DST change or an early close does not
+shorten them."""
 
 
 # ----------------------------------------------------------------------------- input
@@ -185,7 +208,7 @@ def volatility(returns: pd.Series | FloatArray, periods_per_year: float = DEFAUL
     r = _arr(returns)
     if len(r) < 2:
         return math.nan
-    sd = float(np.std(r, ddof=1))
+    sd = 0.0 if is_flat(r) else float(np.std(r, ddof=1))  # identical values: 0, not the mean's rounding
     return sd * math.sqrt(periods_per_year) if annualize else sd
 
 
@@ -218,7 +241,7 @@ def sharpe(returns: pd.Series | FloatArray, rf: float = 0.0,
            annualize: bool = True) -> float:
     """``mean(r - rf) / std(r - rf, ddof=1) * sqrt(periods_per_year)``; Smart divides by the penalty."""
     r = _excess(_arr(returns), rf, periods_per_year)
-    if len(r) < 2:
+    if len(r) < 2 or is_flat(r):  # no dispersion: undefined (rounding noise would give +-millions)
         return math.nan
     sd = float(np.std(r, ddof=1))
     if smart:
@@ -313,7 +336,8 @@ class DrawdownTable:
     end: pd.DatetimeIndex
     """Last observation still under water (QuantStats' convention)."""
     days: npt.NDArray[np.int64]
-    """``(end - start).days + 1``."""
+    """Calendar days from start to end inclusive, on New York dates (``(end - start).days + 1`` for a
+    daily series)."""
     periods: npt.NDArray[np.int64]
     depth: FloatArray
     """Deepest drawdown of the period, a negative fraction."""
@@ -352,7 +376,8 @@ def _drawdown_table(dd: FloatArray, index: pd.DatetimeIndex) -> DrawdownTable:
     _, first = np.unique(run_id[at_min], return_index=True)
     valleys = at_min[first]
     start_ts, end_ts = index[starts], index[ends]
-    days = ((end_ts - start_ts).days + 1).to_numpy(dtype=np.int64)
+    local = index.tz_convert(EXCHANGE_TZ).tz_localize(None).normalize()  # exchange calendar dates
+    days = ((local[ends] - local[starts]).days + 1).to_numpy(dtype=np.int64)
     recovered = ends < len(dd) - 1
     return DrawdownTable(start_ts, index[valleys], end_ts, days, (ends - starts + 1).astype(np.int64), depth,
                          recovered)
@@ -363,6 +388,8 @@ def value_at_risk(returns: pd.Series | FloatArray, confidence: float = 0.95, sig
     r = _arr(returns)
     if len(r) < 2:
         return math.nan
+    if is_flat(r):  # no dispersion: every quantile is the value itself (scipy warns on a zero scale)
+        return float(r[0])
     return float(norm.ppf(1 - confidence, float(np.mean(r)), sigma * float(np.std(r, ddof=1))))
 
 
@@ -379,8 +406,8 @@ def conditional_value_at_risk(returns: pd.Series | FloatArray, confidence: float
     if method != "parametric":
         raise InvalidInput(f"cvar: unknown method {method!r}")
     mu, sd = float(np.mean(r)), sigma * float(np.std(r, ddof=1))
-    if sd == 0:
-        return mu
+    if sd == 0 or is_flat(r):
+        return float(r[0]) if is_flat(r) else mu
     return float(mu - sd * norm.pdf(norm.ppf(alpha)) / alpha)
 
 
@@ -388,7 +415,7 @@ def skew(returns: pd.Series | FloatArray) -> float:
     """Adjusted Fisher-Pearson sample skewness (pandas' ``skew``); NaN for a constant series."""
     r = _arr(returns)
     n = len(r)
-    if n < 3:
+    if n < 3 or is_flat(r):  # a constant series has no shape; its residuals are only rounding
         return math.nan
     d = r - r.mean()
     m2 = float(np.dot(d, d)) / n
@@ -402,7 +429,7 @@ def kurtosis(returns: pd.Series | FloatArray) -> float:
     """Sample excess kurtosis with the small-sample correction (pandas' ``kurt``); NaN if constant."""
     r = _arr(returns)
     n = len(r)
-    if n < 4:
+    if n < 4 or is_flat(r):  # a constant series has no shape; its residuals are only rounding
         return math.nan
     d = r - r.mean()
     d2 = d * d
@@ -423,67 +450,9 @@ def win_rate(returns: pd.Series | FloatArray) -> float:
     return int(np.count_nonzero(r > 0)) / nonzero if nonzero else math.nan
 
 
-def _group_codes(index: pd.DatetimeIndex, freq: str) -> npt.NDArray[np.int64]:
-    idx = index.tz_convert(UTC)
-    year: npt.NDArray[np.int64] = idx.year.to_numpy(dtype=np.int64)
-    if freq == "Y":
-        return year
-    if freq == "M":
-        month: npt.NDArray[np.int64] = year * 12 + idx.month.to_numpy(dtype=np.int64) - 1
-        return month
-    if freq == "W":  # ISO week
-        iso = idx.isocalendar()
-        week: npt.NDArray[np.int64] = iso["year"].to_numpy(dtype=np.int64) * 100 + iso["week"].to_numpy(dtype=np.int64)
-        return week
-    if freq == "D":
-        return np.asarray(idx.as_unit("ns").asi8 // (86_400 * 10**9), dtype=np.int64)
-    raise InvalidInput(f"period_returns: unknown frequency {freq!r} (use D, W, M or Y)")
-
-
-def period_returns(returns: pd.Series, freq: str = "M") -> pd.Series:
-    """Compounded returns per calendar day/ISO week/month/year (UTC), indexed by each period's last point."""
-    clean = returns.dropna()
-    if clean.empty:
-        return clean
-    codes = _group_codes(pd.DatetimeIndex(clean.index), freq)
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    ends = np.r_[starts[1:], len(codes)] - 1
-    values = np.multiply.reduceat(1.0 + clean.to_numpy(dtype=np.float64), starts) - 1.0
-    return pd.Series(values, index=clean.index[ends], name=f"returns_{freq}")
-
-
-def monthly_returns_table(returns: pd.Series) -> pd.DataFrame:
-    """Year x month table of compounded returns (NaN where a month has no data) plus ``EOY``."""
-    monthly = period_returns(returns, "M")
-    yearly = period_returns(returns, "Y")
-    if monthly.empty:
-        return pd.DataFrame(columns=[*_MONTHS, "EOY"], dtype=np.float64)
-    years = monthly.index.year.to_numpy()
-    uniq = np.unique(years)
-    grid = np.full((len(uniq), 12), np.nan)
-    grid[np.searchsorted(uniq, years), monthly.index.month.to_numpy() - 1] = monthly.to_numpy()
-    frame = pd.DataFrame(grid, index=uniq, columns=list(_MONTHS))
-    frame["EOY"] = yearly.to_numpy()
-    return frame
-
-
-def rolling_volatility(returns: pd.Series, window: int = DEFAULT_ROLLING_WINDOW,
-                       periods_per_year: float = DEFAULT_PERIODS_PER_YEAR) -> pd.Series:
-    return returns.rolling(window).std() * math.sqrt(periods_per_year)
-
-
-def rolling_sharpe(returns: pd.Series, window: int = DEFAULT_ROLLING_WINDOW, rf: float = 0.0,
-                   periods_per_year: float = DEFAULT_PERIODS_PER_YEAR) -> pd.Series:
-    r = returns if rf == 0 else returns - ((1.0 + rf) ** (1.0 / periods_per_year) - 1.0)
-    roll = r.rolling(window)
-    return roll.mean() / roll.std() * math.sqrt(periods_per_year)
-
-
-def rolling_sortino(returns: pd.Series, window: int = DEFAULT_ROLLING_WINDOW, rf: float = 0.0,
-                    periods_per_year: float = DEFAULT_PERIODS_PER_YEAR) -> pd.Series:
-    r = returns if rf == 0 else returns - ((1.0 + rf) ** (1.0 / periods_per_year) - 1.0)
-    downside = (np.minimum(r, 0.0) ** 2).rolling(window).sum() / window
-    return r.rolling(window).mean() / np.sqrt(downside) * math.sqrt(periods_per_year)
+def max_consecutive(returns: pd.Series | FloatArray, positive: bool = True) -> int:
+    r = _arr(returns)
+    return _longest_run(r > 0 if positive else r < 0)
 
 
 # ----------------------------------------------------------------------------- benchmark
@@ -505,85 +474,6 @@ def benchmark_returns(benchmark: pd.Series, on: pd.DatetimeIndex, *, resample: b
     pos = np.searchsorted(p_ns, on.as_unit("ns").asi8, side="right") - 1
     vals = np.where(pos >= 0, prices.to_numpy()[np.maximum(pos, 0)], np.nan)
     return pd.Series(vals[1:] / vals[:-1] - 1.0, index=on[1:], name="benchmark")
-
-
-def greeks(returns: pd.Series | FloatArray, bench: pd.Series | FloatArray,
-           periods_per_year: float = DEFAULT_PERIODS_PER_YEAR) -> dict[str, float]:
-    """Beta, annualised alpha (``(mean_r - beta * mean_b) * periods``), correlation, information ratio.
-
-    Computed on the periods where both are observed. The information ratio is per period, not
-    annualised (QuantStats' convention).
-    """
-    r = np.asarray(returns, dtype=np.float64)
-    b = np.asarray(bench, dtype=np.float64)
-    both = ~(np.isnan(r) | np.isnan(b))
-    r, b = r[both], b[both]
-    out = {"beta": math.nan, "alpha": math.nan, "correlation": math.nan, "information_ratio": math.nan}
-    if len(r) < 2:
-        return out
-    dr, db = r - r.mean(), b - b.mean()
-    cov = float(np.dot(dr, db)) / (len(r) - 1)
-    var_b = float(np.dot(db, db)) / (len(r) - 1)
-    var_r = float(np.dot(dr, dr)) / (len(r) - 1)
-    beta = cov / var_b if var_b != 0 else math.nan
-    out["beta"] = beta
-    out["alpha"] = (float(r.mean()) - beta * float(b.mean())) * periods_per_year
-    out["correlation"] = cov / math.sqrt(var_r * var_b) if var_r > 0 and var_b > 0 else math.nan
-    diff = r - b
-    te = float(np.std(diff, ddof=1))
-    out["information_ratio"] = float(diff.mean()) / te if te != 0 else math.nan
-    return out
-
-
-# ----------------------------------------------------------------------------- trades
-
-
-def trade_stats(trips: Iterable[RoundTrip]) -> dict[str, float | int]:
-    """Statistics over closed round trips by net P&L, in exit-time order.
-
-    win rate = wins / trades (break-even counts as neither win nor loss but stays in the count);
-    profit factor = gross wins / |gross losses|; payoff = average win / |average loss|;
-    expectancy = mean net P&L per trade.
-    """
-    ordered = sorted(trips, key=lambda t: (t.exit_time, t.trade_id))
-    pl = np.array([float(t.net_pl) for t in ordered], dtype=np.float64)
-    held = np.array([t.holding_s for t in ordered], dtype=np.float64)
-    n = len(pl)
-    wins, losses = pl[pl > 0], pl[pl < 0]
-    sum_win, sum_loss = float(wins.sum()), float(losses.sum())
-    avg_win = float(wins.mean()) if len(wins) else math.nan
-    avg_loss = float(losses.mean()) if len(losses) else math.nan
-    if sum_loss < 0:
-        profit_factor = sum_win / -sum_loss
-    else:
-        profit_factor = math.inf if sum_win > 0 else math.nan
-    return {
-        "trades": n,
-        "wins": len(wins),
-        "losses": len(losses),
-        "win_rate": len(wins) / n if n else math.nan,
-        "profit_factor": profit_factor,
-        "payoff_ratio": avg_win / -avg_loss if len(wins) and len(losses) else math.nan,
-        "expectancy": float(pl.mean()) if n else math.nan,
-        "avg_win": avg_win,
-        "avg_loss": avg_loss,
-        "total_net_pl": float(pl.sum()),
-        "max_consecutive_wins": _longest_run(pl > 0),
-        "max_consecutive_losses": _longest_run(pl < 0),
-        "avg_holding_s": float(held.mean()) if n else math.nan,
-    }
-
-
-def _longest_run(mask: npt.NDArray[np.bool_]) -> int:
-    if not mask.any():
-        return 0
-    edges = np.diff(np.r_[False, mask, False].astype(np.int8))
-    return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max())
-
-
-def max_consecutive(returns: pd.Series | FloatArray, positive: bool = True) -> int:
-    r = _arr(returns)
-    return _longest_run(r > 0 if positive else r < 0)
 
 
 # ----------------------------------------------------------------------------- summary
