@@ -132,8 +132,12 @@ def test_batch_results_add_up() -> None:
 @pytest.mark.parametrize(
     ("activity_id", "expected"),
     [
-        ("20260302150000123::6f1c2d6e-0000-4000-8000-000000000001", T0 + timedelta(milliseconds=123)),
-        ("20260302150000123", T0 + timedelta(milliseconds=123)),
+        # New York local time: 10:00 EST is 15:00 UTC; in July (EDT) 11:00 is 15:00 UTC
+        ("20260302100000123::6f1c2d6e-0000-4000-8000-000000000001", T0 + timedelta(milliseconds=123)),
+        ("20260302100000123", T0 + timedelta(milliseconds=123)),
+        ("20260701110000000::u", datetime(2026, 7, 1, 15, 0, tzinfo=UTC)),
+        ("20220202135509981::u", datetime(2022, 2, 2, 18, 55, 9, 981000, tzinfo=UTC)),  # Alpaca's documented fill
+        ("20220812000000000::u", datetime(2022, 8, 12, 4, 0, tzinfo=UTC)),  # date-only posting: NY midnight
         ("2026030215000012::x", None),  # 16 digits
         ("20261302150000123::x", None),  # month 13
         ("abc::def", None),
@@ -147,8 +151,8 @@ def test_activity_id_time(activity_id: str, expected: datetime | None) -> None:
 @pytest.mark.parametrize(
     ("row", "expected"),
     [
-        (activity("20260302150000123::u", kind="FILL", ts=T0 + timedelta(hours=1)), T0 + timedelta(hours=1)),
-        (activity("20260302150000123::u", kind="DIV", ts=T0.replace(hour=0)), T0 + timedelta(milliseconds=123)),
+        (activity("20260302100000123::u", kind="FILL", ts=T0 + timedelta(hours=1)), T0 + timedelta(hours=1)),
+        (activity("20260302100000123::u", kind="DIV", ts=T0.replace(hour=0)), T0 + timedelta(milliseconds=123)),
         (activity("plain-id", kind="DIV", ts=T0.replace(hour=0)), T0.replace(hour=0)),
     ],
 )
@@ -161,8 +165,8 @@ def test_activity_time_prefers_the_id_for_date_only_activities(row: ActivityReco
     [
         ([], None),
         (["malformed:ab"], None),
-        (["20260302150000001::a", "malformed:ab", "20260302150000003::c", "20260302150000002::b"],
-         ("20260302150000003::c", T0 + timedelta(milliseconds=3))),
+        (["20260302100000001::a", "malformed:ab", "20260302100000003::c", "20260302100000002::b"],
+         ("20260302100000003::c", T0 + timedelta(milliseconds=3))),
     ],
 )
 def test_activities_checkpoint_is_the_newest_real_activity(ids: list[str], expected: tuple[str, datetime] | None) -> None:

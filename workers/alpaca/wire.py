@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from core.records import ActivityRecord
 
@@ -42,6 +43,9 @@ ORDER_STATUS_RANK = {
     "suspended": 1, "done_for_day": 3, "filled": 4, "canceled": 4, "expired": 4, "rejected": 4, "replaced": 4,
 }  # fmt: skip
 
+NEW_YORK = ZoneInfo("America/New_York")
+"""The zone of the times inside activity ids."""
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 """Stand-in timestamp for an item without a usable time (it is stored, flagged, never a checkpoint)."""
 
@@ -64,12 +68,17 @@ def is_malformed_id(activity_id: str) -> bool:
 
 
 def activity_id_time(activity_id: str) -> datetime | None:
-    """The time Alpaca encodes in an activity id (``YYYYMMDDHHMMSSmmm::<uuid>``), else ``None``."""
+    """The time Alpaca encodes in an activity id, as UTC; ``None`` when the id carries none.
+
+    Ids read ``YYYYMMDDHHMMSSmmm::<uuid>`` in New York local time (a fill at 18:55:09.981Z has id
+    ``20220202135509981::…``); postings that carry only a date use its midnight.
+    """
     prefix = activity_id.split("::", 1)[0]
     if len(prefix) != 17 or not prefix.isdigit():
         return None
     with contextlib.suppress(ValueError):
-        return datetime.strptime(prefix[:14], "%Y%m%d%H%M%S").replace(microsecond=int(prefix[14:]) * 1000, tzinfo=UTC)
+        local = datetime.strptime(prefix[:14], "%Y%m%d%H%M%S").replace(tzinfo=NEW_YORK)
+        return local.replace(microsecond=int(prefix[14:]) * 1000).astimezone(UTC)
     return None
 
 
