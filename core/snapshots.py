@@ -126,6 +126,16 @@ def due_snapshot(now: datetime, last_ts: datetime | None, *, snapshot_sec: float
     return ts
 
 
+def due_points(now: datetime, last_ts: datetime | None, *, snapshot_sec: float, market_open: MarketOpen,
+               max_points: int) -> list[datetime]:
+    """The grid instants a flush at ``now`` stamps: the due one, and every one a late flush let pass."""
+    ts = due_snapshot(now, last_ts, snapshot_sec=snapshot_sec, market_open=market_open)
+    if ts is None or last_ts is None:
+        return [] if ts is None else [ts]
+    return missing_boundaries(last_ts, now, snapshot_sec=snapshot_sec, market_open=market_open,
+                              max_points=max_points) or [ts]
+
+
 def missing_boundaries(last_ts: datetime, now: datetime, *, snapshot_sec: float, market_open: MarketOpen,
                        max_points: int = 10_000) -> list[datetime]:
     """The grid instants strictly after ``last_ts`` and at or before ``now`` (a gap to refill).

@@ -17,6 +17,7 @@ from datetime import datetime
 
 import asyncpg
 
+from core.storable import bad_value
 from workers.prices import Bar
 from workers.stats import Counters
 
@@ -59,6 +60,8 @@ class BarWriterStats(Counters):
     dropped: int = 0
     """Pending bars given up because more than ``MAX_PENDING_BARS`` were waiting."""
     pending: int = 0
+    refused: int = 0
+    """Bars never queued: a price not finite or beyond :data:`core.storable.MAX_ABS_STORED`."""
     last_error: str | None = None
 
 
@@ -76,9 +79,12 @@ class BarWriter:
         self.stats = BarWriterStats()
 
     def offer(self, source: Hashable, bars: Iterable[Bar]) -> None:
-        """Queue ``bars`` (from :meth:`BarBuilder.take`) for the next :meth:`write`."""
+        """Queue ``bars`` (from :meth:`BarBuilder.take`) for the next :meth:`write`; unstorable ones are refused."""
         pending = self._pending
         for bar in bars:
+            if any(bad_value(v) for v in (bar.open, bar.high, bar.low, bar.close)):
+                self.stats.refused += 1
+                continue
             key = (source, bar.symbol, bar.ts)
             prev = pending.get(key)
             pending[key] = bar if prev is None else prev.merged(bar)

@@ -138,6 +138,10 @@ class Publisher:
     def publish(self, symbol: str, price: str | Decimal) -> None:
         self.sock.send_multipart(encode_message(symbol, price, time.time_ns()))
 
+    def send_raw(self, frames: list[bytes]) -> None:
+        """Any frames at all, as a buggy or hostile publisher would send them."""
+        self.sock.send_multipart(frames)
+
     def close(self) -> None:
         self.sock.close(linger=0)
         self.ctx.term()

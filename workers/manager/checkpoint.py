@@ -38,11 +38,9 @@ def decode(text: str) -> Checkpoint:
     try:
         state: Any = json.loads(text)
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise InvalidInput(f"checkpoint format {state.get('format') if isinstance(state, dict) else None!r}")
+            raise InvalidInput(f"format {state.get('format') if isinstance(state, dict) else None!r}")
         return Checkpoint(book=FifoBook.from_dict(state["book"]), ledger=CashLedger.from_dict(state["ledger"]),
                           orders={o["order_id"]: OrderMeta.from_dict(o) for o in state["book"].get("orders", [])},
                           cash_offset=Decimal(state.get("cash_offset", "0")))
-    except InvalidInput:
-        raise
-    except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
-        raise InvalidInput(f"checkpoint unreadable: {type(exc).__name__}: {exc}") from None
+    except (InvalidInput, KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
+        raise InvalidInput(f"checkpoint unusable: {type(exc).__name__}: {exc}") from None

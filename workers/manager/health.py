@@ -10,16 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 from core.settings import Settings
 from workers.heartbeat import REPLICA_ID
-from workers.manager.options import CHECKPOINT_INTERVAL_S, STALL_FACTOR, STALL_MIN_S
+from workers.manager.options import CHECKPOINT_INTERVAL_S, STALL_FACTOR, STALL_HEARTBEATS
 from workers.supervise import LoopHealth
 
 if TYPE_CHECKING:
     from workers.manager.runner import DestinationRunner
 
 
-def stall_limit_s(interval_s: float) -> float:
-    """How long a loop with this period may go without completing a pass."""
-    return max(STALL_MIN_S, STALL_FACTOR * interval_s)
+def stall_limit_s(interval_s: float, heartbeat_sec: float) -> float:
+    """How long a loop with this period may go without completing a pass (never under three heartbeats)."""
+    return max(STALL_HEARTBEATS * heartbeat_sec, STALL_FACTOR * interval_s)
 
 
 def runner_intervals_s(settings: Settings) -> dict[str, float]:
@@ -30,7 +30,7 @@ def runner_intervals_s(settings: Settings) -> dict[str, float]:
 
 
 def stall_reason(loops: Mapping[str, LoopHealth], intervals_s: Mapping[str, float], *, now_mono: float,
-                 started_mono: float) -> str | None:
+                 started_mono: float, heartbeat_sec: float) -> str | None:
     """``"name: no progress for N s (last error)"`` of the first loop past its limit; ``None`` when all progress.
 
     Only loops with an interval are watched; before its first pass a loop is measured from ``started_mono``.
@@ -39,7 +39,7 @@ def stall_reason(loops: Mapping[str, LoopHealth], intervals_s: Mapping[str, floa
         health = loops.get(name)
         last_ok = health.last_ok_monotonic if health is not None else None
         silent_s = now_mono - (last_ok if last_ok is not None else started_mono)
-        if silent_s > stall_limit_s(intervals_s[name]):
+        if silent_s > stall_limit_s(intervals_s[name], heartbeat_sec):
             why = f" ({health.last_error})" if health is not None and health.last_error else ""
             return f"{name}: no progress for {silent_s:.0f}s{why}"
     return None

@@ -9,19 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal
 
 from core.records import OpenPosition
 from core.valuation import Mark, PriceSource
 
 NS_PER_S = 1_000_000_000
 MAX_TICK_AHEAD_NS = 60 * NS_PER_S
-"""A tick stamped further ahead of this process's wall clock is taken at its receive time: a clock or
-unit mistake at the publisher must not make one mark look newer than every later one."""
-MIN_PLAUSIBLE_PRICE = Decimal("1e-10")
-MAX_PLAUSIBLE_PRICE = Decimal("1e9")
-"""No instrument trades outside ``[MIN, MAX]`` per unit: a tick outside is a unit mistake or hostile, and
-is refused before it can value a position (the feed's own sanity band judges prices inside it)."""
+"""A stamp further ahead of the receive clock is a publisher mistake: one such mark must never look
+newer than every later one."""
 
 
 def ns_to_utc(ns: int) -> datetime | None:
@@ -35,17 +30,17 @@ def ns_to_utc(ns: int) -> datetime | None:
 
 
 def tick_time(ts_event_ns: int, received_wall_ns: int) -> datetime | None:
-    """When a tick happened: the publisher's time when plausible, else when it was received."""
-    if 0 < ts_event_ns <= received_wall_ns + MAX_TICK_AHEAD_NS:
+    """When a tick happened: the publisher's time, unless it is ahead of the receive time by more than
+    ``MAX_TICK_AHEAD_NS`` (or not representable), then the receive time.
+
+    The feed already refuses a ``ts_ns`` far from its receive time; this guarantees on its own that no
+    stamp can raise here or push ``as_of_ns`` past what a ``bigint`` holds.
+    """
+    if ts_event_ns <= received_wall_ns + MAX_TICK_AHEAD_NS:
         event = ns_to_utc(ts_event_ns)
         if event is not None:
             return event
     return ns_to_utc(received_wall_ns)
-
-
-def plausible_price(price: Decimal) -> bool:
-    """Finite and within ``[MIN_PLAUSIBLE_PRICE, MAX_PLAUSIBLE_PRICE]``: what a mark may be."""
-    return price.is_finite() and MIN_PLAUSIBLE_PRICE <= price <= MAX_PLAUSIBLE_PRICE
 
 
 def choose_marks(positions: Mapping[str, OpenPosition], marks: Mapping[str, Mark],

@@ -28,8 +28,8 @@ BAR_DRAIN_TIMEOUT_S = 2.0
 LEADING_EDGE_WAIT_MAX_S = 1.0
 """The leading-edge loop re-reads the feed list at least this often (a take-over may add a feed)."""
 STALL_FACTOR = 10
-"""A loop that has not completed a pass in this many of its intervals (at least ``STALL_MIN_S``) is stalled."""
-STALL_MIN_S = 30.0
+"""A loop that has not completed a pass in this many of its periods (and ``STALL_HEARTBEATS`` heartbeats) is stalled."""
+STALL_HEARTBEATS = 3
 
 
 @dataclass(slots=True)
@@ -53,8 +53,6 @@ class DestinationStats(Counters):
     checkpoints: int = 0
     heartbeats: int = 0
     price_ticks: int = 0
-    ticks_refused: int = 0
-    """Ticks for a held symbol whose price no instrument can have (:func:`workers.manager.marks.plausible_price`)."""
     values_refused: int = 0
     """Rows (open trades, round trips, snapshots) not written because a value was unstorable."""
     errors: int = 0

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -24,14 +24,7 @@ from core.exit_legs import Legs, select_legs
 from core.fifo import FifoBook
 from core.ledger import ZERO, CashLedger, ledger_entry
 from core.records import ActivityRecord, Fill, OpenPosition, OrderMeta
-from core.snapshots import (
-    DrawdownTracker,
-    EquitySnapshot,
-    SnapshotSource,
-    due_snapshot,
-    make_snapshot,
-    missing_boundaries,
-)
+from core.snapshots import DrawdownTracker, EquitySnapshot, SnapshotSource, due_points, make_snapshot
 from core.valuation import AccountValue, Mark, OpenTradeRow, PriceSource, account_value, value_positions
 from workers.errors import ErrorKind, classify, describe
 from workers.heartbeat import write_heartbeat
@@ -39,13 +32,11 @@ from workers.manager import book as bookkeeping
 from workers.manager import checkpoint
 from workers.manager.context import RunnerContext
 from workers.manager.health import heartbeat_details, runner_intervals_s, stall_reason
-from workers.manager.marks import choose_marks, newly_stale, plausible_price, tick_time
+from workers.manager.marks import choose_marks, newly_stale, tick_time
 from workers.manager.options import (
     CHECKPOINT_COST_S_PER_FILL,
     CHECKPOINT_INTERVAL_S,
     CHECKPOINT_MAX_LOOP_SHARE,
-    GAP_REFILL_MAX_AGE_S,
-    GAP_REFILL_MAX_POINTS,
     LATE_SNAPSHOTS_MAX,
     NOTIFY_IDS_MAX,
     SERVICE,
@@ -60,7 +51,7 @@ from workers.manager.reconcile import (
     check_quantities,
     read_positions,
 )
-from workers.manager.seed import seed_points
+from workers.manager.seed import gap_points, seed_points
 from workers.manager.store import Store, bad_open_row, storable_snapshots, storable_trips
 from workers.manager.throttle import Throttle
 from workers.notify import encode_payload
@@ -163,10 +154,12 @@ class DestinationRunner:
             self.log.warning("dest=%s %s failed: %s", self.slug, what, self.stats.last_error)
 
     def _refused(self, what: str, details: Sequence[str]) -> None:
+        before = self.stats.values_refused
         self.stats.values_refused += len(details)
         self.stats.errors += 1
         self.stats.last_error = f"{what}: unstorable value refused: {', '.join(details[:3])}"[:300]
-        self.log.warning("dest=%s %s", self.slug, self.stats.last_error)
+        if len(str(before)) != len(str(self.stats.values_refused)) or before == 0:  # 1, 10, 100…: never a flood
+            self.log.warning("dest=%s %s (%d so far)", self.slug, self.stats.last_error, self.stats.values_refused)
 
     async def guarded(self, work: Awaitable[Any], what: str) -> None:
         """Await ``work``; any failure is counted and logged, never raised (drain, heartbeat)."""
@@ -244,7 +237,7 @@ class DestinationRunner:
         try:
             saved = await asyncio.to_thread(checkpoint.decode, text)
         except InvalidInput as exc:  # a cache: replay instead
-            self.log.warning("dest=%s checkpoint unusable (%s): full replay from activities", self.slug, exc)
+            self.log.warning("dest=%s %s: full replay from activities", self.slug, exc)
             return
         self.book, self.ledger, self.last_seq, self.orders = saved.book, saved.ledger, last_seq, saved.orders
         self.cash = CashCalibration(offset=saved.cash_offset)
@@ -364,13 +357,10 @@ class DestinationRunner:
 
     # --- prices and valuation ------------------------------------------------------------------
     def on_tick(self, tick: PriceTick) -> None:
-        """Adopt a conflated tick of a held symbol as its mark (an implausible price is refused, counted)."""
+        """Adopt a conflated tick of a held symbol as its mark (the feed has screened its price and time)."""
         if tick.symbol not in self.positions:
             return
         self.stats.price_ticks += 1
-        if not plausible_price(tick.price):
-            self.stats.ticks_refused += 1
-            return
         self.marks[tick.symbol] = Mark(price=tick.price, ts=tick_time(tick.ts_event_ns, tick.received_wall_ns),
                                        source=PriceSource.ZMQ)
         self.dirty.add(tick.symbol)
@@ -446,28 +436,23 @@ class DestinationRunner:
         return lambda symbol: feed is not None and feed.is_stale(symbol, now_mono_ns)
 
     async def _snapshot_if_due(self, now: datetime, now_mono_ns: int) -> None:
-        snapshot_sec, market_open = self.settings.snapshot_sec, self.ctx.market_open
-        ts = due_snapshot(now, self.last_snapshot_ts, snapshot_sec=snapshot_sec, market_open=market_open)
-        if ts is None:
-            return
-        # A late flush (a busy loop) may have let several grid instants pass: stamp each of them.
-        points = [ts] if self.last_snapshot_ts is None else missing_boundaries(
-            self.last_snapshot_ts, now, snapshot_sec=snapshot_sec, market_open=market_open,
-            max_points=LATE_SNAPSHOTS_MAX) or [ts]
-        self.stats.snapshots += await self.snapshot(points, now_mono_ns, SnapshotSource.LIVE)
+        points = due_points(now, self.last_snapshot_ts, snapshot_sec=self.settings.snapshot_sec,
+                            market_open=self.ctx.market_open, max_points=LATE_SNAPSHOTS_MAX)
+        if points:
+            self.stats.snapshots += await self.snapshot(points, now_mono_ns, SnapshotSource.LIVE)
 
     async def write_open(self, rows: list[OpenTradeRow], notify: bool) -> None:
         ids = sorted(self.pending_notify_ids)[:NOTIFY_IDS_MAX] if notify else []
-        refused = [f"{r.symbol} {why}" for r in rows if (why := bad_open_row(r)) is not None]
-        if refused:  # not a mark (dropped by valuation()): the book itself holds the value
-            self._refused("open trades", refused)
-            return
+        bad = {r.symbol: why for r in rows if (why := bad_open_row(r)) is not None}
+        if bad:  # not a mark (valuation() dropped those): the book itself holds it; that row stays as stored
+            self._refused("open trades", [f"{s} {why}" for s, why in sorted(bad.items())])
+            rows = [r for r in rows if r.symbol not in bad]
         marked = [r.mark_ts for r in rows if r.mark_ts is not None and not r.price_stale]
         if marked:
             self.as_of_ns = max(self.as_of_ns, int(max(marked).timestamp() * 1_000_000) * 1000)
         async with self.write_lock:
             version = await self.store.write_open(rows, notify_channel=pos_channel(self.slug) if notify else None,
-                                                  ids=ids, as_of_ns=self.as_of_ns)
+                                                  ids=ids, as_of_ns=self.as_of_ns, keep=sorted(bad))
         if version is not None:
             self.pos_version = version
         self.stats.pos_writes += 1
@@ -506,10 +491,8 @@ class DestinationRunner:
         deposits, approximate for market value when prices moved during the gap.
         """
         assert self.last_snapshot_ts is not None
-        since = max(self.last_snapshot_ts, now - timedelta(seconds=GAP_REFILL_MAX_AGE_S))
-        points = missing_boundaries(since, now - timedelta(seconds=self.settings.snapshot_sec),
-                                    snapshot_sec=self.settings.snapshot_sec, market_open=self.ctx.market_open,
-                                    max_points=GAP_REFILL_MAX_POINTS)
+        points = gap_points(self.last_snapshot_ts, now, snapshot_sec=self.settings.snapshot_sec,
+                            market_open=self.ctx.market_open)
         if not points:
             return
         inserted = await self.snapshot(points, time.monotonic_ns(), SnapshotSource.GAP)
@@ -542,6 +525,10 @@ class DestinationRunner:
         broker = read_positions(await self.broker.get_positions(), datetime.now(UTC))
         self.stats.reconciles += 1
         self.rest_marks.update(broker.rest_marks)
+        if self.feed is not None:  # the feed judges its first ticks against the broker's price
+            for symbol, mark in broker.rest_marks.items():
+                if self.feed.band.reference(symbol) is None:
+                    self.feed.band.set_reference(symbol, mark.price)
         self.prev_close.update(broker.prev_close)
         fifo_qty = {s: pos.qty for s, pos in self.positions.items()}
         check = check_quantities(self.qty_check, fifo_qty, broker.qty, self.book.fill_count)
@@ -586,7 +573,8 @@ class DestinationRunner:
     def stall_reason(self, now_mono: float) -> str | None:
         """Why this destination is not making progress (a loop or the flush silent too long), else ``None``."""
         return stall_reason(self.loops, runner_intervals_s(self.settings), now_mono=now_mono,
-                            started_mono=self.started_mono) or self.ctx.stalled()
+                            started_mono=self.started_mono, heartbeat_sec=self.settings.heartbeat_sec) or (
+            self.ctx.stalled())
 
     async def heartbeat(self, *, state: str = "running") -> None:
         """Write this destination's heartbeat row; ``stalled`` (with the reason) when a loop makes no progress."""

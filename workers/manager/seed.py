@@ -1,4 +1,4 @@
-"""Pure: the first points of a destination's equity curve, before the live series starts."""
+"""Pure: the equity points the live series does not stamp itself (the curve's start, a take-over gap)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from core.snapshots import DrawdownTracker, EquitySnapshot, SnapshotSource
+from core.snapshots import DrawdownTracker, EquitySnapshot, MarketOpen, SnapshotSource, missing_boundaries
 from workers.alpaca import PortfolioHistory
+from workers.manager.options import GAP_REFILL_MAX_AGE_S, GAP_REFILL_MAX_POINTS
 
 ZERO = Decimal(0)
 LIVE_OVERLAP = timedelta(hours=1)
@@ -40,3 +41,14 @@ def seed_points(history: PortfolioHistory, *, now: datetime, deposits_until: Cal
                                     net_deposits=deposit_baseline or dep, drawdown=tracker.update(dep, dep),
                                     source=SnapshotSource.SEED))
     return snaps
+
+
+def gap_points(last_ts: datetime, now: datetime, *, snapshot_sec: float, market_open: MarketOpen) -> list[datetime]:
+    """The grid instants missed while nobody owned the destination (a take-over, a restart).
+
+    Only the last ``GAP_REFILL_MAX_AGE_S`` are bridged, with today's values; older holes are for
+    ``refill-snapshots``. The current instant is the live flush's.
+    """
+    since = max(last_ts, now - timedelta(seconds=GAP_REFILL_MAX_AGE_S))
+    return missing_boundaries(since, now - timedelta(seconds=snapshot_sec), snapshot_sec=snapshot_sec,
+                              market_open=market_open, max_points=GAP_REFILL_MAX_POINTS)

@@ -41,7 +41,7 @@ from workers.manager.options import (
 from workers.manager.port import BrokerFactory, MarketOpen, default_broker, default_market_open
 from workers.manager.runner import DestinationRunner
 from workers.notify import NEW_FILLS_CHANNEL
-from workers.prices import PriceFeed
+from workers.prices import PriceFeed, feed_limits
 from workers.supervise import LoopHealth, sleep_or_stop, supervise
 
 log = logging.getLogger("workers.manager")
@@ -101,7 +101,7 @@ class AccountManager:
         feed = self.feeds.get(endpoints)
         if feed is None:
             stale = dest.price_feed.stale_after_s or self.settings.price_stale_after_s
-            feed = self.feeds[endpoints] = PriceFeed(endpoints, stale_after_s=stale)
+            feed = self.feeds[endpoints] = PriceFeed(endpoints, stale_after_s=stale, limits=feed_limits(self.settings))
             name = f"zmq {','.join(endpoints)}"
             self.feed_tasks[endpoints] = asyncio.create_task(self._keep_running(name, feed.run, None), name=name)
         return feed
@@ -168,7 +168,7 @@ class AccountManager:
             health = self.loops[name]
             last = health.last_ok_monotonic
             silent_s = now - (last if last is not None else self._started_mono)
-            if silent_s > stall_limit_s(interval_s):
+            if silent_s > stall_limit_s(interval_s, self.settings.heartbeat_sec):
                 why = f" ({health.last_error})" if health.last_error else ""
                 return f"{name} loop: no progress for {silent_s:.0f}s{why}"
         for endpoints, task in self.feed_tasks.items():

@@ -82,7 +82,7 @@ def _unnest(cols: Columns, first_param: int = 1) -> str:
 
 
 def open_trades_sql(slug: str) -> str:
-    """One round trip: upsert all rows, delete flat symbols, bump ``pos_version``, maybe NOTIFY."""
+    """One round trip: upsert all rows, delete flat symbols (not the kept ones), bump ``pos_version``, maybe NOTIFY."""
     table = f"public.{quote_ident(open_trades_table(slug))}"
     n = len(OPEN_COLS)
     names = ", ".join(c for c, _ in OPEN_COLS)
@@ -90,7 +90,8 @@ def open_trades_sql(slug: str) -> str:
     return f"""WITH src AS ({_unnest(OPEN_COLS)}),
         up AS (INSERT INTO {table} ({names}, updated_at) SELECT {names}, now() FROM src
                ON CONFLICT (symbol) DO UPDATE SET {sets}, updated_at = now() RETURNING 1),
-        del AS (DELETE FROM {table} WHERE symbol <> ALL(${1}::text[]) RETURNING 1),
+        del AS (DELETE FROM {table} WHERE symbol <> ALL(${1}::text[]) AND symbol <> ALL(${n + 6}::text[])
+                RETURNING 1),
         v AS (UPDATE public.ch_versions SET pos_version = pos_version + 1, updated_at = now()
               WHERE slug = ${n + 1} RETURNING pos_version)
         SELECT v.pos_version,
@@ -288,11 +289,12 @@ class Store:
             self.slug, text, last_seq, fill_count, REPLICA_ID)
 
     async def write_open(self, rows: Sequence[OpenTradeRow], *, notify_channel: str | None, ids: Sequence[str],
-                         as_of_ns: int) -> int | None:
-        """Replace the open trades with ``rows``, NOTIFY ``notify_channel`` when given; the new ``pos_version``."""
+                         as_of_ns: int, keep: Sequence[str] = ()) -> int | None:
+        """Replace the open trades with ``rows`` (rows of ``keep`` stay as stored), NOTIFY ``notify_channel``
+        when given; the new ``pos_version``."""
         args = columns([open_row(r) for r in rows], OPEN_COLS)
         record = await self.pool.fetchrow(self._open_sql, *args, self.slug, notify_channel is not None,
-                                          notify_channel or "", list(ids), as_of_ns)
+                                          notify_channel or "", list(ids), as_of_ns, list(keep))
         return None if record is None else int(record["pos_version"])
 
     async def write_closed(self, rows: Sequence[Mapping[str, Any]], removed: Sequence[str], *,
