@@ -33,6 +33,7 @@ class Receiver:
     fail_next: int = 0
     fail_status: int = 500
     always_fail: bool = False
+    attempts: int = 0  # every POST, answered or refused
     url: str = ""
     _runner: web.AppRunner | None = None
 
@@ -48,6 +49,7 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        self.attempts += 1
         if self.always_fail or self.fail_next > 0:
             self.fail_next = max(0, self.fail_next - 1)
             return web.Response(status=self.fail_status, text="nope")
