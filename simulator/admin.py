@@ -5,6 +5,7 @@ file, or set with ``--admin-token`` / ``SIM_ADMIN_TOKEN``); no answer carries a 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -84,12 +85,13 @@ class AdminApi:
         return as_json({"ok": True})
 
     async def end_of_day(self, request: web.Request) -> web.Response:
-        """Post the accrued end-of-day fees now, dated their trade day (``{"through": "YYYY-MM-DD"}``)."""
+        """Act as if the day ``{"through": "YYYY-MM-DD"}`` (default today) just ended: its accrued fees are
+        posted now, dated their trade day (``fee_post_delay_days`` holds them back, as at midnight)."""
         body = await json_body(request)
         now = self.sim.sim_now()
-        through = parse_time(body["through"]) if body.get("through") else now
-        assert through is not None
-        day = through.date() if body.get("through") else now.astimezone(NY).date()
+        through = parse_time(body["through"]) if body.get("through") else None
+        day = through.date() if through is not None else now.astimezone(NY).date()
+        day -= timedelta(days=self.sim.faults.fee_post_delay_days)
         return as_json({"posted": self.engine.post_accruals(day, ts=now)})
 
     async def truth(self, request: web.Request) -> web.Response:

@@ -55,6 +55,11 @@ class Faults:
     fee_post_delay_days: int = 0
     """End-of-day fees (FEE, CFEE) are posted this many days late (still dated their trade day)."""
 
+    history_null_base: bool = False
+    """Portfolio history answers ``base_value: null`` (a quirk of Alpaca's)."""
+    history_repeat_previous_day: bool = False
+    """The daily portfolio history's last point repeats the previous day's equity (another Alpaca quirk)."""
+
     def visible(self, acts: list[Activity], now: datetime) -> list[Activity]:
         """The activities the REST endpoint shows now, after the ledger faults."""
         if not (self.hide_activity_ids or self.delay_activity_s or self.duplicate_activity_ids):
@@ -97,9 +102,9 @@ class Faults:
             elif key in ("drop_fill_updates", "fee_post_delay_days"):
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     raise ValueError(f"{key} must be an integer >= 0")
-            elif key == "emit_pending_new":
+            elif key in ("emit_pending_new", "history_null_base", "history_repeat_previous_day"):
                 if not isinstance(value, bool):
-                    raise ValueError("emit_pending_new must be true or false")
+                    raise ValueError(f"{key} must be true or false")
             elif key == "stream_conflict":
                 if value not in STREAM_CONFLICT_MODES:
                     raise ValueError(f"stream_conflict must be one of {STREAM_CONFLICT_MODES}")

@@ -68,7 +68,8 @@ def test_extended_hours_limit_orders_trade_pre_market_and_expire_at_eight_pm(cal
     late = eng.submit(acct, {"symbol": "MSFT", "qty": "2", "side": "buy", "type": "limit", "time_in_force": "day",
                              "limit_price": "1.00", "extended_hours": True})
     eng.match()
-    assert early.status == "filled" and late.status == "new"
+    assert early.status == "filled"
+    assert late.status == "new"
     eng.expire_day_orders(datetime(2026, 6, 8, 20, 0, tzinfo=UTC), extended=False)
     assert late.status == "new"  # the 16:00 close leaves extended-hours orders working
     eng.expire_day_orders(datetime(2026, 6, 9, 0, 0, tzinfo=UTC), extended=True)
