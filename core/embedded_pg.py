@@ -3,13 +3,16 @@
 Used whenever no DSN is configured. The data directory lives under ``.coldharbour/`` and is reused
 across runs; the process that starts the server stops it (``stop()``, context manager, atexit), so
 no postgres process is left behind. A server already running on the same data directory (started
-by another process) is reused and left running for its owner.
+by another process) is reused and left running for its owner. The owner is recorded in ``owner``
+(pid and process start time): a server whose owner is gone (killed before it could stop it) is an
+orphan, which the next ``start()`` stops and starts again as its own.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -34,6 +37,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _process_start(pid: int) -> float | None:
+    """The process's start time, which tells a live owner from a later process given its pid."""
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
 def _port_open(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
@@ -56,9 +69,12 @@ class EmbeddedPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._prepare_user()
         running = self._running_port()
-        if running is not None:
+        if running is not None and self._owner_alive():
             self.port = running
             return self.dsn
+        if running is not None:
+            # an orphan: nothing would ever stop it, and whoever adopted it would leave it running
+            self._pg_ctl_stop()
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
         self.port = self.port or self._remembered_port() or _free_port()
@@ -78,6 +94,7 @@ class EmbeddedPostgres:
             tail = log.read_text()[-2000:] if log.exists() else ""
             raise DatabaseUnavailable(f"embedded PostgreSQL failed to start in {self.data_dir}: {tail}") from exc
         self._owner = True
+        self._owner_file.write_text(json.dumps({"pid": os.getpid(), "started": _process_start(os.getpid())}))
         atexit.register(self.stop)
         deadline = time.monotonic() + timeout_s
         while not _port_open(self.port):
@@ -91,10 +108,14 @@ class EmbeddedPostgres:
         if not self._owner:
             return
         self._owner = False
-        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            self._run([_bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-m", "fast", "stop"], 60)
+        self._pg_ctl_stop()
+        self._owner_file.unlink(missing_ok=True)
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
+
+    def _pg_ctl_stop(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            self._run([_bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-m", "fast", "stop"], 60)
 
     def __enter__(self) -> EmbeddedPostgres:
         self.start()
@@ -112,6 +133,19 @@ class EmbeddedPostgres:
         return self._owner
 
     # -- helpers -----------------------------------------------------------------------------
+    @property
+    def _owner_file(self) -> Path:
+        return self.data_dir / "owner"
+
+    def _owner_alive(self) -> bool:
+        """Whether the process that started the running server still runs (same pid and start time)."""
+        try:
+            owner = json.loads(self._owner_file.read_text())
+            pid, started = int(owner["pid"]), owner["started"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False  # no record: started by a version that kept none, or by hand
+        return started is not None and _process_start(pid) == started
+
     def _remembered_port(self) -> int | None:
         path = self.data_dir / "port"
         with contextlib.suppress(OSError, ValueError):

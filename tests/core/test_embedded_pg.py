@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -43,3 +46,30 @@ def test_start_reuse_and_clean_stop(pg_data_dir: Path) -> None:
         assert cur.fetchone() == (42,)
     conn.close()
     again.stop()
+
+
+def test_a_server_whose_owner_was_killed_is_stopped_and_restarted_as_our_own(pg_data_dir: Path) -> None:
+    # Arrange: another process starts the server and is killed hard (as a `make demo` killed with -9)
+    data_dir = pg_data_dir / "db"
+    script = ("import sys, time; from core.embedded_pg import EmbeddedPostgres; "
+              f"print(EmbeddedPostgres({str(data_dir)!r}).start(), flush=True); time.sleep(600)")
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert owner.stdout is not None
+    owner.stdout.readline()
+    orphans = _postgres_processes(data_dir)
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    assert orphans
+    assert all(p.is_running() for p in orphans)  # pg_ctl daemonised it: it outlives its owner
+
+    # Act
+    server = EmbeddedPostgres(data_dir)
+    dsn = server.start()
+
+    # Assert: the orphan is gone, a server of our own answers, and stopping it leaves nothing running
+    assert server.owner is True
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans)
+    conn = connect(dsn)
+    conn.close()
+    server.stop()
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in _postgres_processes(data_dir))
