@@ -210,8 +210,10 @@ class Spinoff(_EventBase):
 
     ``basis_fraction`` of each parent lot's cost moves to the new shares (pro rata to the parent
     lots' quantities, same entry times); the parent keeps its quantity and the rest of its cost.
-    The adapter derives the fraction from market values when it knows them (new value / (parent
-    value + new value)); 0 leaves the whole cost with the parent and the new shares at zero cost.
+    The broker states the allocation as the new shares' cost per share (``new_price``, the price
+    of Alpaca's ``SPIN`` line): then the fraction is ``new_qty × new_price / parent cost`` (at most
+    1). Otherwise the adapter gives the fraction from market values (new value / (parent value +
+    new value)); 0 leaves the whole cost with the parent and the new shares at zero cost.
     """
 
     kind: ClassVar[EventKind] = EventKind.SPINOFF
@@ -221,14 +223,18 @@ class Spinoff(_EventBase):
     new_symbol: str
     new_qty: Decimal
     basis_fraction: Decimal = ZERO
+    new_price: Decimal | None = None
 
     def __post_init__(self) -> None:
         row = _check_common(self)
         _symbol_field(self, "new_symbol", row)
         _decimal_field(self, "new_qty", row, positive=True)
         _decimal_field(self, "basis_fraction", row, non_negative=True)
+        _decimal_field(self, "new_price", row, non_negative=True, optional=True)
         if self.basis_fraction > 1:
             raise InvalidInput(f"{row}: basis_fraction must be between 0 and 1, got {self.basis_fraction}")
+        if self.new_price is not None and self.basis_fraction:
+            raise InvalidInput(f"{row}: give basis_fraction or new_price, not both")
 
     @property
     def symbols(self) -> tuple[str, ...]:

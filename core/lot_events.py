@@ -170,6 +170,11 @@ def _spinoff(ev: Spinoff, book_for: BookFor, allow_short: bool) -> None:
         return
     child = book_for(ev.new_symbol)
     held = _held(parent)
+    fraction = ev.basis_fraction
+    if ev.new_price is not None:  # the broker's allocated cost per new share: fraction of the known cost
+        cost = sum((src.price * rem for src, rem in zip(parent.lot_src, parent.lot_rem, strict=True)
+                    if src.price is not None), ZERO)
+        fraction = min(ONE, ev.new_qty * ev.new_price / cost) if cost > 0 else ZERO
     side = Side.BUY if parent.pos > 0 else Side.SELL
     arriving: list[EventFill] = []
     given = ZERO
@@ -180,10 +185,10 @@ def _spinoff(ev: Spinoff, book_for: BookFor, allow_short: bool) -> None:
         given += qty
         if qty <= 0:
             continue
-        price = None if src.price is None else src.price * rem * ev.basis_fraction / qty
+        price = None if src.price is None else src.price * rem * fraction / qty
         arriving.append(EventFill(f"{ev.event_id}:{src.fill_id}", src.ts, child.symbol, side, qty, price))
-    keep = ONE - ev.basis_fraction
-    if ev.basis_fraction:
+    keep = ONE - fraction
+    if fraction:
         _reprice(parent, lambda price: price * keep)
     run_fills(child, arriving, allow_short)
 

@@ -148,6 +148,15 @@ def test_spinoff_moves_the_documented_cost_fraction_to_new_lots() -> None:
     assert [lot.remaining for lot in kid.lots] == [D(5), D(15)]  # pro rata to the parent lots
 
 
+def test_spinoff_at_the_brokers_allocated_price_per_new_share() -> None:
+    # 40 parent shares costing 4000; the broker allocates 20 new shares at 40 each: 800 of the cost
+    fills = [fill("p1", 0, "PAR", Side.BUY, "10", "100"), fill("p2", 1, "PAR", Side.BUY, "30", "100")]
+    spin = Spinoff(event_id="sp", ts=at(24), symbol="PAR", new_symbol="KID", new_qty=D(20), new_price=D(40))
+    positions = match_fills(fills, events=[spin]).open_positions
+    assert positions["KID"].avg_entry_price == D(40)
+    assert positions["PAR"].avg_entry_price == D(80)
+
+
 def test_worthless_removal_realizes_the_whole_cost() -> None:
     res = match_fills([fill("a", 0, "DEAD", Side.BUY, "10", "3")],
                       events=[Worthless(event_id="w", ts=at(24), symbol="DEAD")])
