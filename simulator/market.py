@@ -102,10 +102,11 @@ class Market:
         self.quotes: dict[str, Quote] = {}
         self.overrides: dict[str, Decimal] = {}
         self.bars: dict[str, list[Bar]] = {}
-        self.record_bars = True
         self.adjustments: list[tuple[str, datetime, str, Decimal]] = []  # (symbol, at, "split"/"dividend", factor)
+        self.record_bars = False  # the opening quotes are no trade (a history may start before "now")
         for s, p in universe.items():
             self.add_symbol(s, p)
+        self.record_bars = True
 
     # ------------------------------------------------------------------ universe
     def add_symbol(self, symbol: str, price: float) -> Instrument:
