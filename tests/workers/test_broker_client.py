@@ -7,7 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 import pytest
 from aiohttp import web
@@ -24,6 +24,8 @@ from workers.alpaca import (
 )
 from workers.alpaca.parse import parse_timestamp
 from workers.backoff import BackoffPolicy
+
+CENT = Decimal("0.01")
 
 
 def destination(sim: SimHandle, index: int = 0, *, secret: str | None = None) -> Destination:
@@ -51,7 +53,7 @@ async def test_typed_reads_equal_ground_truth(simulator_factory: Callable[..., S
         orders = [row async for page in broker.iter_orders(limit=3) for row in page]
 
     # Assert
-    assert account.cash == Decimal(truth["cash"])
+    assert account.cash == Decimal(truth["cash"]).quantize(CENT, ROUND_HALF_EVEN)  # Alpaca sends cents
     assert {p.symbol: p.qty for p in positions} == {s: Decimal(p["qty"]) for s, p in truth["positions"].items()}
     assert len(history.timestamps) == len(history.equity)
     assert len(truth["activities"]) > 7
