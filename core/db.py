@@ -1,6 +1,8 @@
 """Synchronous database helpers (psycopg2): connect with a clear error, resolve the DSN, migrate.
 
 The dashboard and CLIs use these; the workers use asyncpg with :func:`core.dsn.parse_dsn`.
+Two stores (:class:`core.schema.Store`): :func:`resolve_dsn` names the database of each, and
+:func:`migrate` migrates both when ``TIMESCALE_LIVE_CONN_STRING`` names a database of its own.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from core.errors import DatabaseUnavailable
 from core.schema import (
     MIGRATION_LOCK_KEY,
     MIGRATIONS_TABLE_DDL,
+    Store,
     destination_ddl,
     migrations,
     timescale_ddl,
@@ -30,9 +33,13 @@ log = logging.getLogger(__name__)
 _embedded: EmbeddedPostgres | None = None
 
 
-def resolve_dsn(settings: Settings) -> str:
-    """The configured DSN, or the embedded server's (started or reused on first call)."""
+def resolve_dsn(settings: Settings, store: Store = Store.PRIMARY) -> str:
+    """The DSN of ``store``'s database: the configured one, or the embedded server's (started or
+    reused on first call). The time-series store is the primary one unless
+    :attr:`Settings.separate_timeseries`."""
     global _embedded
+    if store is Store.TIMESERIES and settings.separate_timeseries:
+        return settings.timescale_dsn or ""
     configured = settings.primary_dsn
     if configured:
         return configured
@@ -78,9 +85,27 @@ def migrate(
 ) -> list[int]:
     """Apply pending migrations and create each destination's tables. Returns versions applied.
 
+    ``conn`` is the primary store. With :attr:`Settings.separate_timeseries`, the time-series
+    tables go to their own database (connected here, closed before returning), which records its
+    own migrations; otherwise ``conn``'s database gets everything.
     Idempotent and safe to run concurrently (a transaction-level advisory lock serialises migrators).
     """
     dests = list(destinations)
+    if not settings.separate_timeseries:
+        return _migrate_store(conn, settings, dests, None)
+    applied = _migrate_store(conn, settings, dests, Store.PRIMARY)
+    series = connect(settings.timescale_dsn or "", timeout_s=settings.db_connect_timeout_s)
+    try:
+        applied += _migrate_store(series, settings, dests, Store.TIMESERIES)
+    finally:
+        series.close()
+    return sorted(applied)
+
+
+def _migrate_store(
+    conn: psycopg2.extensions.connection, settings: Settings, dests: list[Destination], store: Store | None
+) -> list[int]:
+    """Migrate one database: ``store``'s migrations and tables (``None``: one database holds all)."""
     applied: list[int] = []
     with conn:
         with conn.cursor() as cur:
@@ -89,7 +114,7 @@ def migrate(
             cur.execute("SELECT version FROM public.schema_migrations")
             done = {row[0] for row in cur.fetchall()}
             for migration in migrations(settings.account_schema):
-                if migration.version in done:
+                if migration.version in done or (store is not None and migration.store is not store):
                     continue
                 for statement in migration.statements:
                     cur.execute(statement)
@@ -99,17 +124,21 @@ def migrate(
                 )
                 applied.append(migration.version)
             for dest in dests:
-                register_destination(cur, dest)
+                if store is Store.TIMESERIES:
+                    for statement in destination_ddl(dest.slug, Store.TIMESERIES):
+                        cur.execute(statement)
+                else:
+                    register_destination(cur, dest, store)
     if dests and timescale_available(conn):
-        _apply_timescale(conn, settings, [d.slug for d in dests])
+        _apply_timescale(conn, settings, [d.slug for d in dests], store)
     if applied:
-        log.info("applied migrations %s", applied)
+        log.info("applied migrations %s%s", applied, f" ({store} store)" if store else "")
     return applied
 
 
-def register_destination(cur: psycopg2.extensions.cursor, dest: Destination) -> None:
-    """Create the destination's tables and upsert its registry row (no secrets stored)."""
-    for statement in destination_ddl(dest.slug):
+def register_destination(cur: psycopg2.extensions.cursor, dest: Destination, store: Store | None = None) -> None:
+    """Create the destination's tables (``store``'s; ``None``: all) and upsert its registry row (no secrets stored)."""
+    for statement in destination_ddl(dest.slug, store):
         cur.execute(statement)
     cur.execute(
         """INSERT INTO public.ch_destinations
@@ -125,12 +154,15 @@ def register_destination(cur: psycopg2.extensions.cursor, dest: Destination) -> 
     cur.execute("INSERT INTO public.ch_versions (slug) VALUES (%s) ON CONFLICT DO NOTHING", (dest.slug,))
 
 
-def _apply_timescale(conn: psycopg2.extensions.connection, settings: Settings, slugs: list[str]) -> None:
+def _apply_timescale(
+    conn: psycopg2.extensions.connection, settings: Settings, slugs: list[str], store: Store | None
+) -> None:
     statements = timescale_ddl(
         settings.account_schema,
         slugs,
         compress_after_days=settings.timescale_compress_after_days,
         retention_days=settings.timescale_retention_days,
+        store=store,
     )
     for statement in statements:
         try:

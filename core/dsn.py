@@ -164,3 +164,9 @@ def _parse_keywords(text: str) -> ConnInfo:
     user = values.pop("user", None)
     password = values.pop("password", None)
     return ConnInfo(host, port, dbname, user, password, tuple(values.items()))
+
+
+def same_database(a: str, b: str) -> bool:
+    """Whether two DSNs name the same database (host, port and database name; the user may differ)."""
+    left, right = parse_dsn(a), parse_dsn(b)
+    return (left.host.lower(), left.port, left.dbname) == (right.host.lower(), right.port, right.dbname)

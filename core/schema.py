@@ -9,6 +9,14 @@ Layout
 - ``public``: ``schema_migrations``, ``ch_destinations`` (registry, no secrets), ``ch_versions``
   (per-destination data version counters) and per destination ``open_trades_<slug>``,
   ``closed_trades_<slug>``, ``equity_full_<slug>``.
+
+Two stores (:class:`Store`). The time series, ``equity_full_<slug>`` and ``price_bars``, belong to
+the time-series store (``TIMESCALE_LIVE_CONN_STRING``); everything else to the primary one
+(``POSTGRESQL_LIVE_CONN_STRING``). When both DSNs name the same database, that database holds
+everything, exactly as with one. When they differ, each database gets only its own tables and
+records its own migrations in its own ``public.schema_migrations`` (:func:`core.db.migrate`).
+No query joins across the two: the raw activities, the positions, the registry and the version
+counters stay together in the primary store, so every transaction that needs them is local.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 from core.destinations import closed_trades_table, equity_table, open_trades_table
 
@@ -29,11 +38,34 @@ def quote_ident(name: str) -> str:
     return f'"{name}"'
 
 
+class Store(StrEnum):
+    """Which database a table lives in."""
+
+    PRIMARY = "primary"
+    """Raw broker data, registry, versions, positions, round trips, alerts (``POSTGRESQL_LIVE_CONN_STRING``)."""
+    TIMESERIES = "timeseries"
+    """``equity_full_<slug>`` and ``price_bars`` (``TIMESCALE_LIVE_CONN_STRING``)."""
+
+
+TIMESERIES_TABLES = ("price_bars",)
+"""Global time-series tables; every ``equity_full_<slug>`` is one too (:func:`table_store`)."""
+
+
+def table_store(table: str) -> Store:
+    """The store holding ``table`` (a bare name, no schema): :attr:`Store.TIMESERIES` for the time series."""
+    bare = table.rsplit(".", 1)[-1].strip('"')
+    if bare in TIMESERIES_TABLES or bare.startswith("equity_full_"):
+        return Store.TIMESERIES
+    return Store.PRIMARY
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
     name: str
     statements: tuple[str, ...]
+    store: Store = Store.PRIMARY
+    """Where the statements run when the stores are separate databases (one database: there)."""
 
 
 def migrations(account_schema: str) -> list[Migration]:
@@ -215,6 +247,7 @@ def migrations(account_schema: str) -> list[Migration]:
                     PRIMARY KEY (symbol, ts)
                 )""",
             ),
+            store=Store.TIMESERIES,
         ),
         Migration(
             6,
@@ -299,11 +332,36 @@ def _index_name(table: str, suffix: str) -> str:
     return f"{table[: 63 - len(suffix) - 10]}_{digest}_{suffix}"
 
 
-def destination_ddl(slug: str) -> list[str]:
-    """Idempotent DDL creating one destination's derived tables."""
+def destination_ddl(slug: str, store: Store | None = None) -> list[str]:
+    """Idempotent DDL creating one destination's derived tables (those of ``store``; ``None``: all)."""
+    primary = _destination_primary_ddl(slug)
+    timeseries = _destination_timeseries_ddl(slug)
+    if store is None:
+        return primary + timeseries
+    return primary if store is Store.PRIMARY else timeseries
+
+
+def _destination_timeseries_ddl(slug: str) -> list[str]:
+    eq = quote_ident(equity_table(slug))
+    return [
+        f"""CREATE TABLE IF NOT EXISTS public.{eq} (
+            ts timestamptz PRIMARY KEY,
+            equity numeric NOT NULL,
+            cash numeric,
+            long_market_value numeric,
+            short_market_value numeric,
+            realized_pl numeric,
+            unrealized_pl numeric,
+            net_deposits numeric NOT NULL DEFAULT 0,
+            drawdown double precision,
+            source text NOT NULL DEFAULT 'live'
+        )""",
+    ]
+
+
+def _destination_primary_ddl(slug: str) -> list[str]:
     ot = quote_ident(open_trades_table(slug))
     ct = quote_ident(closed_trades_table(slug))
-    eq = quote_ident(equity_table(slug))
     ct_name = closed_trades_table(slug)
     return [
         f"""CREATE TABLE IF NOT EXISTS public.{ot} (
@@ -365,32 +423,21 @@ def destination_ddl(slug: str) -> list[str]:
         f"CREATE INDEX IF NOT EXISTS {quote_ident(_index_name(ct_name, 'ret'))} ON public.{ct} (return_pct, trade_id)",
         f"CREATE INDEX IF NOT EXISTS {quote_ident(_index_name(ct_name, 'hold'))} ON public.{ct} (holding_s, trade_id)",
         f"CREATE INDEX IF NOT EXISTS {quote_ident(_index_name(ct_name, 'lsym'))} ON public.{ct} (lower(symbol))",
-        f"""CREATE TABLE IF NOT EXISTS public.{eq} (
-            ts timestamptz PRIMARY KEY,
-            equity numeric NOT NULL,
-            cash numeric,
-            long_market_value numeric,
-            short_market_value numeric,
-            realized_pl numeric,
-            unrealized_pl numeric,
-            net_deposits numeric NOT NULL DEFAULT 0,
-            drawdown double precision,
-            source text NOT NULL DEFAULT 'live'
-        )""",
     ]
 
 
 def timescale_ddl(account_schema: str, slugs: list[str], *, compress_after_days: int = 7,
-                  retention_days: int | None = None) -> list[str]:
-    """Statements run only when the ``timescaledb`` extension is available.
+                  retention_days: int | None = None, store: Store | None = None) -> list[str]:
+    """Statements run only when the ``timescaledb`` extension is available (for ``store``'s tables; ``None``: all).
 
     Hypertables need the time column in every unique key: ``activities``, ``order_events`` and
     ``price_bars`` have ``ts`` in their primary keys and ``equity_full_<slug>`` is keyed by ``ts`` alone.
     """
     s = quote_ident(account_schema)
     out = ["CREATE EXTENSION IF NOT EXISTS timescaledb"]
-    targets = [f"{s}.activities", f"{s}.order_events", "public.price_bars"] + [
-        f"public.{quote_ident(equity_table(x))}" for x in slugs]
+    primary = [f"{s}.activities", f"{s}.order_events"]
+    timeseries = ["public.price_bars"] + [f"public.{quote_ident(equity_table(x))}" for x in slugs]
+    targets = {None: primary + timeseries, Store.PRIMARY: primary, Store.TIMESERIES: timeseries}[store]
     for table in targets:
         literal = table.replace("'", "''")
         out.append(f"SELECT create_hypertable('{literal}', 'ts', if_not_exists => TRUE, migrate_data => TRUE)")

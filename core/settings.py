@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from core.dsn import parse_dsn
+from core.dsn import parse_dsn, same_database
 from core.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -257,6 +257,13 @@ class Settings:
             or self.postgresql_live_sqlalchemy
             or self.postgresql_live_conn_string
         )
+
+    @property
+    def separate_timeseries(self) -> bool:
+        """Both DSNs are set and name different databases: the time series live in the second one."""
+        primary = self.postgresql_live_sqlalchemy or self.postgresql_live_conn_string
+        series = self.timescale_live_sqlalchemy or self.timescale_live_conn_string
+        return bool(primary and series) and not same_database(primary or "", series or "")
 
     @property
     def data_path(self) -> Path:

@@ -68,3 +68,19 @@ def test_bad_dsn_errors_do_not_echo_password(dsn: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as err:
         parse_dsn(dsn)
     assert "secretpw" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("postgresql://u:p@h:5432/db", "postgresql+psycopg2://other@H/db", True),  # user and driver do not matter
+        ("postgresql://u@h/db", "host=h port=5432 dbname=db user=x", True),
+        ("postgresql://u@h/db", "postgresql://u@h/series", False),
+        ("postgresql://u@h:5432/db", "postgresql://u@h:5433/db", False),
+        ("postgresql://u@h1/db", "postgresql://u@h2/db", False),
+    ],
+)
+def test_same_database_compares_host_port_and_name(a: str, b: str, same: bool) -> None:
+    from core.dsn import same_database
+
+    assert same_database(a, b) is same
