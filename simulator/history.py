@@ -163,8 +163,10 @@ def _buy_core_holdings(engine: Engine, accts: list[Account], corporate_actions: 
             qty = (engine.equity(acct) * frac / engine.market.price(sym)).to_integral_value(ROUND_DOWN)
             if qty < 1:
                 continue
+            cid = f"hold-{sym.lower()}-{acct.id[:8]}"  # the buy-and-hold strategy's tag
             try:
-                engine.submit(acct, {"symbol": sym, "qty": str(qty), "side": "buy", "type": "market", "time_in_force": "gtc"})
+                engine.submit(acct, {"symbol": sym, "qty": str(qty), "side": "buy", "type": "market", "time_in_force": "gtc",
+                                     "client_order_id": cid})
             except OrderError:
                 continue
             acct.core.add(sym)

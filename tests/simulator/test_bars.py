@@ -47,7 +47,8 @@ def test_daily_spy_bars_through_alpaca_py(sim):
         assert (local.hour, local.minute) == (0, 0)
         assert bar.low <= min(bar.open, bar.close) <= max(bar.open, bar.close) <= bar.high
         assert bar.low <= bar.vwap <= bar.high
-        assert bar.volume > 0 and bar.trade_count > 0
+        assert bar.volume > 0
+        assert bar.trade_count > 0
     assert [b.timestamp for b in spy] == sorted({b.timestamp for b in spy})
 
 
@@ -55,7 +56,8 @@ def test_pagination_returns_every_bar_once(sim):
     start = (datetime.now(UTC) - timedelta(days=12)).isoformat()
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).isoformat()  # history only: live bars grow
     whole = get_bars(sim, "/SPY/bars", timeframe="1Hour", start=start, end=end, limit=10_000).json()
-    assert whole["next_page_token"] is None and whole["symbol"] == "SPY"
+    assert whole["next_page_token"] is None
+    assert whole["symbol"] == "SPY"
     pages, token = [], None
     while True:
         body = get_bars(sim, "/SPY/bars", timeframe="1Hour", start=start, end=end, limit=7,
@@ -64,7 +66,8 @@ def test_pagination_returns_every_bar_once(sim):
         token = body["next_page_token"]
         if token is None:
             break
-    assert len(pages) > 2 and all(len(p) == 7 for p in pages[:-1])
+    assert len(pages) > 2
+    assert all(len(p) == 7 for p in pages[:-1])
     assert [b for p in pages for b in p] == whole["bars"]
     desc = get_bars(sim, "/SPY/bars", timeframe="1Hour", start=start, end=end, sort="desc").json()["bars"]
     assert desc == whole["bars"][::-1]

@@ -12,7 +12,7 @@ import pytest
 from alpaca.trading.enums import OrderSide, OrderStatus, TimeInForce
 from alpaca.trading.requests import GetPortfolioHistoryRequest, LimitOrderRequest, MarketOrderRequest
 
-from simulator.bot import STYLES
+from simulator.bot import STRATEGY_PREFIX, STYLES
 from simulator.engine import Engine
 from simulator.history import ManualClock, generate_history
 from simulator.market import CRYPTO_UNIVERSE, DEFAULT_UNIVERSE, Market, SessionCalendar
@@ -115,3 +115,21 @@ def test_over_http_equity_orders_follow_the_clock_and_crypto_does_not(simulator_
     assert coin.status == OrderStatus.NEW
     hist = client.get_portfolio_history(GetPortfolioHistoryRequest(period="1W", timeframe="1D"))
     assert all(datetime.fromtimestamp(t, NY).time().hour == 0 for t in hist.timestamp)
+
+
+def test_bot_orders_carry_strategy_prefixes_including_brackets_and_replacements(calendar):
+    eng, _ = engine_at(calendar, datetime(2026, 11, 20, tzinfo=UTC), styles=(*STYLES, "crypto", "options"), deposit=False)
+    generate_history(eng, eng.accounts.values(), days=15, end=datetime(2026, 11, 20, tzinfo=UTC), seed=8,
+                     deposits={n: Decimal(100_000) for n in eng.accounts})
+    seen: dict[str, set[str]] = defaultdict(set)
+    for acct in eng.accounts.values():
+        prefix = STRATEGY_PREFIX[acct.style]
+        for o in acct.orders.values():
+            if o.parent_id is None:  # legs get the broker's own ids (Alpaca ignores a leg's client_order_id)
+                assert o.client_order_id.startswith((prefix, "hold-")), (acct.style, o.client_order_id)
+                seen[acct.style].add(o.order_class if o.replaces is None else "replacement")
+    assert "bracket" in seen["bracket"]
+    assert "replacement" in seen["swing"]
+    assert {"simple"} <= seen["crypto"]
+    assert {"simple"} <= seen["options"]
+    assert any(len(o.symbol) > 10 for o in eng.accounts["a4"].orders.values())  # the options account traded contracts
