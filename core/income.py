@@ -5,7 +5,8 @@
   without an order, one line per kind; their documented bases give the rule
   (:data:`REGULATORY_BASES`): TAF is charged on sells per share, the SEC/REG fee on sells per
   dollar sold, ORF and the OCC fee per option contract traded, CAT per share or contract traded.
-  Such a fee is spread over that New York day's fills that carry its base, pro rata to it. A fee
+  Such a fee is spread over that New York day's fills that carry its base (only the named symbol's
+  when the line names one, as the simulator's do), pro rata to it. A fee
   with neither (or whose day has no such fill) stays **unallocated** on the account.
 - **Income lines.** Dividends, withholding, interest, fees and other cash are summed per
   :class:`core.activity_types.PnlLine` from the activities' own amounts, never folded into trading P&L.
@@ -122,8 +123,9 @@ def allocate_fees(entries: Iterable[CashEntry], fills: Sequence[Fill]) -> FeeAll
             basis = regulatory_basis(e.description)
             if e.order_id and e.order_id in by_order:
                 targets = [(f, f.qty) for f in by_order[e.order_id]]
-            elif basis is not None:
-                targets = [(f, _weight(f, basis)) for f in by_day.get(_ny_day(e.ts), ())]
+            elif basis is not None:  # the day's fills carrying the fee's base (of its symbol, if it names one)
+                targets = [(f, _weight(f, basis)) for f in by_day.get(_ny_day(e.ts), ())
+                           if e.symbol is None or f.symbol == e.symbol]
             else:
                 targets = []
             total = sum((w for _, w in targets), ZERO)

@@ -149,6 +149,12 @@ def test_fee_with_an_order_id_goes_to_that_orders_fills_and_taf_to_the_days_sell
     assert list(fees_by_trip(trips, alloc, fills).values()) == [D("1.10")]
 
 
+def test_a_regulatory_fee_naming_its_symbol_goes_to_that_symbols_fills_only() -> None:
+    fills = [_fill("a", Side.SELL, "10", "100", "o1"), _fill("m", Side.SELL, "10", "100", "o2", symbol="MSFT")]
+    alloc = allocate_fees([CashEntry("reg", T, "FEE", D("-0.03"), symbol="MSFT", description="REG fee")], fills)
+    assert alloc.by_fill == {"m": D("0.03")}
+
+
 def test_breakdown_keeps_income_withholding_and_deposits_apart() -> None:
     fills = [_fill("b", Side.BUY, "10", "100", "o1"), _fill("s", Side.SELL, "10", "110", "o2")]
     entries = [CashEntry("d", T, "CSD", D(1000)), CashEntry("x", T, "CSD", D(500), status="canceled"),

@@ -301,7 +301,8 @@ def parse_activities(items: Iterable[Mapping[str, Any]]) -> ParsedActivities:
             unknown.append(line.activity_id)
         if effect.books_cash:
             cash.append(CashEntry(line.activity_id, line.ts, line.code, line.net_amount, symbol=line.symbol,
-                                  order_id=line.order_id, description=line.description or None, status=line.status))
+                                  order_id=line.order_id, description=line.description or line.sub_type,
+                                  status=line.status))
         if effect.lots in (LotEffect.SPLIT, LotEffect.SYMBOL_CHANGE, LotEffect.MERGER):
             paired[effect.lots].append(line)
             continue
