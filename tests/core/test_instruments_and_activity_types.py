@@ -166,3 +166,11 @@ def test_breakdown_keeps_income_withholding_and_deposits_apart() -> None:
         D(100), D("1.02"), D("-0.31"), D("0.50"), D("0.07"))
     assert (b.trade_fees, b.unallocated_fees, b.deposits) == (D("0.02"), D(0), D(1000))
     assert b.net == D(100) - D("0.02") + D("1.02") - D("0.31") + D("0.50") + D("0.07")
+
+
+def test_the_docs_table_lists_every_activity_type() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "core_analytics.md").read_text()
+    missing = [code for code in ACTIVITY_EFFECTS if f"| `{code}`" not in text]
+    assert missing == []
