@@ -487,7 +487,7 @@ class OpenPosition:
     avg_entry_price: Decimal | None
     """Average price of the remaining lots (``None`` if any remaining lot has an unknown price)."""
     cost_basis: Decimal | None
-    """``qty * avg_entry_price`` (signed)."""
+    """``qty * avg_entry_price * multiplier`` (signed, in dollars: 100 per option contract)."""
     entry_time: datetime
     """When the current position (flat -> non-flat) was opened."""
     entry_order_id: str | None
