@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ["metrics", "fifo", "zmq_feed", "ingest", "manager", "dashboard", "e2e", "load", "soak", "scale"]
+BENCHMARKS = ["metrics", "fifo", "zmq_feed", "ingest", "manager", "dashboard", "e2e", "load", "soak", "scale", "alerts"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

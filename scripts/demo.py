@@ -160,6 +160,8 @@ def _run(args: argparse.Namespace, settings: Settings, dest_file: Path,
         conn.close()
     env = dict(os.environ, POSTGRESQL_LIVE_CONN_STRING=dsn, ZMQ_PRICE_ENDPOINTS=args.zmq_url, PYTHONUNBUFFERED="1",
                DESTINATIONS_FILE=str(dest_file), PORT=str(args.web_port))
+    if settings.alert_rules_file == "alerts.toml" and not Path("alerts.toml").exists():
+        env["ALERT_RULES_FILE"] = "alerts.example.toml"  # fires within minutes, to the workers' log only
 
     state_file = settings.data_path / f"simulator_state-{args.sim_port}.json"
     state_file.unlink(missing_ok=True)

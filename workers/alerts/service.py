@@ -38,7 +38,7 @@ from workers.alerts.store import (
     rate_limited_now,
     resolve_episode,
 )
-from workers.db import connect, create_pool
+from workers.db import connect, create_pool, create_series_pool
 from workers.heartbeat import REPLICA_ID, write_heartbeat
 from workers.locks import OwnershipLocks, OwnershipLoop
 from workers.notify import NEW_FILLS_CHANNEL
@@ -95,8 +95,13 @@ class AlertService:
         self.deliver_now = asyncio.Event()
         self._wake: dict[str, asyncio.Event] = {d.slug: asyncio.Event() for d in self.destinations}
         self._locks = OwnershipLocks(settings, SERVICE)
+        # its own connection: the ownership loop uses the other one concurrently (asyncpg allows one
+        # statement at a time per connection)
+        self._report_lock = OwnershipLocks(settings, SERVICE)
         self._rules_by_name = {r.name: r for r in config.rules}
         self._pool: asyncpg.Pool | None = None
+        self._series_pool: asyncpg.Pool | None = None
+        """The time-series database's pool (equity) when it is not the primary one."""
 
     def wake(self, slug: str | None = None) -> None:
         """Evaluate ``slug`` (every destination when ``None``) now instead of at the next interval."""
@@ -114,6 +119,9 @@ class AlertService:
         async def load() -> None:
             async with pool.acquire() as conn:
                 state.open, state.last_resolved = await load_episodes(conn, [dest.slug])
+            # at once, not HEARTBEAT_SEC later: the Health page and a benchmark see who evaluates now
+            await write_heartbeat(pool, self.settings.account_schema, dest.slug, SERVICE, state="running",
+                                  details={"open_alerts": len(state.open), "rules": len(self.config.rules_for(dest.slug))})
 
         await supervise(load, name=f"alerts {dest.slug} load", log=log, once=True, stop=stop)
         self.owned[dest.slug] = state
@@ -156,7 +164,7 @@ class AlertService:
             windows = {w: counter_increase(list(state.rate_samples), now, w) for w in windows}
         snap = await load_snapshot(conn, slug=state.slug, rules=rules, account_schema=self.settings.account_schema,
                                    heartbeat_sec=self.settings.heartbeat_sec, tz=self.settings.display_timezone,
-                                   now=now, cache=state.account, rate_limited=windows)
+                                   now=now, cache=state.account, rate_limited=windows, series=self._series_pool)
         for rule in rules:
             findings = {f.subject: f for f in evaluate(rule, snap)}
             subjects = set(findings) | {k.subject for k in (*state.open, *state.pending) if k.rule == rule.name}
@@ -203,13 +211,14 @@ class AlertService:
                 pass
 
     async def _reports_step(self) -> None:
-        if not self.config.reports or not await self._locks.try_acquire(REPORTS_LOCK):
+        if not self.config.reports or not await self._report_lock.try_acquire(REPORTS_LOCK):
             return
         assert self._pool is not None
         async with self._pool.acquire() as conn:
             now = await conn.fetchval("SELECT now()")
             names = {d.slug: d.name for d in self.destinations}
-            if await run_due_reports(conn, self.config, names, self.settings.display_timezone, now, list(names)):
+            if await run_due_reports(conn, self.config, names, self.settings.display_timezone, now, list(names),
+                                     series=self._series_pool):
                 self.deliver_now.set()
 
     async def _heartbeat_step(self) -> None:
@@ -255,6 +264,7 @@ class AlertService:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then drain and release every lock (a standby takes over at once)."""
         self._pool = pool = await create_pool(self.settings, min_size=1, max_size=4)
+        self._series_pool = await create_series_pool(self.settings, min_size=1, max_size=2)
         log.info("alerts: %d rule(s) over %d destination(s), %d channel(s), %d report(s) from %s",
                  len(self.config.rules), len(self.destinations), len(self.config.channels), len(self.config.reports),
                  self.config.source)
@@ -290,6 +300,8 @@ class AlertService:
                         await write_heartbeat(pool, self.settings.account_schema, dest.slug, SERVICE, state="stopped")
             await session.close()
             await self._locks.close()
+            if self._series_pool is not None:
+                await self._series_pool.close()
             await pool.close()
 
 
