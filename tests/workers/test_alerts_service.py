@@ -8,20 +8,23 @@ import hashlib
 import hmac
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import aiohttp
 import asyncpg
 import pytest
 
 from core.alert_rules import AlertConfig, load_alert_config
 from core.destinations import Destination
 from core.settings import Settings
-from tests.workers.test_alerts_support import Receiver, wait_for
+from tests.workers.test_alerts_support import Receiver, free_port, wait_for
 from tests.workers.test_manager_support import destination, migrate_db
 from workers.alerts import AlertOptions, AlertService
 from workers.alerts.channels import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from workers.alerts.metrics import serve_metrics
 
 SECRET = "whsec-test-0001"
 
@@ -166,4 +169,46 @@ async def test_cool_down_survives_a_restart(settings: Settings, db_dsn: str, tmp
         assert [r.json["event"] for r in receiver.received] == ["fired", "resolved"]
         assert await conn.fetchval("SELECT count(*) FROM public.ch_alerts") == 1
     finally:
+        await conn.close()
+
+
+async def test_due_report_is_written_once_and_sent_and_worker_metrics(
+        settings: Settings, db_dsn: str, tmp_path: Path, receiver: Receiver) -> None:
+    dests = [destination("Alpha"), destination("Beta")]
+    migrate_db(settings, dests)
+    local = datetime.now(ZoneInfo(settings.display_timezone)) - timedelta(minutes=1)
+    config = rules(tmp_path, dests, receiver, '[[rules]]\nname = "big fill"\nkind = "large_fill"\n'
+                   'threshold_usd = 1000\nchannels = ["hook"]\n'
+                   f'[[reports]]\nname = "daily"\nperiod = "daily"\nat = "{local:%H:%M}"\nchannels = ["hook"]\n')
+    conn = await asyncpg.connect(db_dsn)
+    port = free_port()
+    stop = asyncio.Event()
+    try:
+        for slug, equity in (("alpha", "10500"), ("beta", "9800")):
+            await conn.execute(f"INSERT INTO public.equity_full_{slug} (ts, equity, net_deposits) VALUES "
+                               "(now() - interval '30 hours', 10000, 10000), (now() - interval '2 hours', $1, 10000)",
+                               Decimal(equity))
+        metrics = asyncio.create_task(serve_metrics(settings, stop, host="127.0.0.1", port=port))
+        async with running(settings, dests, config) as service:
+            await wait_for(lambda: len(receiver.received) == 3, what="three reports (alpha, beta, all)")
+            await insert_fill(conn, "alpha", "20", "101", await conn.fetchval("SELECT now()"))
+            await wait_for(lambda: service.counters.fired == 1, what="an alert for the metrics")
+            async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                assert resp.status == 200
+                text = await resp.text()
+        async with running(settings, dests, config) as again:  # a restart writes no second copy
+            await passes(again, 3)
+        stop.set()
+        await metrics
+
+        reports = {r.json["destination"]: r.json for r in receiver.received if r.json["event"] == "report"}
+        assert set(reports) == {"alpha", "beta", "*"}
+        assert "P&L: $500.00 (+5.00%)" in reports["alpha"]["text"]
+        assert reports["*"]["summary"]["pnl"] == "300"
+        assert await conn.fetchval("SELECT count(*) FROM public.ch_reports") == 3
+        assert 'coldharbour_alerts_open{destination="alpha",severity="warning"} 1' in text
+        assert "coldharbour_alerts_fired_total{replica=" in text
+        assert 'coldharbour_heartbeat_age_seconds{destination="alpha",service="alerts"}' in text
+    finally:
+        stop.set()
         await conn.close()
