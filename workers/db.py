@@ -10,20 +10,22 @@ import asyncpg
 from core.db import resolve_dsn
 from core.dsn import parse_dsn
 from core.errors import DatabaseUnavailable
+from core.schema import Store
 from core.settings import Settings
 from workers.errors import ErrorKind, classify
 
 log = logging.getLogger(__name__)
 
 
-async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """A pool on the primary DSN (embedded server when none is configured).
+async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10,
+                      store: Store = Store.PRIMARY) -> asyncpg.Pool:
+    """A pool on ``store``'s DSN (the primary one, or the embedded server when none is configured).
 
     Raises :class:`DatabaseUnavailable` naming host:port (never the password) within
     ``settings.db_connect_timeout_s`` for any failure that is not a bug (a refused password too:
     the callers' retry then picks up a fixed one without a restart).
     """
-    dsn = await asyncio.to_thread(resolve_dsn, settings)
+    dsn = await asyncio.to_thread(resolve_dsn, settings, store)
     info = parse_dsn(dsn)
     try:
         pool = await asyncio.wait_for(
@@ -46,6 +48,14 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 
         raise DatabaseUnavailable(f"cannot reach PostgreSQL at {info.host}:{info.port}/{info.dbname}: {reason}") from None
     assert pool is not None
     return pool
+
+
+async def create_series_pool(settings: Settings, *, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool | None:
+    """A pool on the time-series database when it is a database of its own
+    (:attr:`Settings.separate_timeseries`); ``None`` when the primary pool serves the time series too."""
+    if not settings.separate_timeseries:
+        return None
+    return await create_pool(settings, min_size=min_size, max_size=max_size, store=Store.TIMESERIES)
 
 
 async def connect(settings: Settings) -> asyncpg.Connection:

@@ -40,9 +40,10 @@ REPORT_GRACE_S = 3600.0
 REPORTS_LOCK = "_reports"
 
 
-async def _input(conn: asyncpg.Connection, slug: str, label: str, window: ReportWindow) -> ReportInput:
+async def _input(conn: asyncpg.Connection, slug: str, label: str, window: ReportWindow,
+                 series: asyncpg.Pool | None = None) -> ReportInput:
     eq = f"public.{quote_ident(equity_table(slug))}"
-    rows = await conn.fetch(
+    rows = await (series or conn).fetch(  # the time-series database when it is one of its own
         f"""(SELECT ts, equity, net_deposits FROM {eq} WHERE ts < $1 ORDER BY ts DESC LIMIT 1)
             UNION ALL (SELECT ts, equity, net_deposits FROM {eq} WHERE ts >= $1 AND ts <= $2) ORDER BY ts""",
         window.start, window.end)
@@ -84,7 +85,7 @@ async def _store(conn: asyncpg.Connection, schedule: ReportSchedule, destination
 
 
 async def run_due_reports(conn: asyncpg.Connection, config: AlertConfig, names: Mapping[str, str], tz: str,
-                          now: datetime, enabled_slugs: Sequence[str]) -> list[int]:
+                          now: datetime, enabled_slugs: Sequence[str], series: asyncpg.Pool | None = None) -> list[int]:
     """Write every report due at ``now`` that is not stored yet; returns the new report ids."""
     written: list[int] = []
     for schedule in config.reports:
@@ -97,7 +98,7 @@ async def run_due_reports(conn: asyncpg.Connection, config: AlertConfig, names: 
         wanted = [*slugs, ALL] if schedule.combined and len(slugs) > 1 else slugs
         if all(w in done for w in wanted):
             continue
-        parts = {s: summarize(await _input(conn, s, names.get(s, s), window), window) for s in slugs}
+        parts = {s: summarize(await _input(conn, s, names.get(s, s), window, series), window) for s in slugs}
         for slug in wanted:
             if slug in done:
                 continue

@@ -73,7 +73,8 @@ def _live_equity(rows: Sequence[asyncpg.Record]) -> Decimal | None:
 
 
 async def _account(conn: asyncpg.Connection, slug: str, cache: AccountCache, tz: str, now: datetime,
-                   live: Decimal | None) -> AccountState | None:
+                   live: Decimal | None, series: asyncpg.Pool | None = None) -> AccountState | None:
+    conn = series or conn  # equity_full_<slug> lives in the time-series database when it is one of its own
     table = f"public.{quote_ident(equity_table(slug))}"
     local_day = now.astimezone(ZoneInfo(tz)).date()
     day_start = datetime.combine(local_day, datetime.min.time(), tzinfo=ZoneInfo(tz))
@@ -113,7 +114,7 @@ def _window(rules: Sequence[AlertRule], kind: RuleKind) -> float:
 
 async def load_snapshot(conn: asyncpg.Connection, *, slug: str, rules: Sequence[AlertRule], account_schema: str,
                         heartbeat_sec: float, tz: str, now: datetime, cache: AccountCache,
-                        rate_limited: dict[float, int]) -> DestinationSnapshot:
+                        rate_limited: dict[float, int], series: asyncpg.Pool | None = None) -> DestinationSnapshot:
     """Everything ``rules`` read for ``slug`` at ``now`` (the database's clock)."""
     kinds = {r.kind for r in rules}
     raw = quote_ident(account_schema)
@@ -124,7 +125,7 @@ async def load_snapshot(conn: asyncpg.Connection, *, slug: str, rules: Sequence[
                                 f"FROM public.{quote_ident(open_trades_table(slug))} ORDER BY symbol")
         positions = tuple(PositionRecord(r["symbol"], r["qty"], r["market_value"], r["price_stale"]) for r in rows)
         if kinds & _ACCOUNT_KINDS:
-            account = await _account(conn, slug, cache, tz, now, _live_equity(rows))
+            account = await _account(conn, slug, cache, tz, now, _live_equity(rows), series)
     fills: tuple[FillRecord, ...] = ()
     if RuleKind.LARGE_FILL in kinds:
         window = timedelta(seconds=_window(rules, RuleKind.LARGE_FILL))
