@@ -87,19 +87,21 @@ def _bucket(t: datetime, unit: str, size: int) -> datetime:
 def aggregate(bars: list[Bar], bq: BarsQuery, factor: Any) -> list[dict[str, Any]]:
     """Roll one-minute bars up to the query's timeframe, adjusted by ``factor(t) -> (price×, volume×)``."""
     out: dict[datetime, dict[str, Any]] = {}
+    lo, hi = bq.start.timestamp(), bq.end.timestamp()
     for b in bars:
-        if not bq.start <= b.t < bq.end:
+        if not lo <= b.ts_s < hi:
             continue
-        key = _bucket(b.t, bq.unit, bq.size)
-        pf, vf = factor(b.t)
+        t = b.t
+        key = _bucket(t, bq.unit, bq.size)
+        pf, vf = factor(t)
         cur = out.get(key)
         if cur is None:
             out[key] = cur = {"t": key, "o": b.o * pf, "h": b.h * pf, "l": b.low * pf, "c": b.c * pf,
-                              "v": Decimal(0), "n": 0, "vw_sum": Decimal(0)}
+                              "v": Decimal(0), "n": 0, "vw_sum": 0.0}
         cur["h"], cur["l"], cur["c"] = max(cur["h"], b.h * pf), min(cur["l"], b.low * pf), b.c * pf
         cur["v"] += b.v * vf
         cur["n"] += b.n
-        cur["vw_sum"] += b.vw_sum * pf * vf
+        cur["vw_sum"] += b.vw_sum * float(pf * vf)
     rows = []
     for key in sorted(out, reverse=bq.descending):
         c = out[key]
@@ -107,7 +109,7 @@ def aggregate(bars: list[Bar], bq: BarsQuery, factor: Any) -> list[dict[str, Any
         rows.append({"t": key.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                      "o": round(float(c["o"]), 4), "h": round(float(c["h"]), 4), "l": round(float(c["l"]), 4),
                      "c": round(float(c["c"]), 4), "v": int(v), "n": c["n"],
-                     "vw": round(float(c["vw_sum"] / v), 4) if v else round(float(c["c"]), 4), "_key": key})
+                     "vw": round(c["vw_sum"] / float(v), 4) if v else round(float(c["c"]), 4), "_key": key})
     return rows
 
 

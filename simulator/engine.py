@@ -81,6 +81,7 @@ class Engine:
         self.accounts: dict[str, Account] = {}
         self.by_key: dict[str, Account] = {}
         self.on_event: EventSink | None = None
+        self.wants_events: Callable[[Account], bool] = lambda acct: True  # skip rendering updates nobody hears
         self.last_close: dict[str, Decimal] = {}  # previous session close per symbol
         self.emit_pending_new = False  # Alpaca sometimes sends pending_new before new
         self._ns_counter = 0
@@ -317,6 +318,8 @@ class Engine:
         return new
 
     def _register(self, acct: Account, order: Order) -> None:
+        if self.market.instruments[order.symbol].asset_class is AssetClass.US_OPTION:
+            self.market.watched.add(order.symbol)
         acct.orders[order.id] = order
         acct.by_client_id[order.client_order_id] = order.id
         if order.is_open:
@@ -565,7 +568,7 @@ class Engine:
 
     # ------------------------------------------------------------------ events and JSON
     def _emit(self, acct: Account, order: Order, event: str, ts: datetime, **extra: Any) -> None:
-        if self.on_event is None:
+        if self.on_event is None or not self.wants_events(acct):
             return
         self._ns_counter = (self._ns_counter + 1) % 1000
         data: dict[str, Any] = {"event": event, "timestamp": rfc3339_ns_ny(ts, self._ns_counter),

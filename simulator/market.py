@@ -15,9 +15,9 @@ import math
 import random
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from core import market_schedule
 from simulator.instruments import PRE_MARKET_OPEN, AssetClass, Instrument, option_price, parse_instrument
@@ -50,7 +50,8 @@ def asset_id(symbol: str) -> str:
 
 
 def to_cents(value: float) -> Decimal:
-    return Decimal(repr(value)).quantize(CENT, rounding=ROUND_HALF_UP)
+    """Round half up to the cent (integer arithmetic: this runs for every quote)."""
+    return Decimal(math.floor(value * 100 + 0.5)).scaleb(-2)
 
 
 @dataclass(slots=True)
@@ -64,17 +65,20 @@ class Quote:
 
 @dataclass(slots=True)
 class Bar:
-    """One minute of one symbol: ``t`` is the minute's start (UTC)."""
+    """One minute of one symbol, starting at ``ts_s`` (Unix seconds)."""
 
-    t: datetime
+    ts_s: int
     o: Decimal
     h: Decimal
     low: Decimal
     c: Decimal
     v: int
     n: int = 1
-    vw_sum: Decimal = field(default=Decimal(0))  # Σ price × size, for the bar's VWAP
-    ts_s: int = 0  # ``t`` as Unix seconds (the hot path compares these)
+    vw_sum: float = 0.0  # Σ price × size, for the bar's VWAP (a float: it is only ever shown as one)
+
+    @property
+    def t(self) -> datetime:
+        return datetime.fromtimestamp(self.ts_s, UTC)
 
 
 class Market:
@@ -102,6 +106,7 @@ class Market:
         self.quotes: dict[str, Quote] = {}
         self.overrides: dict[str, Decimal] = {}
         self.bars: dict[str, list[Bar]] = {}
+        self.watched: set[str] = set()  # option contracts held or ordered: re-priced every step
         self.adjustments: list[tuple[str, datetime, str, Decimal]] = []  # (symbol, at, "split"/"dividend", factor)
         self.record_bars = False  # the opening quotes are no trade (a history may start before "now")
         for s, p in universe.items():
@@ -122,6 +127,7 @@ class Market:
     def remove_symbol(self, symbol: str) -> None:
         """Delist (a merger's target): no more quotes; its bars stay for the history endpoint."""
         self.symbols.remove(symbol)
+        self.watched.discard(symbol)
         self.quotes.pop(symbol, None)
         self._log_price.pop(symbol, None)
         self.overrides.pop(symbol, None)
@@ -160,21 +166,30 @@ class Market:
     # ------------------------------------------------------------------ quotes
     def _requote(self, symbol: str, minute: int | None = None) -> Quote:
         inst = self.instruments[symbol]
-        if inst.asset_class is AssetClass.US_OPTION:
-            assert inst.underlying is not None
-            under = self.quotes[inst.underlying].price if inst.underlying in self.quotes else Decimal(0)
-            price = self.overrides.get(symbol) or to_cents(option_price(inst, under, self.now()))
-        else:
-            price = self.overrides.get(symbol) or to_cents(math.exp(self._log_price[symbol]))
-        price = max(price, CENT)
-        spread = self._spread * (5 if inst.asset_class is not AssetClass.US_EQUITY else 1)
-        half = max(CENT, to_cents(float(price) * spread / 2))
+        option = inst.asset_class is AssetClass.US_OPTION
+        price = self.overrides.get(symbol)
+        if price is None:
+            if option:
+                assert inst.underlying is not None
+                under = self.quotes[inst.underlying].price if inst.underlying in self.quotes else Decimal(0)
+                value = option_price(inst, under, self.now())
+            else:
+                value = math.exp(self._log_price[symbol])
+            price = to_cents(value) if value >= 0.01 else CENT
+        # half the spread in cents, at least one (crypto and options quote wider than equities)
+        spread = self._spread if inst.asset_class is AssetClass.US_EQUITY else self._spread * 5
+        half = Decimal(max(1, math.floor(float(price) * spread * 50 + 0.5))).scaleb(-2)
         size = 100 * (1 + int(self._rng.random() * 20))
-        quote = Quote(symbol, price, max(CENT, price - half), price + half, size)
+        bid = price - half
+        quote = Quote(symbol, price, bid if bid >= CENT else CENT, price + half, size)
         self.quotes[symbol] = quote
-        if self.record_bars:
+        if self.record_bars and not option:  # bars are served for stocks
             self._record(quote, self._minute() if minute is None else minute)
         return quote
+
+    def refresh(self, symbol: str) -> Quote:
+        """A current quote (an option nobody watches is priced on demand, not every step)."""
+        return self._requote(symbol) if self.instruments[symbol].asset_class is AssetClass.US_OPTION else self.quotes[symbol]
 
     def _minute(self) -> int:
         return int(self.now().timestamp()) // 60 * 60
@@ -188,10 +203,9 @@ class Market:
             bar.h, bar.low, bar.c = max(bar.h, q.price), min(bar.low, q.price), q.price
             bar.v += q.size
             bar.n += 1
-            bar.vw_sum += q.price * q.size
+            bar.vw_sum += float(q.price) * q.size
         elif not series or series[-1].ts_s < minute_s:
-            t = datetime.fromtimestamp(minute_s, UTC)
-            series.append(Bar(t, q.price, q.price, q.price, q.price, q.size, 1, q.price * q.size, minute_s))
+            series.append(Bar(minute_s, q.price, q.price, q.price, q.price, q.size, 1, float(q.price) * q.size))
 
     def step(self, dt_s: float, classes: Iterable[AssetClass] | None = None) -> list[Quote]:
         """Advance the symbols of ``classes`` (default: all) by ``dt_s`` simulated seconds; options
@@ -202,7 +216,7 @@ class Market:
         out = []
         for s in list(self.symbols):
             inst = self.instruments[s]
-            if inst.asset_class not in moving:
+            if inst.asset_class not in moving or (inst.asset_class is AssetClass.US_OPTION and s not in self.watched):
                 continue
             if inst.asset_class is not AssetClass.US_OPTION and s not in self.overrides:
                 sig = sigma * (CRYPTO_VOL_FACTOR if inst.asset_class is AssetClass.CRYPTO else 1.0)
@@ -216,7 +230,7 @@ class Market:
             if s not in self.overrides:
                 self._log_price[s] += self._rng.gauss(0.0, self._gap_vol)
             self._requote(s)
-        for s in self.of_class(AssetClass.US_OPTION):
+        for s in self.watched:
             self._requote(s)
 
     def set_price(self, symbol: str, price: Decimal | None) -> None:

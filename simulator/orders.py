@@ -129,6 +129,7 @@ def build_order(engine: Engine, acct: Account, req: dict[str, Any], now: datetim
     if symbol is None:
         raise _bad(f'asset "{req.get("symbol")}" not found')
     inst = engine.market.instruments[symbol]
+    engine.market.refresh(symbol)
     side = req.get("side")
     if side not in ("buy", "sell"):
         raise _bad("side must be buy or sell")

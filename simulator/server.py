@@ -114,6 +114,7 @@ class Simulator:
         self.engine = Engine(self.market, self.calendar, now=self.sim_now, always_open=cfg.always_open, fees=cfg.fees,
                              liquidity_notional=cfg.liquidity_notional)
         self.engine.on_event = self._on_event
+        self.engine.wants_events = lambda acct: bool(self.streams.get(acct.name))
         self.engine.emit_pending_new = self.faults.emit_pending_new
         self.scheduler = events.Scheduler(self.engine)
         # Live positions are held some simulated seconds at least (longer for swing trades).
