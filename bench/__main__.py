@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ["metrics", "fifo", "zmq_feed", "ingest", "manager", "dashboard", "e2e", "load", "soak", "scale", "alerts"]
+BENCHMARKS = ["metrics", "fifo", "zmq_feed", "ingest", "manager", "dashboard", "e2e", "load", "soak", "scale", "alerts",
+              "starvation"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -308,7 +308,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     with _database(trades, points) as (dsn, settings):
         out.append({"name": "dashboard.seed_s", "value": round(time.perf_counter() - t0, 2), "unit": "s",
                     "closed_trades": trades, "equity_points": points})
-        from dashboard.app import warm_up
+        from dashboard.prerender import warm_up
 
         app = create_app(settings, start_listener=False)
         try:
@@ -320,7 +320,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
             out.extend(first_render(app, browsers=3 if quick else 5))
             out.extend(callbacks(create_app(settings, start_listener=False), runs))
         finally:
-            app.server.extensions["coldharbour"].model.engine.dispose()
+            app.server.extensions["coldharbour"].model.dispose()
     for row in out:
         row.setdefault("closed_trades", trades)
         row.setdefault("equity_points", points)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from core.errors import ConfigError
 from core.settings import load_settings
 from dashboard.app import create_app
 
@@ -17,10 +18,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default: PORT setting, 5000)")
     args = parser.parse_args(argv)
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except ConfigError as exc:  # a configuration error is a message, not a traceback
+        raise SystemExit(f"error: {exc}") from None
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
-    app.run(host=args.host, port=args.port or settings.port, debug=settings.web_reload, threaded=True)
+    # WEB_RELOAD restarts the server on code changes; it never turns on Flask's debug mode, whose
+    # interactive debugger (/console) would run any Python a visitor sends
+    app.run(host=args.host, port=args.port or settings.port, debug=False, use_debugger=False,
+            use_reloader=settings.web_reload, threaded=True)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ import os
 import secrets
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -55,7 +56,7 @@ import jwt
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from core.errors import ConfigError
-from core.settings import Settings
+from core.settings import Settings, value_problem
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,9 @@ def load_auth_config(settings: Settings | None = None, environ: Mapping[str, str
         leeway = float(env.get("CF_ACCESS_LEEWAY_S", "30"))
     except ValueError:
         raise ConfigError("CF_ACCESS_LEEWAY_S: expected a number of seconds") from None
+    problem = value_problem("cf_access_leeway_s", leeway)  # NaN or a huge leeway: no expiry check at all
+    if problem:
+        raise ConfigError(f"CF_ACCESS_LEEWAY_S: {problem}")
     return AuthConfig(mode=mode, cf_audiences=audiences, cf_team_domain=team, cf_jwks_url=jwks_url,
                       cf_jwks_file=jwks_file, cf_leeway_s=leeway)
 
@@ -203,10 +207,14 @@ class _BasicVerifier:
     def _digest(self, user: str, password: str) -> bytes:
         return hmac.new(self._memo_key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
 
+    def remembered(self, user: str, password: str) -> bool:
+        """A check that succeeded before (no PBKDF2)."""
+        remembered = self._verified.get(user)
+        return remembered is not None and hmac.compare_digest(remembered, self._digest(user, password))
+
     def check(self, user: str, password: str) -> bool:
         digest = self._digest(user, password)
-        remembered = self._verified.get(user)
-        if remembered is not None and hmac.compare_digest(remembered, digest):
+        if self.remembered(user, password):
             return True
         stored = self._users.get(user)
         ok = check_password_hash(stored or self._dummy, password) and stored is not None
@@ -216,16 +224,71 @@ class _BasicVerifier:
         return ok
 
 
+class FailureLimiter:
+    """Bounds the password checks that failed: per client address and for the whole process.
+
+    Each failed check costs ~0.13 s of PBKDF2, so unbounded guessing saturates the host. A client
+    with :data:`FAILURES_PER_CLIENT` failures inside :data:`FAILURE_WINDOW_S`, or any client while
+    the process has seen :data:`FAILURES_PER_PROCESS` in that window, is answered 429 without a check.
+    Remembered successes (the verifier's memo) never reach the limiter.
+    """
+
+    def __init__(self, per_client: int = 10, per_process: int = 60, window_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_client, self.per_process, self.window_s = per_client, per_process, window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures: dict[str, list[float]] = {}
+        self._all: list[float] = []
+
+    def _trim(self, stamps: list[float], now: float) -> list[float]:
+        return [t for t in stamps if now - t < self.window_s]
+
+    def retry_after_s(self, client: str) -> int | None:
+        """Seconds to wait when ``client`` may not try now, else ``None``."""
+        now = self._clock()
+        with self._lock:
+            self._all = self._trim(self._all, now)
+            mine = self._trim(self._failures.get(client, []), now)
+            if mine:
+                self._failures[client] = mine
+            else:
+                self._failures.pop(client, None)
+            blocking = mine if len(mine) >= self.per_client else self._all if len(self._all) >= self.per_process else None
+            if blocking is None:
+                return None
+            return max(1, int(self.window_s - (now - blocking[0])) + 1)
+
+    def failed(self, client: str) -> None:
+        now = self._clock()
+        with self._lock:
+            if len(self._failures) > 10_000:  # a flood of addresses: forget the oldest half
+                for key in list(self._failures)[:5_000]:
+                    del self._failures[key]
+            self._failures.setdefault(client, []).append(now)
+            self._all.append(now)
+
+
 def _basic_guard(config: AuthConfig) -> Callable[[], flask.Response | None]:
     verifier = _BasicVerifier(config.users)
+    limiter = FailureLimiter()
 
     def guard() -> flask.Response | None:
         auth = flask.request.authorization
+        client = flask.request.remote_addr or "?"
         if auth is not None and auth.type == "basic" and auth.username and auth.password is not None:
+            if verifier.remembered(auth.username, auth.password):
+                flask.g.auth_user = auth.username
+                return None
+            wait_s = limiter.retry_after_s(client)
+            if wait_s is not None:
+                return flask.Response("Too many failed sign-ins: wait and try again.\n", status=429,
+                                      mimetype="text/plain", headers={"Retry-After": str(wait_s)})
             if verifier.check(auth.username, auth.password):
                 flask.g.auth_user = auth.username
                 return None
-            log.warning("basic auth rejected (from %s)", flask.request.remote_addr)
+            limiter.failed(client)
+            log.warning("basic auth rejected (from %s)", client)
         return flask.Response(
             "Authentication required.\n", status=401, mimetype="text/plain",
             headers={"WWW-Authenticate": f'Basic realm="{_REALM}", charset="UTF-8"'},

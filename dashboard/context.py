@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import current_app
 
@@ -43,9 +42,11 @@ def resolve_tz(choice: str | None, browser_tz: str | None, settings: Settings | 
     if choice == "utc":
         return "UTC"
     if choice == "local" and browser_tz:
+        from dashboard.grid_sql import GridRequestError, zone_info
+
         try:
-            ZoneInfo(browser_tz)
-        except (ZoneInfoNotFoundError, ValueError):
+            zone_info(browser_tz)
+        except GridRequestError:
             return exchange
         return browser_tz
     return exchange

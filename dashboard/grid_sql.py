@@ -1,26 +1,12 @@
 """dash-ag-grid infinite row model requests translated to parameterised SQL.
 
-Public API (used by the grids' callbacks and by :mod:`dashboard.export`, so an export contains
-exactly the rows the grid shows):
-
-- :class:`ColumnKind`, :class:`ColumnSpec`, :class:`GridTable`: the whitelist. A ``GridTable``
-  names a trusted table expression, the columns a browser may sort and filter on (``colId`` ->
-  SQL expression + kind) and the key columns that make the order total.
-- :func:`grid_table` ``(kind, slug, account_schema="account_activities")``: the standard tables
-  (``GridKind.CLOSED_TRADES``, ``OPEN_POSITIONS``, ``EQUITY``, ``ACTIVITIES``) with their columns.
-  Use these ``colId`` values in the grids' ``columnDefs`` (``field=colId``).
-- :func:`page_query` ``(table, request, *, tz=...)`` -> :class:`GridQuery` for one block of rows;
-  ``request`` is the ``getRowsRequest`` dict (``startRow``, ``endRow``, ``sortModel``,
-  ``filterModel``). Selects every whitelisted column aliased to its ``colId``.
-- :func:`count_query` ``(table, filter_model, *, tz=...)`` -> :class:`GridQuery` returning one
-  row with one column ``n`` (the filtered row count, for ``rowCount``).
-- :func:`export_query` ``(table, sort_model, filter_model, *, tz=..., columns=None)`` ->
-  :class:`GridQuery`, unpaged, same order as the grid (``columns``: subset of ``colId``s, in order).
-- :class:`GridRequestError` (a ``ValueError``): raised for unknown ``colId``, filter type or
-  operator, malformed values or paging; its message is safe to show to the user.
-
-A :class:`GridQuery` is a ``NamedTuple`` ``(sql, params)``: run it with
-``conn.execute(sqlalchemy.text(q.sql), q.params)`` (or ``q.clause()``).
+Used by the grids' callbacks and by :mod:`dashboard.export`, so an export holds exactly the rows the
+grid shows. :class:`GridTable` is the whitelist (``colId`` -> trusted SQL expression + kind, and the key
+columns that make the order total); :func:`grid_table` gives the standard ones (use their ``colId``s as
+the grids' ``field``s). :func:`page_query` (one block), :func:`count_query` (``rowCount``) and
+:func:`export_query` (unpaged, same order) return a :class:`GridQuery` ``(sql, params)``; anything
+outside the whitelist, malformed, or past the cost caps raises :class:`GridRequestError`, whose
+message is safe to show.
 
 Safety: identifiers only ever come from the whitelist (validated with
 :func:`core.schema.quote_ident`); every browser-supplied value is a bind parameter.
@@ -41,6 +27,7 @@ Semantics (server-side equivalents of AG Grid's default filters):
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +36,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from sqlalchemy import TextClause, text
 
@@ -61,6 +48,13 @@ MAX_PAGE_ROWS = 10_000
 MAX_CONDITIONS = 10
 MAX_SORT_KEYS = 10
 MAX_FILTER_TEXT = 500
+# the cost caps of one request: every condition is one predicate over every row scanned, and an
+# ILIKE pattern costs in proportion to its length, so these bound a request's work, not its shape
+MAX_TOTAL_CONDITIONS = 20
+MAX_TOTAL_FILTER_TEXT = 1_000
+MAX_ROW_INDEX = 100_000_000  # startRow/endRow beyond any table a grid shows (OFFSET is a bigint)
+MIN_YEAR, MAX_YEAR = 1900, 2999  # date filters: a day and the day after must both exist in every zone
+MAX_NUMBER_EXPONENT = 100  # |exponent| of a filter number: NUMERIC refuses 1e999999 with an error
 _PARAM_PREFIX = "g_"
 _DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?$")
 
@@ -151,6 +145,17 @@ class _Params:
     def __init__(self, base: Mapping[str, Any]) -> None:
         self.values: dict[str, Any] = dict(base)
         self._n = 0
+        self.conditions = 0
+        self.text_chars = 0
+
+    def charge(self, *, conditions: int = 0, text_chars: int = 0) -> None:
+        """Count a request's filter work against the cost caps (raises past them)."""
+        self.conditions += conditions
+        self.text_chars += text_chars
+        if self.conditions > MAX_TOTAL_CONDITIONS:
+            raise GridRequestError(f"a filter may hold at most {MAX_TOTAL_CONDITIONS} conditions in all")
+        if self.text_chars > MAX_TOTAL_FILTER_TEXT:
+            raise GridRequestError(f"filter texts may hold at most {MAX_TOTAL_FILTER_TEXT} characters in all")
 
     def add(self, value: Any) -> str:
         name = f"{_PARAM_PREFIX}{self._n}"
@@ -184,20 +189,40 @@ def parse_sort_model(table: GridTable, sort_model: Any) -> list[SortKey]:
     return keys
 
 
-def _zone(tz: str) -> ZoneInfo:
+# files of the zone database that name no zone of their own (the host's zone, a template)
+_NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    return (frozenset(available_timezones()) | {"UTC"}) - _NOT_ZONES
+
+
+def zone_info(tz: Any) -> ZoneInfo:
+    """The IANA zone named ``tz``; :class:`GridRequestError` for anything else.
+
+    Only real zone names count: ``America`` (a directory), ``posixrules`` or ``localtime`` (files
+    of the zone database that name no zone, or the server's own zone) are refused.
+    """
+    if not isinstance(tz, str) or tz not in _zone_names():
+        raise GridRequestError(f"unknown time zone {str(tz)[:64]!r}")
     try:
         return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise GridRequestError(f"unknown time zone {tz[:64]!r}") from None
+
 
 
 def _parse_day(raw: Any) -> date:
     if not isinstance(raw, str) or not (match := _DATE_RE.match(raw.strip())):
         raise GridRequestError(f"bad date {str(raw)[:40]!r} (expected YYYY-MM-DD[ HH:MM:SS])")
     try:
-        return date(int(match[1]), int(match[2]), int(match[3]))
+        day = date(int(match[1]), int(match[2]), int(match[3]))
     except ValueError:
         raise GridRequestError(f"bad date {raw[:40]!r}") from None
+    if not MIN_YEAR <= day.year <= MAX_YEAR:
+        raise GridRequestError(f"dates must lie in the years {MIN_YEAR} to {MAX_YEAR}")
+    return day
 
 
 def _parse_number(raw: Any) -> Decimal:
@@ -209,6 +234,8 @@ def _parse_number(raw: Any) -> Decimal:
         raise GridRequestError(f"bad number {str(raw)[:40]!r}") from None
     if not value.is_finite():
         raise GridRequestError("numbers must be finite")
+    if value and abs(value.adjusted()) > MAX_NUMBER_EXPONENT:
+        raise GridRequestError(f"numbers must lie within 1e-{MAX_NUMBER_EXPONENT} and 1e{MAX_NUMBER_EXPONENT}")
     return value
 
 
@@ -220,7 +247,18 @@ def _parse_text(raw: Any) -> str:
         raise GridRequestError(f"filter text longer than {MAX_FILTER_TEXT} characters")
     if "\x00" in value:
         raise GridRequestError("filter text contains a NUL character")
+    if not is_utf8(value):
+        raise GridRequestError("filter text is not valid Unicode (a lone surrogate)")
     return value
+
+
+def is_utf8(value: str) -> bool:
+    """Whether ``value`` can be sent to the database (no lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _parse_bool(raw: Any) -> bool:
@@ -234,7 +272,8 @@ def _parse_bool(raw: Any) -> bool:
     raise GridRequestError(f"bad boolean {str(raw)[:16]!r} (true or false)")
 
 
-def _like_escape(value: str) -> str:
+def like_escape(value: str) -> str:
+    """``value`` as a literal inside a LIKE pattern with ``ESCAPE '\\'``."""
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
@@ -264,6 +303,7 @@ def _text_condition(expr: str, cond: Mapping[str, Any], params: _Params) -> str:
     if op == "notBlank":
         return f"({expr} IS NOT NULL AND {expr} <> '')"
     value = _parse_text(cond.get("filter"))
+    params.charge(text_chars=len(value))
     if op == "equals":
         return f"lower({expr}) = lower({params.add(value)})"
     if op == "notEqual":
@@ -276,7 +316,7 @@ def _text_condition(expr: str, cond: Mapping[str, Any], params: _Params) -> str:
     }
     if op not in patterns:
         raise GridRequestError(f"unknown text filter operator {str(op)[:32]!r}")
-    placeholder = params.add(patterns[op].format(_like_escape(value)))
+    placeholder = params.add(patterns[op].format(like_escape(value)))
     if op == "notContains":
         return f"({expr} IS NULL OR {expr} NOT ILIKE {placeholder} ESCAPE '\\')"
     return f"{expr} ILIKE {placeholder} ESCAPE '\\'"
@@ -384,6 +424,7 @@ def _condition(
         ]
         return "(" + f" {operator} ".join(parts) + ")"
     expr = spec.sql_expr
+    params.charge(conditions=1)
     if spec.kind is ColumnKind.TEXT:
         return _text_condition(expr, cond, params)
     if spec.kind is ColumnKind.NUMBER:
@@ -397,10 +438,10 @@ def _where(
     table: GridTable, filter_model: Any, params: _Params, *, tz: str, in_range_inclusive: bool
 ) -> str:
     clauses = [f"({table.base_where})"] if table.base_where else []
-    if filter_model not in (None, ""):
+    if filter_model not in (None, "") and filter_model != {}:
         if not isinstance(filter_model, Mapping):
             raise GridRequestError("filterModel must be an object")
-        zone = _zone(tz)
+        zone = zone_info(tz)
         for col_id, cond in filter_model.items():
             spec = table.spec(col_id)
             clauses.append(_condition(spec, col_id, cond, params, zone=zone, inclusive=in_range_inclusive))
@@ -429,6 +470,8 @@ def _row_index(request: Mapping[str, Any], name: str, default: int | None) -> in
     value = request.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise GridRequestError(f"{name} must be a non-negative integer")
+    if value > MAX_ROW_INDEX:
+        raise GridRequestError(f"{name} must be at most {MAX_ROW_INDEX:,}")
     return value
 
 

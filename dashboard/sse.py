@@ -10,7 +10,10 @@ data (hints only make a page re-ask ``ch_versions``; polling converges without t
 ``GET /stream/events`` streams those events as ``text/event-stream`` with a comment line every
 ``keepalive_s`` so proxies keep the connection open. ``DISABLE_SSE=true`` leaves the route out and the
 pages poll only. Under gunicorn use threaded workers (``--worker-class gthread``): each open stream
-holds one thread.
+holds one thread, so streams are capped (``SSE_MAX_STREAMS`` per process, ``SSE_MAX_STREAMS_PER_CLIENT``
+per signed-in user, or per address without auth) below the thread count: one more is refused with 503
+and ``Retry-After``. ``EventSource`` does not reconnect after a refusal, and the pages go on polling
+``ch_versions``, which is all a hint ever saves them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import logging
 import queue
 import random
 import select
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -27,10 +31,11 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
-from flask import Flask, Response, stream_with_context
+from flask import Flask, Response, g, request, stream_with_context
 
 from core.db import connect
 from core.destinations import closed_channel, pos_channel
+from dashboard.cancel import client_gone, client_socket
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +55,12 @@ class NotifyHub:
     """One LISTEN connection, many subscribers."""
 
     def __init__(self, dsn: str, *, registry_refresh_s: float = 10.0, max_backoff_s: float = 10.0,
-                 queue_size: int = 100) -> None:
+                 queue_size: int = 100, max_streams: int = 16, max_streams_per_client: int = 4) -> None:
         self._dsn = dsn
+        self.max_streams = max_streams
+        self.max_streams_per_client = max_streams_per_client
+        self._streams: dict[str, int] = {}
+        self.refused = 0
         self._registry_refresh_s = registry_refresh_s
         self._max_backoff_s = max_backoff_s
         self._queue_size = queue_size
@@ -87,6 +96,29 @@ class NotifyHub:
     def unsubscribe(self, q: queue.Queue[dict[str, Any]]) -> None:
         with self._lock:
             self._subscribers.discard(q)
+
+    def admit(self, client: str) -> bool:
+        """Count one more open stream for ``client``, or ``False`` when a cap is reached."""
+        with self._lock:
+            if (sum(self._streams.values()) >= self.max_streams
+                    or self._streams.get(client, 0) >= self.max_streams_per_client):
+                self.refused += 1
+                return False
+            self._streams[client] = self._streams.get(client, 0) + 1
+            return True
+
+    def leave(self, client: str) -> None:
+        with self._lock:
+            left = self._streams.get(client, 0) - 1
+            if left > 0:
+                self._streams[client] = left
+            else:
+                self._streams.pop(client, None)
+
+    @property
+    def stream_count(self) -> int:
+        with self._lock:
+            return sum(self._streams.values())
 
     @property
     def subscriber_count(self) -> int:
@@ -179,28 +211,63 @@ class NotifyHub:
                 next_refresh = time.monotonic() + self._registry_refresh_s
 
 
-def event_stream(hub: NotifyHub, *, keepalive_s: float = 15.0, max_duration_s: float = 3600.0) -> Iterator[str]:
-    """The SSE body: a retry hint, then one ``data:`` line per event, keepalive comments between."""
+CLIENT_CHECK_S = 1.0  # how often an idle stream looks whether its client is still there
+
+
+def event_stream(hub: NotifyHub, *, keepalive_s: float = 15.0, max_duration_s: float = 3600.0,
+                 sock: socket.socket | None = None) -> Iterator[str]:
+    """The SSE body: a retry hint, then one ``data:`` line per event, keepalive comments between.
+
+    With the client's ``sock``, a stream whose client has gone ends within :data:`CLIENT_CHECK_S`
+    instead of at its next write, so its thread and its place under the caps come back at once.
+    """
     q = hub.subscribe()
     deadline = time.monotonic() + max_duration_s  # browsers reconnect by themselves
     try:
         yield "retry: 2000\n: connected\n\n"
+        next_keepalive = time.monotonic() + keepalive_s
         while time.monotonic() < deadline:
             try:
-                event = q.get(timeout=keepalive_s)
+                event = q.get(timeout=max(0.01, min(CLIENT_CHECK_S, next_keepalive - time.monotonic())))
             except queue.Empty:
-                yield ": keepalive\n\n"
+                if sock is not None and client_gone(sock):
+                    return
+                if time.monotonic() >= next_keepalive:
+                    next_keepalive = time.monotonic() + keepalive_s
+                    yield ": keepalive\n\n"
                 continue
             yield f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
     finally:
         hub.unsubscribe(q)
 
 
+STREAM_RETRY_AFTER_S = 30
+
+
+def client_key() -> str:
+    """Who a stream is counted against: the signed-in user, else the peer address."""
+    user = getattr(g, "auth_user", None)
+    return f"user:{user}" if user else f"addr:{request.remote_addr or '?'}"
+
+
 def register_sse(server: Flask, hub: NotifyHub, *, keepalive_s: float = 15.0) -> None:
     @server.route("/stream/events")
     def stream_events() -> Response:
-        response = Response(stream_with_context(event_stream(hub, keepalive_s=keepalive_s)),
-                            mimetype="text/event-stream")
+        client = client_key()
+        if not hub.admit(client):
+            return Response("too many live streams: this page keeps itself up to date by polling\n", status=503,
+                            mimetype="text/plain", headers={"Retry-After": str(STREAM_RETRY_AFTER_S)})
+        body = event_stream(hub, keepalive_s=keepalive_s, sock=client_socket())
+        response = Response(stream_with_context(body), mimetype="text/event-stream")
+        # the server closes the response when the stream ends or the client goes, even one never started
+        left = threading.Event()
+
+        def leave() -> None:
+            if not left.is_set():
+                left.set()
+                hub.leave(client)
+
+        response.call_on_close(leave)
         response.headers["Cache-Control"] = "no-cache"
         response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
         return response

@@ -7,6 +7,7 @@ from typing import Any
 import dash_bootstrap_components as dbc
 from dash import Dash, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
+from flask import abort
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard import grid_sql
@@ -87,8 +88,8 @@ def register(app: Dash) -> None:
             return no_update
         try:
             return model().activities_block(slug, request, resolve_tz(tz_choice, browser_tz))
-        except grid_sql.GridRequestError:
-            return {"rowData": [], "rowCount": 0}
+        except grid_sql.GridRequestError as exc:
+            abort(400, str(exc))
 
     app.clientside_callback(  # type: ignore[no-untyped-call]
         """async function(slug) {
@@ -112,7 +113,10 @@ def register(app: Dash) -> None:
         if not slug:
             return no_update
         tz = resolve_tz(tz_choice, browser_tz)
-        rows = model().orders(slug, search or "", tz=tz)
+        try:
+            rows = model().orders(slug, search or "", tz=tz)
+        except grid_sql.GridRequestError as exc:
+            return html.P(str(exc), className="text-warning mb-0")
         if not rows:
             return html.P("No orders match." if search else "No orders ingested yet: the ingester fills this "
                           "from the broker's order history.", className="text-body-secondary mb-0")

@@ -6,16 +6,27 @@ import logging
 from typing import Any
 
 import dash_bootstrap_components as dbc
-import numpy as np
 import pandas as pd
 from dash import Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
+from flask import abort
 from sqlalchemy.exc import SQLAlchemyError
 
-from dashboard import analytics, grid_sql
+from dashboard import grid_sql
 from dashboard.components import figures, fmt, grids
 from dashboard.context import model, resolve_tz, view_prefs
-from dashboard.pages.common import empty_state, graph, kpi, no_destinations, poll_interval_ms, section, tone_of
+from dashboard.pages.common import empty_state, graph, no_destinations, poll_interval_ms, section
+from dashboard.pages.destination_view import (
+    equity_analytics,
+    equity_full,
+    equity_tail,
+    export_menu,
+    first_render,
+    kpi_cards,
+    position_rows,
+    relayout_window,
+    secondary_sections,
+)
 
 PATH_TEMPLATE = "/destination/<slug>"
 DEFER_MS = 100  # after the primary content is drawn and the browser is idle (see the clientside callback)
@@ -86,7 +97,7 @@ def layout(slug: str | None = None, **_: Any) -> Any:
                                        className="text-body-secondary"),
                         ]
                     ),
-                    _export_menu(dest.slug),
+                    export_menu(dest.slug),
                 ],
                 className="d-flex justify-content-between align-items-start gap-2 mb-3",
             ),
@@ -109,183 +120,20 @@ def layout(slug: str | None = None, **_: Any) -> Any:
     )
 
 
-def first_render(slug: str, v_pos: int, v_closed: int, v_eq: int, tz: str, theme: str) -> dict[str, Any]:
-    """The primary content (KPIs, open positions, equity chart) for the page's layout itself.
-
-    Drawn here, a fresh browser shows the page after one round trip (the page route) instead of three
-    (route, then the data callbacks, then plotly redrawing its placeholder). On a database error it
-    returns what it has: the data callbacks then fill in the rest as before.
-    """
-    out: dict[str, Any] = {}
-    try:
-        out["kpis"] = kpi_cards(slug, tz, v_eq, v_closed)
-        out["kpi_key"] = [v_eq, v_closed, tz]
-        out["rows"], out["pos_status"] = position_rows(slug, v_pos, tz)
-        out["pos_key"] = [v_pos, tz]
-        out["figure"], out["cursor"] = equity_full(slug, v_eq, tz, theme)
-    except SQLAlchemyError as exc:
-        log.warning("destination %s: first render from the database failed (%s); callbacks will retry",
-                    slug, type(exc).__name__)
-        return {}
-    return out
-
-
-def position_rows(slug: str, v_pos: int, tz: str) -> tuple[list[dict[str, Any]], str]:
-    """Open positions as grid rows (times in ``tz``) and the status line above the grid."""
-    rows = model().open_positions(slug, v_pos)
-    out = []
-    for r in rows:
-        row = dict(r)
-        for key in ("entry_time", "mark_ts", "updated_at"):
-            row[key] = fmt.local_time(row.get(key), tz)
-        out.append(row)
-    stale = sum(1 for r in rows if r.get("price_stale"))
-    return out, f"{len(rows)} open · version {v_pos}" + (f" · {stale} stale price(s)" if stale else "")
-
-
-def kpi_cards(slug: str, tz: str, v_eq: int, v_closed: int) -> list[Any]:
-    cards = _kpi_cards(kpi_values(slug, tz, v_eq, v_closed))
-    if not analytics.available():
-        cards.append(html.Div("Metrics unavailable: core.metrics is not installed.", className="text-warning"))
-    return cards
-
-
-def equity_full(slug: str, v_eq: int, tz: str, theme: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The whole-curve equity figure of version ``v_eq`` and the cursor that live appends continue from."""
-    m = model()
-    series = m.equity_series(slug, v_eq)
-    # the same for every visitor of this version: built once (cached as a plain dict: unpickling a
-    # go.Figure re-validates it, ~30 ms a figure)
-    figure = m.memo(("eq-figure", slug, v_eq, tz, theme), lambda: figures.plain(equity_figure(slug, tz, theme)))
-    last_ns = int(series.ts_ns[-1]) if len(series) else 0
-    return figure, {"last_ns": last_ns, "appended": 0, "tz": tz, "theme": theme, "v": v_eq,
-                    "first_ns": series.first_ts_ns, "zoomed": False}
-
-
-def secondary_sections() -> list[Any]:
-    """Drawdown periods, monthly heatmap, daily P&L, P&L by symbol/reason, rolling, distribution."""
-    return [
-        dbc.Row(
-            [
-                dbc.Col(section("Drawdown periods (worst 10)", html.Div(id="dest-dd-table")), lg=6),
-                dbc.Col(section("Monthly returns", graph("dest-monthly")), lg=6),
-            ]
-        ),
-        section("Daily P&L", graph("dest-calendar")),
-        dbc.Row(
-            [
-                dbc.Col(section("P&L by symbol", graph("dest-by-symbol")), lg=6),
-                dbc.Col(section("P&L by exit reason", graph("dest-by-reason")), lg=6),
-            ]
-        ),
-        dbc.Row(
-            [
-                dbc.Col(section("Rolling Sharpe and volatility", graph("dest-rolling")), lg=6),
-                dbc.Col(section("Daily return distribution", graph("dest-dist")), lg=6),
-            ]
-        ),
-    ]
-
-
-def _export_menu(slug: str) -> Any:
-    """Downloads served by :mod:`dashboard.export` (times in the exchange zone unless the link says)."""
-    base = f"/export/{slug}"
-    items = [
-        dbc.DropdownMenuItem("QuantStats tearsheet (HTML)", href=f"{base}/tearsheet.html", external_link=True,
-                             target="_blank"),
-        dbc.DropdownMenuItem("Static report (HTML)", href=f"{base}/report.html", external_link=True, target="_blank"),
-        dbc.DropdownMenuItem(divider=True),
-        dbc.DropdownMenuItem("Metrics (Excel)", href=f"{base}/metrics.xlsx", external_link=True),
-        dbc.DropdownMenuItem("Open positions (CSV)", href=f"{base}/open_positions.csv", external_link=True),
-        dbc.DropdownMenuItem("Equity series (CSV)", href=f"{base}/equity.csv", external_link=True),
-        dbc.DropdownMenuItem("Activities (CSV)", href=f"{base}/activities.csv", external_link=True),
-    ]
-    return dbc.DropdownMenu(items, label="Export", size="sm", color="secondary", align_end=True,
-                            id="dest-export-menu")
-
-
-# --- computations (memoised per version) ------------------------------------------------------------
-
-
-def _returns(slug: str, tz: str, v_eq: int) -> tuple[pd.DataFrame, pd.Series]:
-    """Calendar-day equity in ``tz`` (for day P&L) and per-session returns (for every metric)."""
-    m = model()
-    return m.daily_equity(slug, tz, v_eq), m.session_returns(slug, v_eq)
-
-
-def kpi_values(slug: str, tz: str, v_eq: int, v_closed: int) -> dict[str, float | None]:
-    m = model()
-
-    def compute() -> dict[str, float | None]:
-        daily, returns = _returns(slug, tz, v_eq)
-        out: dict[str, float | None] = dict(analytics.summary(returns))
-        out |= analytics.trade_stats(m.closed_pl(slug, v_closed))
-        out["equity"] = float(daily["equity"].iloc[-1]) if not daily.empty else None
-        out["day_pl"], out["day_return"] = analytics.day_change(daily)
-        out["current_drawdown"] = analytics.current_drawdown(returns)
-        return out
-
-    return m.memo(("kpis", slug, v_eq, v_closed, tz), compute)
-
-
-def _kpi_cards(k: dict[str, float | None]) -> list[Any]:
-    return [
-        kpi("Equity", fmt.money(k.get("equity"))),
-        kpi("Day P&L", fmt.money(k.get("day_pl"), sign=True), tone=tone_of(k.get("day_pl")),
-            sub=fmt.pct(k.get("day_return"), sign=True)),
-        kpi("Total return", fmt.pct(k.get("total_return"), sign=True), tone=tone_of(k.get("total_return"))),
-        kpi("CAGR", fmt.pct(k.get("cagr"), sign=True), tone=tone_of(k.get("cagr"))),
-        kpi("Sharpe", fmt.num(k.get("sharpe"))),
-        kpi("Smart Sharpe", fmt.num(k.get("smart_sharpe"))),
-        kpi("Sortino", fmt.num(k.get("sortino"))),
-        kpi("Calmar", fmt.num(k.get("calmar"))),
-        kpi("Max drawdown", fmt.pct(k.get("max_drawdown")), tone="danger" if k.get("max_drawdown") else None,
-            sub=f"now {fmt.pct(k.get('current_drawdown'))}"),
-        kpi("Win rate", fmt.pct(k.get("win_rate"), decimals=1)),
-        kpi("Profit factor", fmt.num(k.get("profit_factor"))),
-        kpi("Expectancy", fmt.money(k.get("expectancy"), sign=True), tone=tone_of(k.get("expectancy"))),
-        kpi("Trades", f"{int(trades):,}" if (trades := k.get("trades")) is not None else fmt.DASH),
-    ]
-
-
-def equity_figure(slug: str, tz: str, theme: str | None, start_ns: int | None = None,
-                  end_ns: int | None = None) -> Any:
-    w = model().equity_window(slug, start_ns, end_ns)
-    if w["ts"].size == 0:
-        return figures.empty("No equity history yet: the manager writes a point every EQUITY_UPDATE_INTERVAL_S "
-                             "once it runs.", theme, height=460)
-    return figures.equity_underwater(
-        fmt.ns_to_local_str(w["ts"], tz), w["equity"], fmt.ns_to_local_str(w["dd_ts"], tz), w["drawdown"],
-        fmt.ns_to_local_str(w["flow_ts"], tz), w["flow"], w["flow_equity"], tz_label=fmt.tz_label(tz), theme=theme,
-    )
-
-
-def equity_tail(slug: str, after_ns: int) -> dict[str, np.ndarray]:
-    """Raw equity/drawdown points strictly after ``after_ns`` (for live appends)."""
-    series = model().equity_series(slug)
-    start = int(np.searchsorted(series.ts_ns, after_ns, side="right"))
-    return {"ts": series.ts_ns[start:], "equity": series.equity[start:], "drawdown": series.drawdown()[start:]}
-
-
-def _relayout_window(relayout: dict[str, Any] | None, tz: str) -> tuple[int | None, int | None] | None:
-    """``(start_ns, end_ns)`` for a zoom/range-button event, ``(None, None)`` for autorange, else ``None``."""
-    if not relayout:
-        return None
-    for axis in ("xaxis", "xaxis2"):
-        lo, hi = relayout.get(f"{axis}.range[0]"), relayout.get(f"{axis}.range[1]")
-        if lo is None and isinstance(relayout.get(f"{axis}.range"), list):
-            lo, hi = relayout[f"{axis}.range"][:2]
-        if lo is not None and hi is not None:
-            return fmt.local_to_ns(str(lo), tz), fmt.local_to_ns(str(hi), tz)
-        if relayout.get(f"{axis}.autorange"):
-            return None, None
-    return None
-
-
 # --- callbacks ------------------------------------------------------------------------------------
 
 
 def register(app: Dash) -> None:
+    _register_live(app)
+    _register_equity(app)
+    _register_analytics(app)
+    _register_grid(app)
+    _register_timing(app)
+
+
+def _register_live(app: Dash) -> None:
+    """The version poll, and the positions and KPIs it drives."""
+
     @app.callback(
         Output("dest-v-pos", "data"),
         Output("dest-v-closed", "data"),
@@ -349,7 +197,11 @@ def register(app: Dash) -> None:
         tz = resolve_tz(tz_choice, browser_tz)
         if shown == [v_eq, v_closed, tz]:
             raise PreventUpdate  # the layout drew exactly this
-        return kpi_cards(slug, tz, v_eq, v_closed), [v_eq, v_closed, tz]
+        return kpi_cards(slug, tz), [v_eq, v_closed, tz]
+
+
+def _register_equity(app: Dash) -> None:
+    """The equity chart: whole-curve redraws, live appends and zoom refinement."""
 
     # Zoom/range buttons are their own callback: plotly reports a relayout (autosize) when it first
     # draws the placeholder, and in one callback with the data inputs that event superseded the
@@ -369,7 +221,7 @@ def register(app: Dash) -> None:
                     cursor: dict[str, Any] | None) -> Any:
         tz = resolve_tz(tz_choice, browser_tz)
         m = model()
-        window = _relayout_window(relayout, tz)
+        window = relayout_window(relayout, tz)
         if window is None:  # autosize and the like: nothing to refine
             return no_update, no_update
         w = m.equity_window(slug, *window)
@@ -404,7 +256,7 @@ def register(app: Dash) -> None:
         if (cursor is not None and cursor.get("v") == v_eq and cursor.get("tz") == tz
                 and cursor.get("theme") == theme):
             raise PreventUpdate  # the chart shows this version already (drawn by the layout, or appended)
-        series = model().equity_series(slug, v_eq)
+        series = model().equity_series(slug)
         same_view = (cursor is not None and cursor.get("tz") == tz and cursor.get("theme") == theme
                      and cursor.get("first_ns") == series.first_ts_ns and ctx.triggered_id == "dest-v-equity")
         if same_view and cursor is not None and len(series):
@@ -425,6 +277,10 @@ def register(app: Dash) -> None:
                                    appended=int(cursor.get("appended", 0)) + int(tail["ts"].size))
         return equity_full(slug, v_eq, tz, theme)
 
+
+def _register_analytics(app: Dash) -> None:
+    """The secondary analytics below the fold, drawn once the deferred tick fires."""
+
     @app.callback(
         Output("dest-dd-table", "children"),
         Output("dest-monthly", "figure"),
@@ -438,12 +294,14 @@ def register(app: Dash) -> None:
         Input("dest-defer", "n_intervals"),
         State("dest-slug", "data"),
     )
-    def equity_analytics(v_eq: int | None, theme: str, tz_choice: str, browser_tz: str | None, deferred: int,
-                         slug: str) -> Any:
+    def draw_equity_analytics(v_eq: int | None, theme: str, tz_choice: str, browser_tz: str | None, deferred: int,
+                              slug: str) -> Any:
         if v_eq is None or not deferred:
             return (no_update,) * 5
         tz = resolve_tz(tz_choice, browser_tz)
-        return model().memo(("eq-analytics", slug, v_eq, tz, theme), lambda: _equity_analytics(slug, v_eq, tz, theme))
+        m = model()
+        v_eq = m.trusted(slug, "equity", v_eq)
+        return m.memo(("eq-analytics", slug, v_eq, tz, theme), lambda: equity_analytics(slug, v_eq, tz, theme))
 
     @app.callback(
         Output("dest-by-symbol", "figure"),
@@ -457,9 +315,10 @@ def register(app: Dash) -> None:
         if v_closed is None or not deferred:
             return no_update, no_update
         m = model()
+        v_closed = m.trusted(slug, "closed", v_closed)
 
         def compute() -> tuple[pd.Series, pd.Series]:
-            trades = m.closed_pl(slug, v_closed)
+            trades = m.closed_pl(slug)
             if trades.empty:
                 return pd.Series(dtype=float), pd.Series(dtype=float)
             by_symbol = trades.groupby("symbol")["net_pl"].sum().sort_values(ascending=False)
@@ -478,6 +337,19 @@ def register(app: Dash) -> None:
         return m.memo(("breakdown-fig", slug, v_closed, theme), draw)
 
     @app.callback(
+        Output("dest-secondary", "children"),
+        Input("dest-defer", "n_intervals"),
+        prevent_initial_call=True,
+    )
+    def mount_secondary(deferred: int) -> Any:
+        # their data callbacks (equity_analytics, trade_breakdowns) run when these outputs appear
+        return secondary_sections() if deferred else no_update
+
+
+def _register_grid(app: Dash) -> None:
+    """The closed-trades grid: blocks from the server, headers, export links, trade drill-down."""
+
+    @app.callback(
         Output("dest-closed", "getRowsResponse"),
         Input("dest-closed", "getRowsRequest"),
         State("dest-slug", "data"),
@@ -492,9 +364,10 @@ def register(app: Dash) -> None:
             return no_update
         tz = resolve_tz(tz_choice, browser_tz)
         try:
-            return model().closed_block(slug, request, tz, v_closed)
-        except grid_sql.GridRequestError:
-            return {"rowData": [], "rowCount": 0}
+            # the cache key holds the server's own version, never the one the client sent
+            return model().closed_block(slug, request, tz)
+        except grid_sql.GridRequestError as exc:
+            abort(400, str(exc))
 
     @app.callback(
         Output("dest-closed", "columnDefs"),
@@ -506,46 +379,6 @@ def register(app: Dash) -> None:
     def column_headers(tz_choice: str, browser_tz: str | None) -> Any:
         label = fmt.tz_label(resolve_tz(tz_choice, browser_tz))
         return grids.closed_columns(label), grids.open_columns(label)
-
-    @app.callback(
-        Output("dest-secondary", "children"),
-        Input("dest-defer", "n_intervals"),
-        prevent_initial_call=True,
-    )
-    def mount_secondary(deferred: int) -> Any:
-        # their data callbacks (equity_analytics, trade_breakdowns) run when these outputs appear
-        return secondary_sections() if deferred else no_update
-
-    app.clientside_callback(  # type: ignore[no-untyped-call]
-        """function(cursor, kpis, disabled) {
-            if (!disabled || !cursor || !kpis) { return window.dash_clientside.no_update; }
-            return new Promise(function(resolve) {
-                const go = function() { resolve(false); };
-                requestAnimationFrame(function() {
-                    if (window.requestIdleCallback) { requestIdleCallback(go, {timeout: TIMEOUT}); }
-                    else { setTimeout(go, 200); }
-                });
-            });
-        }""".replace("TIMEOUT", str(DEFER_IDLE_TIMEOUT_MS)),
-        Output("dest-defer", "disabled"),
-        Input("dest-eq-cursor", "data"),
-        Input("dest-kpis", "children"),
-        State("dest-defer", "disabled"),
-    )
-
-    app.clientside_callback(  # type: ignore[no-untyped-call]
-        """function(slug, disabled) {
-            if (!disabled) { return window.dash_clientside.no_update; }
-            return new Promise(function(resolve) {
-                const go = function() { resolve(false); };
-                if (window.requestIdleCallback) { requestIdleCallback(go, {timeout: TIMEOUT}); }
-                else { setTimeout(go, 1000); }
-            });
-        }""".replace("TIMEOUT", str(POLL_START_MAX_MS)),
-        Output("dest-tick", "disabled"),
-        Input("dest-slug", "data"),
-        State("dest-tick", "disabled"),
-    )
 
     # new closed trades or another time zone: drop the grid's cached blocks so it asks again
     app.clientside_callback(  # type: ignore[no-untyped-call]
@@ -594,56 +427,35 @@ def register(app: Dash) -> None:
         return f"/destination/{slug}/trade/{cell['value']}"
 
 
-def _equity_analytics(slug: str, v_eq: int, tz: str, theme: str | None) -> tuple[Any, ...]:
-    """Drawdown table, monthly heatmap, daily calendar, rolling and distribution (plotly JSON, cacheable)."""
-    label = fmt.tz_label(tz)
-    daily, returns = _returns(slug, tz, v_eq)
-    if returns.empty:
-        msg = "Not enough equity history yet (two days are needed)."
-        return (html.P(msg, className="text-body-secondary"),) + tuple(figures.plain(figures.empty(msg, theme))
-                                                                       for _ in range(4))
-    m = model()
-    periods = m.memo(("ddp", slug, v_eq, tz), lambda: analytics.drawdown_periods(returns, 10))
-    monthly = m.memo(("monthly", slug, v_eq, tz), lambda: analytics.monthly_table(returns))
-    roll = m.memo(("rolling", slug, v_eq, tz), lambda: analytics.rolling(returns))
-    day_pl = (daily["equity"].diff() - daily["net_deposits"].diff()).dropna()
-    return (
-        _periods_table(periods),
-        figures.plain(figures.monthly_heatmap(monthly, theme) if not monthly.empty
-                      else figures.empty("No monthly data", theme)),
-        figures.plain(figures.daily_calendar(day_pl, theme)),
-        figures.plain(figures.rolling(_local_index(roll[0].index, tz), roll[0].to_numpy(), roll[1].to_numpy(),
-                                      window=analytics.ROLLING_WINDOW_DAYS, tz_label=label, theme=theme)
-                      if len(roll[0])
-                      else figures.empty(f"Rolling metrics need {analytics.ROLLING_WINDOW_DAYS} days", theme)),
-        figures.plain(figures.distribution(returns.to_numpy(), theme)),
+def _register_timing(app: Dash) -> None:
+    """When the secondary analytics and the polling start: at the browser's first idle moment."""
+    app.clientside_callback(  # type: ignore[no-untyped-call]
+        """function(cursor, kpis, disabled) {
+            if (!disabled || !cursor || !kpis) { return window.dash_clientside.no_update; }
+            return new Promise(function(resolve) {
+                const go = function() { resolve(false); };
+                requestAnimationFrame(function() {
+                    if (window.requestIdleCallback) { requestIdleCallback(go, {timeout: TIMEOUT}); }
+                    else { setTimeout(go, 200); }
+                });
+            });
+        }""".replace("TIMEOUT", str(DEFER_IDLE_TIMEOUT_MS)),
+        Output("dest-defer", "disabled"),
+        Input("dest-eq-cursor", "data"),
+        Input("dest-kpis", "children"),
+        State("dest-defer", "disabled"),
     )
 
-
-def _local_index(index: pd.Index, tz: str) -> pd.DatetimeIndex:
-    idx = pd.DatetimeIndex(index)
-    return (idx.tz_localize("UTC") if idx.tz is None else idx).tz_convert(tz).tz_localize(None)
-
-
-def _periods_table(periods: pd.DataFrame) -> Any:
-    if periods is None or periods.empty:
-        return html.P("No drawdowns yet.", className="text-body-secondary")
-    cols = list(periods.columns)
-    header = html.Thead(html.Tr([html.Th(c.replace("_", " ").capitalize()) for c in cols]))
-    body_rows = []
-    for _, row in periods.iterrows():
-        cells = []
-        for c in cols:
-            v = row[c]
-            if isinstance(v, pd.Timestamp):
-                cells.append(html.Td(v.strftime("%Y-%m-%d")))
-            elif isinstance(v, bool | np.bool_):
-                cells.append(html.Td("yes" if v else "ongoing"))
-            elif isinstance(v, float) and ("depth" in c or "drawdown" in c):
-                cells.append(html.Td(fmt.pct(v), className="text-danger"))
-            elif isinstance(v, float):
-                cells.append(html.Td(fmt.num(v, 0)))
-            else:
-                cells.append(html.Td("ongoing" if v is None or v is pd.NaT else str(v)))
-        body_rows.append(html.Tr(cells))
-    return dbc.Table([header, html.Tbody(body_rows)], size="sm", hover=True, responsive=True, className="mb-0")
+    app.clientside_callback(  # type: ignore[no-untyped-call]
+        """function(slug, disabled) {
+            if (!disabled) { return window.dash_clientside.no_update; }
+            return new Promise(function(resolve) {
+                const go = function() { resolve(false); };
+                if (window.requestIdleCallback) { requestIdleCallback(go, {timeout: TIMEOUT}); }
+                else { setTimeout(go, 1000); }
+            });
+        }""".replace("TIMEOUT", str(POLL_START_MAX_MS)),
+        Output("dest-tick", "disabled"),
+        Input("dest-slug", "data"),
+        State("dest-tick", "disabled"),
+    )

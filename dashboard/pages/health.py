@@ -9,6 +9,7 @@ from dash import Dash, Input, Output, dcc, html
 
 from dashboard.components import fmt
 from dashboard.context import model, resolve_tz, runtime
+from dashboard.heartbeats import HEARTBEAT_OK_FACTOR, HEARTBEAT_WARN_FACTOR, feed_age_s
 from dashboard.pages.common import empty_state, section
 
 PATH = "/health"
@@ -56,7 +57,8 @@ def register(app: Dash) -> None:
             return summary, empty_state("No worker has reported yet",
                                         "Start them with `python -m workers all` (or `make demo`); each writes a "
                                         f"heartbeat every {rt.settings.heartbeat_sec:g}s.")
-        ok_s, warn_s = rt.settings.heartbeat_sec * 3, rt.settings.heartbeat_sec * 10
+        ok_s = rt.settings.heartbeat_sec * HEARTBEAT_OK_FACTOR
+        warn_s = rt.settings.heartbeat_sec * HEARTBEAT_WARN_FACTOR
         body = []
         for h in rows:
             colour = fmt.health_colour(h["age_s"], ok_s=ok_s, warn_s=warn_s)
@@ -79,34 +81,6 @@ def register(app: Dash) -> None:
         table = dbc.Table([html.Thead(html.Tr([html.Th(c) for c in head])), html.Tbody(body)], size="sm",
                           hover=True, responsive=True, className="mb-0")
         return summary, table
-
-
-FEED_AGE_KEY = "price_feed_last_tick_age_s"
-"""Manager heartbeat detail: seconds since the newest price tick of any symbol, when the heartbeat was
-written (``None`` before the first tick; the key is absent from older managers)."""
-
-
-def feed_age_s(details: Any, heartbeat_age_s: Any = None) -> float | None:
-    """Seconds since the manager's newest price tick, now: the age it reported plus the heartbeat's age.
-
-    ``None`` when the heartbeat carries no feed age (no feed, no tick yet, or an older manager).
-    """
-    if not isinstance(details, dict):
-        return None
-    raw: Any = details.get(FEED_AGE_KEY)
-    if raw is None:
-        raw = details.get("zmq_age_s")  # the key's earlier name
-    try:
-        age = float(raw)
-    except (TypeError, ValueError):
-        return None
-    if age != age or age < 0:  # NaN or nonsense: treat as unknown
-        return None
-    try:
-        since = float(heartbeat_age_s) if heartbeat_age_s is not None else 0.0
-    except (TypeError, ValueError):
-        since = 0.0
-    return age + max(0.0, since)
 
 
 def _feed_class(age: float | None, stale_after_s: float) -> str:

@@ -36,4 +36,4 @@ def app(seeded: Seeded) -> Iterator[Dash]:
     """The dashboard on the seeded database (no LISTEN thread: tests that need it start their own)."""
     dash_app = create_app(seeded.settings, start_listener=False)
     yield dash_app
-    dash_app.server.extensions["coldharbour"].model.engine.dispose()
+    dash_app.server.extensions["coldharbour"].model.dispose()

@@ -148,10 +148,12 @@ def test_positions_and_closed_grid_callbacks(app: Dash) -> None:
 
 
 def test_kpis_and_charts_compute_from_core_metrics(app: Dash) -> None:
-    from dashboard.pages.destination import equity_figure, kpi_values
+    from dashboard.kpis import kpi_values
+    from dashboard.pages.destination_view import equity_figure
 
+    model = app.server.extensions["coldharbour"].model
     with app.server.test_request_context("/"):
-        values = kpi_values("alpha_paper", "America/New_York", 1, 1)
+        values = kpi_values(model, "alpha_paper", "America/New_York")
         figure = equity_figure("alpha_paper", "UTC", "dark")
     for key in ("equity", "sharpe", "smart_sharpe", "sortino", "cagr", "max_drawdown", "win_rate", "profit_factor"):
         assert values[key] is not None, key
@@ -171,9 +173,9 @@ def test_export_menu_links_resolve(app: Dash) -> None:
     assert {"/export/alpha_paper/closed_trades.csv", "/export/alpha_paper/metrics.xlsx"} <= set(links)
     client = app.server.test_client()
     for link in links:
-        response = client.get(link)
-        assert response.status_code == 200, link
-        assert len(response.data) > 20, link
+        with client.get(link) as response:  # a WSGI server closes each response: its export slot comes back
+            assert response.status_code == 200, link
+            assert len(response.data) > 20, link
 
 
 def _callback_output(client: Any, input_ids: list[str]) -> tuple[str, list[dict[str, str]]]:
@@ -325,7 +327,7 @@ def test_poll_keeps_the_page_when_the_database_goes_away(app: Dash, seeded: Seed
 def test_plotly_is_the_preloaded_cartesian_bundle_of_the_same_version(app: Dash) -> None:
     from plotly.offline import get_plotlyjs_version
 
-    from dashboard.app import PLOTLY_PATH, bundled_plotly_version
+    from dashboard.static import PLOTLY_PATH, bundled_plotly_version
 
     assert bundled_plotly_version() == get_plotlyjs_version()  # keep package.json's version in step with plotly
     client = app.server.test_client()
@@ -355,7 +357,8 @@ def test_chart_times_travel_as_iso_strings() -> None:
 
 
 def test_health_shows_the_price_feed_age_when_the_manager_reports_it(app: Dash, seeded: Seeded) -> None:
-    from dashboard.pages.health import FEED_AGE_KEY, _feed_text, feed_age_s
+    from dashboard.heartbeats import FEED_AGE_KEY, feed_age_s
+    from dashboard.pages.health import _feed_text
 
     assert feed_age_s({FEED_AGE_KEY: 2.5}, 10) == pytest.approx(12.5)  # reported age + heartbeat age
     assert feed_age_s({FEED_AGE_KEY: None, "price_feed": {"received": 0}}, 1) is None
@@ -523,7 +526,7 @@ def test_a_page_that_fails_in_the_layout_falls_back_to_the_routing_callback(app:
 
 
 def test_pages_load_regenerator_runtime_not_core_js(app: Dash) -> None:
-    from dashboard.app import REGENERATOR_URL
+    from dashboard.static import REGENERATOR_URL
 
     client = app.server.test_client()
     html = client.get("/destination/alpha_paper").get_data(as_text=True)
@@ -538,7 +541,7 @@ def test_pages_load_regenerator_runtime_not_core_js(app: Dash) -> None:
 def test_static_scripts_are_compressed_once_with_compile_hints(app: Dash, monkeypatch: pytest.MonkeyPatch) -> None:
     import brotli
 
-    from dashboard.app import COMPILE_HINT
+    from dashboard.static import COMPILE_HINT
 
     calls: list[int] = []
     real = brotli.compress
@@ -615,12 +618,12 @@ def test_a_failed_first_render_leaves_the_versions_for_the_first_poll(app: Dash,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from sqlalchemy.exc import OperationalError
 
-    from dashboard.pages import destination
+    from dashboard.pages import destination_view
 
     def unavailable(*_a: Any, **_k: Any) -> Any:
         raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(destination, "kpi_values", unavailable)
+    monkeypatch.setattr(destination_view, "kpi_cards", unavailable)
     layout = _destination_layout(app, {})
     for store in ("dest-v-pos", "dest-v-closed", "dest-v-equity", "dest-kpi-key", "dest-pos-key", "dest-eq-cursor"):
         assert _find(layout, store)["props"].get("data") is None, store
@@ -685,11 +688,11 @@ def test_reads_leave_no_transaction_open(app: Dash, seeded: Seeded) -> None:
 
 
 def test_day_pl_percent_is_the_same_day_as_the_dollar_figure(app: Dash) -> None:
-    from dashboard.pages.destination import kpi_values
+    from dashboard.kpis import kpi_values
 
     model = app.server.extensions["coldharbour"].model
     with app.server.test_request_context("/"):
-        values = kpi_values("alpha_paper", "America/New_York", 1, 1)
+        values = kpi_values(model, "alpha_paper", "America/New_York")
         daily = model.daily_equity("alpha_paper", "America/New_York", 1)
     prev = float(daily["equity"].iloc[-2])
     flow = float(daily["net_deposits"].iloc[-1] - daily["net_deposits"].iloc[-2])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import socket
 import tracemalloc
 import zipfile
@@ -16,7 +17,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import flask
-import numpy as np
 import openpyxl
 import pytest
 import sqlalchemy as sa
@@ -25,8 +25,10 @@ from sqlalchemy.engine import Engine
 from core.db import connect, migrate
 from core.dsn import parse_dsn
 from core.settings import Settings
-from dashboard import export as export_mod
-from dashboard.export import daily_returns, export_url, neutralise, register_export
+from dashboard import export_formats
+from dashboard.export import export_url, neutralise, register_export
+from dashboard.kpis import kpi_values
+from dashboard.queries import ReadModel
 from tests.dashboard.test_grid_sql import ROWS, insert_closed, make_dest
 
 NY = ZoneInfo("America/New_York")
@@ -37,9 +39,6 @@ NASTY = [
     ("n3", "@cmd", "\tTAB"),
     ("n4", "\rCR", "ok"),
 ]
-METRICS = {"sharpe": 1.25, "trades": 6, "net_pl": Decimal("1134.75"), "name": "=evil()",
-           "worst_day": np.float64(-0.25), "losers": np.int64(-5),
-           "nested": {"win_rate": 0.5}, "as_of": datetime(2024, 3, 4, 21, 0, tzinfo=UTC)}
 
 
 @pytest.fixture
@@ -57,10 +56,21 @@ def engine(settings: Settings, db_dsn: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def client(engine: Engine) -> flask.testing.FlaskClient:
-    app = flask.Flask("export-test")
-    register_export(app, lambda: engine, metrics_provider=lambda slug: METRICS)
-    return app.test_client()
+def export_app(engine: Engine) -> flask.Flask:
+    return flask.Flask("export-test")
+
+
+@pytest.fixture
+def model(export_app: flask.Flask, settings: Settings, db_dsn: str) -> Iterator[ReadModel]:
+    read_model = ReadModel(settings, db_dsn, app=export_app)
+    yield read_model
+    read_model.dispose()
+
+
+@pytest.fixture
+def client(export_app: flask.Flask, model: ReadModel) -> flask.testing.FlaskClient:
+    register_export(export_app, model)
+    return export_app.test_client()
 
 
 SORT = [{"colId": "net_pl", "sort": "desc"}]
@@ -174,28 +184,21 @@ def test_bad_requests(client: flask.testing.FlaskClient, url: str, status: int, 
 
 
 @pytest.mark.parametrize("fmt", ["csv", "xlsx"])
-def test_metrics_sheet(client: flask.testing.FlaskClient, fmt: str) -> None:
+def test_metrics_sheet_holds_the_figures_the_page_shows(client: flask.testing.FlaskClient, model: ReadModel,
+                                                         db_dsn: str, fmt: str) -> None:
+    _insert_equity(db_dsn)
     response = client.get(f"/export/alpha/metrics.{fmt}")
     assert response.status_code == 200
+    with client.application.test_request_context("/"):
+        expected = kpi_values(model, "alpha", "America/New_York")
     if fmt == "csv":
-        got = dict(csv.reader(io.StringIO(response.get_data(as_text=True))))
-        assert got["sharpe"] == "1.25"
-        assert got["as_of"] == "2024-03-04 16:00:00"
+        got: dict[str, Any] = dict(csv.reader(io.StringIO(response.get_data(as_text=True))))
+        assert {k: (float(v) if v else None) for k, v in got.items() if k != "metric"} == pytest.approx(expected)
     else:
         got = dict(openpyxl.load_workbook(io.BytesIO(response.get_data()))["metrics"].iter_rows(values_only=True))
-        assert got["sharpe"] == 1.25
-        assert got["as_of"] == datetime(2024, 3, 4, 16, 0)
-    assert got["name"] == "'=evil()"
-    assert got["worst_day"] in ("-0.25", -0.25)  # negative numbers are numbers, not formulas
-    assert got["losers"] in ("-5", -5)
-    assert got["nested.win_rate"] in ("0.5", 0.5)
-    assert got["net_pl"] in ("1134.75", 1134.75)
-
-
-def test_metrics_without_provider_is_404(engine: Engine) -> None:
-    app = flask.Flask("no-metrics")
-    register_export(app, lambda: engine)
-    assert app.test_client().get("/export/alpha/metrics.csv").status_code == 404
+        assert {k: v for k, v in got.items() if k != "metric"} == pytest.approx(expected)
+    assert expected["sharpe"] is not None
+    assert expected["trades"] == len(ROWS) + len(NASTY)
 
 
 def _insert_many(db_dsn: str, n: int) -> None:
@@ -250,7 +253,7 @@ def test_large_csv_export_streams_from_a_server_side_cursor(client: flask.testin
         response.close()
     assert lines == n + 1
     assert len(sizes) > 50
-    assert max(sizes) < 2 * export_mod.CSV_CHUNK_BYTES
+    assert max(sizes) < 2 * export_formats.CSV_CHUNK_BYTES
     assert first.startswith(b"trade_id,exit_time (America/New_York),net_pl\r\n")
     assert b"b0200000" in first  # descending: the last id comes first
     assert peak < 1024 * 1024, peak
@@ -259,7 +262,7 @@ def test_large_csv_export_streams_from_a_server_side_cursor(client: flask.testin
 def test_xlsx_is_written_in_constant_memory_mode_and_continues_past_the_row_limit(
         client: flask.testing.FlaskClient, db_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     _insert_many(db_dsn, 2_000)
-    monkeypatch.setattr(export_mod, "XLSX_MAX_DATA_ROWS", 1_500)
+    monkeypatch.setattr(export_formats, "XLSX_MAX_DATA_ROWS", 1_500)
     filt = {"trade_id": {"filterType": "text", "type": "startsWith", "filter": "b"}}
     response = client.get(export_url("alpha", "closed_trades", "xlsx", filter_model=filt,
                                      sort_model=[{"colId": "trade_id", "sort": "asc"}]))
@@ -302,19 +305,16 @@ def _insert_equity(db_dsn: str) -> None:
     conn.close()
 
 
-def test_daily_returns_are_cash_flow_neutral(engine: Engine, db_dsn: str) -> None:
-    conn = connect(db_dsn)
-    with conn, conn.cursor() as cur:
-        for ts, eq, dep in [("2024-01-02 15:00Z", 1000, 0), ("2024-01-02 20:00Z", 1010, 0),
-                            ("2024-01-03 15:00Z", 1510, 500), ("2024-01-03 20:00Z", 1510, 500),
-                            ("2024-01-04 20:00Z", 1359, 500)]:
-            cur.execute("INSERT INTO public.equity_full_alpha (ts, equity, net_deposits) VALUES (%s, %s, %s)",
-                        (ts, eq, dep))
-    conn.close()
-    returns, equity = daily_returns(engine, "alpha", "America/New_York")
-    assert [d.strftime("%Y-%m-%d") for d in returns.index] == ["2024-01-02", "2024-01-03", "2024-01-04"]
-    assert returns.round(10).tolist() == [0.01, 0.0, -0.1]
-    assert equity.tolist() == [1010.0, 1510.0, 1359.0]
+def test_report_shows_the_pages_sharpe_and_no_second_one(client: flask.testing.FlaskClient, model: ReadModel,
+                                                          db_dsn: str) -> None:
+    _insert_equity(db_dsn)
+    page = client.get("/export/alpha/report.html").get_data(as_text=True)
+    with client.application.test_request_context("/"):
+        expected = kpi_values(model, "alpha", "America/New_York")
+    shown = dict(re.findall(r"<tr><th>([a-z_]+)</th><td>([^<]*)</td></tr>", page))
+    assert shown["sharpe"] == f"{expected['sharpe']:,.4f}"
+    assert shown["max_drawdown"] == f"{expected['max_drawdown']:,.4f}"
+    assert "volatility_ann" not in shown  # the old second metrics path's name for it
 
 
 def test_tearsheet_is_generated_without_network(client: flask.testing.FlaskClient, db_dsn: str,
@@ -356,9 +356,7 @@ def test_static_report(client: flask.testing.FlaskClient, db_dsn: str) -> None:
     assert "src=" not in page
     assert "<polyline" in page
     assert "Monthly returns" in page
-    assert "<th>nested.win_rate</th>" in page
-    assert "&#x27;=evil()" not in page  # HTML escapes, it does not spreadsheet-neutralise
-    assert "=evil()" in page
+    assert "<th>sharpe</th>" in page
 
 
 @pytest.mark.parametrize(("kind", "first_header"), [
