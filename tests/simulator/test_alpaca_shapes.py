@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -20,7 +20,7 @@ import pytest
 import requests
 from alpaca.trading.enums import AssetClass, OrderSide, TimeInForce
 from alpaca.trading.models import NonTradeActivity, TradeActivity
-from alpaca.trading.requests import GetPortfolioHistoryRequest, MarketOrderRequest
+from alpaca.trading.requests import GetOptionContractsRequest, GetPortfolioHistoryRequest, MarketOrderRequest
 
 from tests.simulator.conftest import wait_for
 from tests.simulator_fixtures import SimHandle, start_simulator
@@ -170,6 +170,9 @@ def test_option_chain_exercise_assignment_and_expiry(sim):
     call, put = sim.admin("/option-chain", {"underlying": "AAPL", "expiry": today.isoformat(), "strikes": ["190"]})["contracts"]
     far = sim.admin("/option-chain", {"underlying": "AAPL", "weeks": 1})["contracts"][0]
     assert re.fullmatch(r"AAPL\d{6}[CP]\d{8}", call)
+    listed = client.get_option_contracts(GetOptionContractsRequest(underlying_symbols=["AAPL"]))
+    contract = next(c for c in listed.option_contracts if c.symbol == call)
+    assert (contract.strike_price, contract.expiration_date, contract.underlying_symbol) == (190.0, today, "AAPL")
     order = client.submit_order(MarketOrderRequest(symbol=call, qty=2, side=OrderSide.BUY, time_in_force=TimeInForce.DAY))
     wait_for(lambda: client.get_order_by_id(order.id).status == "filled", "the call to fill")
     pos = {p.symbol: p for p in client.get_all_positions()}[call]
@@ -229,3 +232,13 @@ def test_regulatory_fees_are_date_only_and_posted_at_the_end_of_the_day(sim):
         assert f["description"].startswith(f["activity_sub_type"] + " fee")
         assert f["id"].startswith(f["date"].replace("-", "") + "000000000::")
         assert Decimal(f["net_amount"]) < 0
+
+
+def test_a_corporate_action_scheduled_for_later_applies_when_its_time_comes(sim):
+    buy(sim, 5, "QQQ", "6")
+    at = datetime.now(NY) + timedelta(seconds=1.5)
+    answer = sim.admin("/corporate-action", {"type": "split", "symbol": "QQQ", "new_rate": 3, "old_rate": 2, "at": at.isoformat()})
+    assert answer["scheduled_for"]
+    assert broker_positions(sim, 5)["QQQ"] == 6  # not yet
+    wait_for(lambda: broker_positions(sim, 5)["QQQ"] == 9, "the scheduled 3-for-2 split")
+    assert [a["qty"] for a in acts_of(sim, 5, activity_types="SPLIT")] == ["-6", "9"]
