@@ -33,6 +33,9 @@ pytestmark = pytest.mark.slow
 HEARTBEAT_SEC = 1.5
 SNAPSHOT_SEC = 0.1
 ROOT = Path(__file__).resolve().parents[2]
+# pg_locks is server-wide: other tests' databases hold advisory locks too (and must not be terminated).
+OUR_ADVISORY_LOCKS = ("locktype = 'advisory' AND database = (SELECT oid FROM pg_database "
+                      "WHERE datname = current_database())")
 
 
 def worker_env(db_dsn: str, tmp_path: Path, zmq_url: str) -> dict[str, str]:
@@ -132,7 +135,7 @@ async def test_sigkill_takeover_and_sigterm_drain(settings: Settings, db_dsn: st
         holes = [(a, b) for a, b in zip(series, series[1:], strict=False) if _missing(a, b)]
         assert holes == [], f"equity series broken at {holes[:3]}"
         state = await conn.fetchval("SELECT state FROM account_activities.heartbeats WHERE service = 'manager'")
-        locks = await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        locks = await conn.fetchval(f"SELECT count(*) FROM pg_locks WHERE {OUR_ADVISORY_LOCKS}")
         checkpoint = await conn.fetchval("SELECT fill_count FROM ch_fifo_state WHERE slug = $1", dest.slug)
         assert (state, locks, checkpoint) == ("stopped", 0, 1)
     finally:
@@ -167,7 +170,7 @@ async def test_lost_lock_connection_stops_and_retakes_the_destination(settings: 
         first_runner = next(iter(manager.runners.values()))
 
         # Act: the database kills the session holding the advisory lock (network cut, admin, restart).
-        killed = await conn.fetchval("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'")
+        killed = await conn.fetchval(f"SELECT pg_terminate_backend(pid) FROM pg_locks WHERE {OUR_ADVISORY_LOCKS}")
 
         await eventually(lambda: _true(manager.takeovers == 2 and bool(manager.runners)), what="re-acquisition")
         assert killed is True
