@@ -225,3 +225,25 @@ def test_cli_refuses_before_touching_the_database(env: dict[str, str], what: str
     assert proc.stderr.startswith(f"error: environment variable {what}: ")
     assert "Traceback" not in proc.stderr
     assert "cannot reach" not in proc.stderr
+
+
+def test_dashboard_cli_refuses_bad_settings_without_a_traceback() -> None:
+    env = {"PATH": "/usr/bin:/bin", "COLDHARBOUR_ENV_FILE": "/nonexistent", "LOG_LEVEL": "BOGUS"}
+
+    proc = subprocess.run([sys.executable, "-m", "dashboard"], env=env, capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: environment variable LOG_LEVEL: must be one of DEBUG")
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-1", "1e12"])
+def test_auth_leeway_read_from_the_environment_is_checked_too(raw: str) -> None:
+    from dashboard.auth import load_auth_config
+
+    env = {"DASH_AUTH": "cloudflare", "CF_ACCESS_AUD": "aud", "CF_ACCESS_TEAM_DOMAIN": "team.cloudflareaccess.com",
+           "CF_ACCESS_LEEWAY_S": raw}
+
+    with pytest.raises(ConfigError, match=r"^CF_ACCESS_LEEWAY_S: must be"):
+        load_auth_config(None, env)
