@@ -226,6 +226,23 @@ async def test_a_loop_that_dies_of_a_bug_is_restarted_with_backoff(settings: Set
     assert manager.loops["test"].last_error == "RuntimeError: a bug in one pass"
 
 
+async def test_a_bug_in_one_destination_loop_restarts_that_loop_only(holding: Running) -> None:
+    world = holding
+    await eventually(lambda: _marked(world, Decimal(100)), what="the first mark",
+                     tick=lambda: world.pub.publish("AAPL", "100"))
+    (runner,) = world.manager.runners.values()
+
+    world.broker.bug = True  # every reconciliation pass now dies of a bug
+
+    await eventually(lambda: _true(runner.loops["reconcile"].failures >= 2), what="the reconcile loop restarted",
+                     timeout_s=30)
+    await eventually(lambda: _marked(world, Decimal("100.2")), what="positions still written",
+                     tick=lambda: world.pub.publish("AAPL", "100.2"))
+    assert next(iter(world.manager.runners.values())) is runner  # the runner itself never stopped
+    assert runner.stats.last_error is not None
+    assert "RuntimeError: a bug behind the broker port" in runner.stats.last_error
+
+
 async def _heartbeat(world: Running) -> asyncpg.Record | None:
     return await world.conn.fetchrow("SELECT state, last_error, errors FROM account_activities.heartbeats "
                                      "WHERE destination = $1 AND service = 'manager'", world.dest.slug)

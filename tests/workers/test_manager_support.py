@@ -98,6 +98,8 @@ class ScriptedBroker:
     history: list[tuple[datetime, Decimal]] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=lambda: {"account": 0, "positions": 0, "history": 0})
     fail: bool = False
+    bug: bool = False
+    """``get_positions`` raises an unexpected exception (a bug, not a broker outage)."""
 
     async def get_account(self) -> BrokerAccount:
         self.calls["account"] += 1
@@ -109,6 +111,8 @@ class ScriptedBroker:
 
     async def get_positions(self) -> list[BrokerPosition]:
         self.calls["positions"] += 1
+        if self.bug:
+            raise RuntimeError("a bug behind the broker port")
         if self.fail:
             raise OSError("broker down")
         return [BrokerPosition(symbol=s, qty=q, side="long" if q > 0 else "short", avg_entry_price=None,

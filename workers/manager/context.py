@@ -9,7 +9,8 @@ from typing import Any
 import asyncpg
 
 from core.settings import Settings
-from workers.manager.port import BrokerFactory, MarketOpen
+from core.snapshots import MarketOpen
+from workers.manager.port import BrokerFactory
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

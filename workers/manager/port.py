@@ -24,7 +24,6 @@ class BrokerPort(Protocol):
 
 
 BrokerFactory = Callable[[Destination, Settings], BrokerPort]
-MarketOpen = Callable[[datetime], bool]
 
 
 def default_broker(destination: Destination, settings: Settings) -> BrokerPort:

@@ -32,6 +32,7 @@ from workers.manager import book as bookkeeping
 from workers.manager import checkpoint
 from workers.manager.context import RunnerContext
 from workers.manager.health import heartbeat_details, runner_intervals_s, stall_reason
+from workers.manager.loops import keep_running
 from workers.manager.marks import choose_marks, newly_stale, tick_time
 from workers.manager.options import (
     CHECKPOINT_COST_S_PER_FILL,
@@ -56,7 +57,7 @@ from workers.manager.store import Store, bad_open_row, storable_snapshots, stora
 from workers.manager.throttle import Throttle
 from workers.notify import encode_payload
 from workers.prices import PriceFeed, PriceTick
-from workers.supervise import LoopHealth, supervise
+from workers.supervise import LoopHealth
 
 log = logging.getLogger("workers.manager")
 
@@ -187,7 +188,9 @@ class DestinationRunner:
         await self.heartbeat()
 
     async def run(self) -> None:
-        """The destination's own loops (activities, reconciliation, account); runs until cancelled."""
+        """The destination's own loops (activities, reconciliation, account, checkpoint); runs until cancelled.
+
+        A bug in one loop restarts that loop only (:func:`~workers.manager.loops.keep_running`)."""
         await self.start()
         # Broker calls never hold up the start: they retry with backoff and the tables are already live.
         async with asyncio.TaskGroup() as tg:
@@ -201,13 +204,13 @@ class DestinationRunner:
 
     def _supervised(self, name: str, step: Callable[[], Awaitable[object]], interval_s: float | None, *,
                     first_now: bool = True, once: bool = False) -> Coroutine[Any, Any, None]:
-        def count(exc: BaseException, _kind: ErrorKind) -> None:  # supervise() logs it
+        def count(exc: BaseException, _kind: ErrorKind | None = None) -> None:  # keep_running() logs it
             self.stats.errors += 1
             self.stats.last_error = f"{name}: {describe(exc, 200)}"
 
-        return supervise(step, name=f"dest={self.slug} {name}", log=self.log, interval_s=interval_s,
-                         first_now=first_now, once=once, health=self.loops.setdefault(name, LoopHealth(name)),
-                         on_error=count)
+        return keep_running(step, name=f"dest={self.slug} {name}", log=self.log, interval_s=interval_s,
+                            first_now=first_now, once=once, health=self.loops.setdefault(name, LoopHealth(name)),
+                            on_error=count, on_restart=count)
 
     async def _activities_tick(self) -> None:
         """Wait for a NOTIFY hint (or the poll interval), then read new activities."""
@@ -374,19 +377,26 @@ class DestinationRunner:
         return choose_marks(self.positions, self.marks, self.rest_marks, zmq_fresh=self._zmq_fresh(now_mono_ns),
                             use_rest=use_rest)
 
-    def valuation(self, now_mono_ns: int) -> tuple[list[OpenTradeRow], AccountValue]:
-        """Rows and totals at the current marks; a mark that would make a row unstorable is dropped."""
+    def valuation(self, now_mono_ns: int) -> tuple[list[OpenTradeRow], AccountValue, list[str]]:
+        """Storable rows and the totals at the current marks, and the symbols whose rows are left as stored.
+
+        A mark that would make a row unstorable is dropped first (the row falls back to the next mark
+        source); a row that still does not fit is the book's own value and is not written at all.
+        """
         marks = self.current_marks(now_mono_ns)
         rows, value = self._value_at(marks)
-        bad = {r.symbol: why for r in rows if (why := bad_open_row(r)) is not None and r.symbol in marks}
+        bad = {r.symbol: why for r in rows if (why := bad_open_row(r)) is not None}
         if bad:
             self._refused("open trades", [f"{s} {why}" for s, why in sorted(bad.items())])
-            for symbol in bad:
-                marks.pop(symbol)
-                self.marks.pop(symbol, None)
-                self.rest_marks.pop(symbol, None)
-            rows, value = self._value_at(marks)
-        return rows, value
+            if any(s in marks for s in bad):
+                for symbol in bad:
+                    marks.pop(symbol, None)
+                    self.marks.pop(symbol, None)
+                    self.rest_marks.pop(symbol, None)
+                rows, value = self._value_at(marks)
+                bad = {r.symbol: why for r in rows if r.symbol in bad and (why := bad_open_row(r)) is not None}
+            rows = [r for r in rows if r.symbol not in bad]
+        return rows, value, sorted(bad)
 
     def _value_at(self, marks: dict[str, Mark]) -> tuple[list[OpenTradeRow], AccountValue]:
         value = account_value(self.positions, marks, cash=self.ledger.cash + self.cash.offset,
@@ -417,11 +427,11 @@ class DestinationRunner:
             ids = sorted(self.dirty | (set(self.positions) if self.structure_dirty else set()))
             self.pending_notify_ids.update(ids)
             notify = self.throttle.offer(now_mono)
-            rows, _ = self.valuation(now_mono_ns)
+            rows, _, keep = self.valuation(now_mono_ns)
             self.dirty.clear()
             self.structure_dirty = False
             try:
-                await self.write_open(rows, notify)
+                await self.write_open(rows, notify, keep=keep)
             except BaseException:
                 self.structure_dirty = True  # rewrite everything (and NOTIFY) on the next flush
                 if notify:
@@ -441,18 +451,15 @@ class DestinationRunner:
         if points:
             self.stats.snapshots += await self.snapshot(points, now_mono_ns, SnapshotSource.LIVE)
 
-    async def write_open(self, rows: list[OpenTradeRow], notify: bool) -> None:
+    async def write_open(self, rows: list[OpenTradeRow], notify: bool, *, keep: Sequence[str] = ()) -> None:
+        """Replace the open trades with ``rows`` (checked by :meth:`valuation`); ``keep``'s rows stay as stored."""
         ids = sorted(self.pending_notify_ids)[:NOTIFY_IDS_MAX] if notify else []
-        bad = {r.symbol: why for r in rows if (why := bad_open_row(r)) is not None}
-        if bad:  # not a mark (valuation() dropped those): the book itself holds it; that row stays as stored
-            self._refused("open trades", [f"{s} {why}" for s, why in sorted(bad.items())])
-            rows = [r for r in rows if r.symbol not in bad]
         marked = [r.mark_ts for r in rows if r.mark_ts is not None and not r.price_stale]
         if marked:
             self.as_of_ns = max(self.as_of_ns, int(max(marked).timestamp() * 1_000_000) * 1000)
         async with self.write_lock:
             version = await self.store.write_open(rows, notify_channel=pos_channel(self.slug) if notify else None,
-                                                  ids=ids, as_of_ns=self.as_of_ns, keep=sorted(bad))
+                                                  ids=ids, as_of_ns=self.as_of_ns, keep=keep)
         if version is not None:
             self.pos_version = version
         self.stats.pos_writes += 1
@@ -469,7 +476,7 @@ class DestinationRunner:
 
     async def snapshot(self, points: Sequence[datetime], now_mono_ns: int, source: SnapshotSource) -> int:
         """Stamp ``points`` with the current valuation; the rows inserted."""
-        _, value = self.valuation(now_mono_ns)
+        _, value, _ = self.valuation(now_mono_ns)
         snaps = [make_snapshot(ts, cash=value.cash, market_values=value.market_values,
                                unrealized_pl=value.unrealized_pl, realized_pl=value.realized_pl,
                                net_deposits=value.net_deposits, tracker=self.tracker, source=source) for ts in points]

@@ -3,8 +3,8 @@
 Shared by every owned destination: the price feeds (one per distinct endpoint list), the flush loop
 (every ``FLUSH_INTERVAL_S``), the leading-edge loop (a tick with the NOTIFY window open is written at
 once), the price-bar writer, the heartbeat loop and the ``ch_new_fills`` listener. Every loop runs
-under :func:`workers.supervise.supervise`; a loop that dies of a bug is logged, counted and started
-again after a backoff, so one bad message can never stop the monitoring.
+under :func:`workers.manager.loops.keep_running`: a loop that dies of a bug is logged, counted and
+started again after a backoff, so one bad message can never stop the monitoring.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -23,13 +22,14 @@ import asyncpg
 
 from core.destinations import Destination
 from core.settings import Settings
-from workers.backoff import BackoffPolicy, backoff_delay_s
+from core.snapshots import MarketOpen
 from workers.bars import BarWriter
 from workers.errors import describe
 from workers.heartbeat import REPLICA_ID
 from workers.locks import OwnershipLocks, OwnershipLoop
 from workers.manager.context import RunnerContext
 from workers.manager.health import stall_limit_s
+from workers.manager.loops import keep_running
 from workers.manager.options import (
     BAR_DRAIN_TIMEOUT_S,
     BAR_WRITE_INTERVAL_S,
@@ -38,17 +38,13 @@ from workers.manager.options import (
     LEADING_EDGE_WAIT_MAX_S,
     SERVICE,
 )
-from workers.manager.port import BrokerFactory, MarketOpen, default_broker, default_market_open
+from workers.manager.port import BrokerFactory, default_broker, default_market_open
 from workers.manager.runner import DestinationRunner
 from workers.notify import NEW_FILLS_CHANNEL
 from workers.prices import PriceFeed, feed_limits
-from workers.supervise import LoopHealth, sleep_or_stop, supervise
+from workers.supervise import LoopHealth
 
 log = logging.getLogger("workers.manager")
-
-RESTART_POLICY = BackoffPolicy(base_s=0.5, cap_s=30.0, max_attempts=None)
-"""A loop that died of a bug starts again after this backoff (0.5 s doubling to 30 s, jittered)."""
-
 
 class AccountManager:
     """Owns whichever destinations it can lock and keeps their derived tables current.
@@ -140,7 +136,7 @@ class AccountManager:
     # --- supervision -------------------------------------------------------------------------
     async def _keep_running(self, name: str, step: Callable[[], Awaitable[object]], interval_s: float | None,
                             stop: asyncio.Event | None = None, *, watch_s: float | None = None) -> None:
-        """Run ``step`` under :func:`supervise` for good: a bug is counted and the loop restarted with backoff.
+        """One shared loop under :func:`~workers.manager.loops.keep_running`, watched for progress.
 
         ``watch_s`` (default ``interval_s``): the loop's period as the watchdog sees it; a loop that has
         not completed a pass in :func:`~workers.manager.health.stall_limit_s` of it turns the heartbeats red.
@@ -148,18 +144,12 @@ class AccountManager:
         health = self.loops.setdefault(name, LoopHealth(name))
         if (watch_s or interval_s) is not None:
             self._loop_intervals_s[name] = watch_s or interval_s or 0.0
-        while stop is None or not stop.is_set():
-            try:
-                await supervise(step, name=name, log=log, interval_s=interval_s, first_now=False, stop=stop,
-                                health=health)
-                return
-            except Exception:  # supervise() logged the traceback and counted it in ``health``
-                self.loop_restarts += 1
-                delay = backoff_delay_s(RESTART_POLICY, max(1, health.consecutive_failures), random.random())
-                log.error("%s loop restarting in %.1fs after a bug (%d restarts so far)", name, delay,
-                          self.loop_restarts)
-                if await sleep_or_stop(delay, stop):
-                    return
+
+        def restarted(_exc: BaseException) -> None:
+            self.loop_restarts += 1
+
+        await keep_running(step, name=f"{name} loop", log=log, health=health, interval_s=interval_s, stop=stop,
+                           on_restart=restarted)
 
     def stall_reason(self) -> str | None:
         """The first shared loop that has not completed a pass within its limit, with its last error."""

@@ -23,7 +23,7 @@ from core.exit_legs import EXIT_ORDER_TYPES, OpenOrder
 from core.records import ActivityRecord, OrderMeta, RoundTrip
 from core.schema import quote_ident
 from core.snapshots import EquitySnapshot
-from core.storable import first_bad_value
+from core.storable import bad_value, first_bad_value
 from core.valuation import OpenTradeRow
 from workers.alpaca import TERMINAL_ORDER_STATUSES
 from workers.heartbeat import REPLICA_ID
@@ -152,8 +152,12 @@ def equity_row(snap: EquitySnapshot) -> dict[str, Any]:
 
 
 def bad_open_row(row: OpenTradeRow) -> str | None:
-    """``"column=value"`` when the row holds an unstorable number."""
-    return first_bad_value(open_row(row), _OPEN_NUMBERS)
+    """``"column=value"`` when the row holds an unstorable number (on every row of every flush: no dict)."""
+    for name in _OPEN_NUMBERS:
+        value = getattr(row, name)
+        if bad_value(value):
+            return f"{name}={str(value)[:40]}"
+    return None
 
 
 def storable_trips(trips: Iterable[RoundTrip]) -> tuple[list[dict[str, Any]], list[str]]:
