@@ -124,4 +124,8 @@ async def test_malformed_payloads_stored_raw_flagged_and_counted(garbage_broker:
     # 4 activities + 3 trade updates + the order without a usable id; once each, though re-read every second
     assert details["parse_errors"] == 8
     assert details["handler_errors"] == 0
+    # malformed payloads are data, not failures: every supervised loop is healthy
+    assert sorted(details["loops"]) == ["backfill", "database write", "trade_updates stream"]
+    assert details["loops"]["backfill"]["failures"] == 0
+    assert details["loops"]["database write"]["failures"] == 0
     assert hb["errors"] >= 7

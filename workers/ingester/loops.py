@@ -372,6 +372,7 @@ class Ingester:
             "orders_seen": c.orders_seen,
             "new_fills": w.new_fills,
             "broker": self.broker.stats.as_dict(),
+            "loops": {h.name: h.as_dict() for h in (self.stream_health, self.backfill_health, self.writer.health)},
         }
 
     async def _write_heartbeat(self) -> None:

@@ -71,7 +71,7 @@ class BatchWriter:
         self._lock = asyncio.Lock()
         self._resync_needed = False
         self._random = random.Random()
-        self.health = LoopHealth("flush")
+        self.health = LoopHealth("database write")
         self._recent_commit_s: collections.deque[float] = collections.deque(maxlen=64)
         self.db_ok = True
         self.last_db_error: str | None = None
@@ -210,7 +210,7 @@ class BatchWriter:
     async def run(self) -> None:
         """Commit pending rows within ``flush_interval_s`` of the first one arriving (or at once when
         ``flush_max_rows`` are pending); on database errors retry with backoff, rows kept."""
-        await supervise(self._flush_when_due, name="database write", log=self.log, health=self.health,
+        await supervise(self._flush_when_due, name=self.health.name, log=self.log, health=self.health,
                         policy_for=lambda _exc, _kind: self._db_retry)
 
     async def _flush_when_due(self) -> None:
