@@ -298,10 +298,37 @@ def _guarded(model: ReadModel, work: Callable[[str, str, str], flask.Response]) 
         except BaseException:
             release()
             raise
+        if not response.is_streamed:
+            release()  # the work is done: the body is in memory
+            return response
+        # a streamed body gives the slot back when it ends or is closed; not Response.call_on_close,
+        # which a WSGI server never calls for a direct_passthrough body (the XLSX file stream)
+        response.response = _Releasing(response.response, release)
         response.call_on_close(release)
         return response
 
     return view
+
+
+class _Releasing:
+    """A response body that calls ``release`` once it is exhausted or closed (even if never started)."""
+
+    def __init__(self, body: Iterable[Any], release: Callable[[], None]) -> None:
+        self._body, self._release = body, release
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            yield from self._body
+        finally:
+            self._release()
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._release()
 
 
 def register_export(server: flask.Flask, model: ReadModel, *, url_prefix: str = "/export") -> None:

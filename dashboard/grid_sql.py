@@ -5,11 +5,10 @@ grid shows. :class:`GridTable` is the whitelist (``colId`` -> trusted SQL expres
 columns that make the order total); :func:`grid_table` gives the standard ones (use their ``colId``s as
 the grids' ``field``s). :func:`page_query` (one block), :func:`count_query` (``rowCount``) and
 :func:`export_query` (unpaged, same order) return a :class:`GridQuery` ``(sql, params)``; anything
-outside the whitelist, malformed, or past the cost caps raises :class:`GridRequestError`, whose
-message is safe to show.
+outside the whitelist, malformed or past the cost caps raises :class:`GridRequestError` (safe to show).
 
-Safety: identifiers only ever come from the whitelist (validated with
-:func:`core.schema.quote_ident`); every browser-supplied value is a bind parameter.
+Safety: identifiers only ever come from the whitelist (validated with :func:`core.schema.quote_ident`);
+every browser-supplied value is a bind parameter.
 
 Semantics (server-side equivalents of AG Grid's default filters):
 - text: case-insensitive; ``contains/notContains/startsWith/endsWith/equals/notEqual/blank/notBlank``;

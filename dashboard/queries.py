@@ -177,11 +177,22 @@ class ReadModel:
         sock = client_socket()
 
         def rows() -> Iterator[Sequence[Any]]:
+            gone = threading.Event()  # sticky: a cancel between two FETCHes would find nothing to cancel
             with self._export_engine_for(query.sql).connect() as conn:
+                cancel_statement = _canceller(conn)
+
+                def cancel() -> None:
+                    gone.set()
+                    cancel_statement()
+
                 streaming = conn.execution_options(isolation_level="REPEATABLE READ", stream_results=True,
                                                    yield_per=fetch_rows)
-                with WATCHER.watch(_canceller(conn), sock) if sock is not None else _nothing():
-                    yield from streaming.execute(query.clause())
+                with WATCHER.watch(cancel, sock) if sock is not None else _nothing():
+                    for row in streaming.execute(query.clause()):
+                        if gone.is_set():
+                            log.info("export stopped: its client went away")
+                            return
+                        yield row
 
         return rows()
 
