@@ -211,7 +211,7 @@ class BatchWriter:
         """Commit pending rows within ``flush_interval_s`` of the first one arriving (or at once when
         ``flush_max_rows`` are pending); on database errors retry with backoff, rows kept."""
         await supervise(self._flush_when_due, name=self.health.name, log=self.log, health=self.health,
-                        policy_for=lambda _exc, _kind: self._db_retry)
+                        policy_for=lambda _exc, _kind: self._db_retry, rand=self._random.random)
 
     async def _flush_when_due(self) -> None:
         await self._has_rows.wait()
