@@ -40,6 +40,7 @@ from core.metrics_series import (
     is_flat,
     monthly_returns_table,
     period_returns,
+    rolling_ratios,
     rolling_sharpe,
     rolling_sortino,
     rolling_volatility,
@@ -52,7 +53,7 @@ __all__ = [  # the names callers use, wherever they are defined
     "cagr", "calmar", "clean_equity", "conditional_value_at_risk", "cumulative_return", "cumulative_returns",
     "drawdown_periods", "drawdown_series", "flows_from_cumulative", "greeks", "is_flat", "kurtosis",
     "max_consecutive", "max_drawdown", "monthly_returns_table", "omega", "period_returns", "returns_from_equity",
-    "rolling_sharpe", "rolling_sortino", "rolling_volatility", "sharpe", "skew", "sortino", "summary",
+    "rolling_ratios", "rolling_sharpe", "rolling_sortino", "rolling_volatility", "sharpe", "skew", "sortino", "summary",
     "summary_from_returns", "trade_stats", "ulcer_index", "value_at_risk", "volatility", "win_rate",
 ]
 
@@ -169,6 +170,12 @@ def _arr(returns: pd.Series | FloatArray) -> FloatArray:
     return out
 
 
+def _maybe_flat(sd: float, r: FloatArray) -> bool:
+    """Whether ``r`` is one value up to rounding, checked exactly (:func:`is_flat`) only when its
+    standard deviation is already tiny, so an ordinary series pays nothing for the check."""
+    return sd <= 1e-12 * max(1.0, abs(float(r[0]))) and is_flat(r)
+
+
 def _excess(r: FloatArray, rf: float, periods_per_year: float) -> FloatArray:
     if rf == 0:
         return r
@@ -208,7 +215,9 @@ def volatility(returns: pd.Series | FloatArray, periods_per_year: float = DEFAUL
     r = _arr(returns)
     if len(r) < 2:
         return math.nan
-    sd = 0.0 if is_flat(r) else float(np.std(r, ddof=1))  # identical values: 0, not the mean's rounding
+    sd = float(np.std(r, ddof=1))
+    if _maybe_flat(sd, r):  # identical values: 0, not the mean's rounding
+        sd = 0.0
     return sd * math.sqrt(periods_per_year) if annualize else sd
 
 
@@ -241,9 +250,11 @@ def sharpe(returns: pd.Series | FloatArray, rf: float = 0.0,
            annualize: bool = True) -> float:
     """``mean(r - rf) / std(r - rf, ddof=1) * sqrt(periods_per_year)``; Smart divides by the penalty."""
     r = _excess(_arr(returns), rf, periods_per_year)
-    if len(r) < 2 or is_flat(r):  # no dispersion: undefined (rounding noise would give +-millions)
+    if len(r) < 2:
         return math.nan
     sd = float(np.std(r, ddof=1))
+    if _maybe_flat(sd, r):  # no dispersion: undefined (rounding noise would give +-millions)
+        return math.nan
     if smart:
         sd *= autocorr_penalty(r)
     if sd == 0:
@@ -376,8 +387,11 @@ def _drawdown_table(dd: FloatArray, index: pd.DatetimeIndex) -> DrawdownTable:
     _, first = np.unique(run_id[at_min], return_index=True)
     valleys = at_min[first]
     start_ts, end_ts = index[starts], index[ends]
-    local = index.tz_convert(EXCHANGE_TZ).tz_localize(None).normalize()  # exchange calendar dates
-    days = ((local[ends] - local[starts]).days + 1).to_numpy(dtype=np.int64)
+
+    def local_dates(ts: pd.DatetimeIndex) -> pd.DatetimeIndex:  # only the periods' ends are converted
+        return ts.tz_convert(EXCHANGE_TZ).tz_localize(None).normalize()
+
+    days = ((local_dates(end_ts) - local_dates(start_ts)).days + 1).to_numpy(dtype=np.int64)
     recovered = ends < len(dd) - 1
     return DrawdownTable(start_ts, index[valleys], end_ts, days, (ends - starts + 1).astype(np.int64), depth,
                          recovered)
@@ -388,9 +402,10 @@ def value_at_risk(returns: pd.Series | FloatArray, confidence: float = 0.95, sig
     r = _arr(returns)
     if len(r) < 2:
         return math.nan
-    if is_flat(r):  # no dispersion: every quantile is the value itself (scipy warns on a zero scale)
+    sd = float(np.std(r, ddof=1))
+    if _maybe_flat(sd, r):  # no dispersion: every quantile is the value itself (scipy warns on a zero scale)
         return float(r[0])
-    return float(norm.ppf(1 - confidence, float(np.mean(r)), sigma * float(np.std(r, ddof=1))))
+    return float(norm.ppf(1 - confidence, float(np.mean(r)), sigma * sd))
 
 
 def conditional_value_at_risk(returns: pd.Series | FloatArray, confidence: float = 0.95, sigma: float = 1.0,
@@ -406,8 +421,10 @@ def conditional_value_at_risk(returns: pd.Series | FloatArray, confidence: float
     if method != "parametric":
         raise InvalidInput(f"cvar: unknown method {method!r}")
     mu, sd = float(np.mean(r)), sigma * float(np.std(r, ddof=1))
-    if sd == 0 or is_flat(r):
-        return float(r[0]) if is_flat(r) else mu
+    if _maybe_flat(sd, r):
+        return float(r[0])
+    if sd == 0:  # sigma = 0
+        return mu
     return float(mu - sd * norm.pdf(norm.ppf(alpha)) / alpha)
 
 
@@ -415,11 +432,11 @@ def skew(returns: pd.Series | FloatArray) -> float:
     """Adjusted Fisher-Pearson sample skewness (pandas' ``skew``); NaN for a constant series."""
     r = _arr(returns)
     n = len(r)
-    if n < 3 or is_flat(r):  # a constant series has no shape; its residuals are only rounding
+    if n < 3:
         return math.nan
     d = r - r.mean()
     m2 = float(np.dot(d, d)) / n
-    if m2 == 0:
+    if m2 == 0 or _maybe_flat(math.sqrt(m2), r):  # a constant series has no shape; its residuals are only rounding
         return math.nan
     m3 = float(np.dot(d * d, d)) / n
     return float(math.sqrt(n * (n - 1)) / (n - 2) * m3 / m2**1.5)
@@ -429,12 +446,12 @@ def kurtosis(returns: pd.Series | FloatArray) -> float:
     """Sample excess kurtosis with the small-sample correction (pandas' ``kurt``); NaN if constant."""
     r = _arr(returns)
     n = len(r)
-    if n < 4 or is_flat(r):  # a constant series has no shape; its residuals are only rounding
+    if n < 4:
         return math.nan
     d = r - r.mean()
     d2 = d * d
     s2 = float(d2.sum())
-    if s2 == 0:
+    if s2 == 0 or _maybe_flat(math.sqrt(s2 / n), r):  # a constant series has no shape; its residuals are only rounding
         return math.nan
     s4 = float(np.dot(d2, d2))
     adj = 3.0 * (n - 1) ** 2 / ((n - 2) * (n - 3))
@@ -534,9 +551,10 @@ def summary_from_returns(returns: pd.Series, *, benchmark: pd.Series | None = No
         out["drawdown"] = pd.Series(dd, index=index, name="drawdown")
         out["drawdown_periods"] = table.worst(worst_drawdowns)
         out["monthly_returns"] = monthly_returns_table(clean)
-        out["rolling_sharpe"] = rolling_sharpe(clean, rolling_window, rf, P)
-        out["rolling_sortino"] = rolling_sortino(clean, rolling_window, rf, P)
-        out["rolling_volatility"] = rolling_volatility(clean, rolling_window, P)
+        vol, sharpe_r, sortino_r = rolling_ratios(clean, rolling_window, rf, P)
+        out["rolling_sharpe"] = sharpe_r
+        out["rolling_sortino"] = sortino_r
+        out["rolling_volatility"] = vol
     return out
 
 

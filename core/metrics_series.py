@@ -82,13 +82,31 @@ def is_flat(r: FloatArray) -> bool:
 
 
 def _flat_windows(returns: pd.Series, window: int) -> tuple[npt.NDArray[np.bool_], FloatArray]:
-    """Per window end: whether the window is flat (all one value, as :func:`is_flat`), and that value."""
-    roll = returns.rolling(window)
-    hi = roll.max().to_numpy(dtype=np.float64)
-    lo = roll.min().to_numpy(dtype=np.float64)
+    """Per window end: whether every step inside the window is within :data:`FLAT_TOLERANCE` (one
+    value up to rounding; a NaN breaks flatness), and the value at the window's end.
+
+    Counted with one cumulative sum of the steps, O(n), instead of rolling max/min.
+    """
+    a = returns.to_numpy(dtype=np.float64)
+    n = len(a)
+    flat = np.zeros(n, dtype=bool)
+    if n < window or window < 2:  # a one-value window has no dispersion to speak of: left to pandas (NaN)
+        return flat, a
+    d = np.diff(a)
+    np.abs(d, out=d)
     with np.errstate(invalid="ignore"):
-        flat = (hi - lo) <= FLAT_TOLERANCE * np.maximum(1.0, np.maximum(np.abs(hi), np.abs(lo)))
-    return flat, hi
+        step = ~(d <= FLAT_TOLERANCE)  # NaN on either side counts as a step
+        big = np.flatnonzero(step & (np.abs(a[1:]) > 1.0))  # rare |r| > 1: the tolerance scales with it
+    if len(big):
+        scale = np.maximum(np.abs(a[1:][big]), np.abs(a[:-1][big]))
+        step[big] = ~(d[big] <= FLAT_TOLERANCE * scale)
+    del d
+    changes = np.zeros(n, dtype=np.int32)  # changes[i]: steps between rows 0..i
+    np.cumsum(step, out=changes[1:])
+    # the window ending at row i spans rows i-window+1..i: flat when no step was counted in between
+    np.equal(changes[window - 1:], changes[:n - window + 1], out=flat[window - 1:])
+    flat &= ~np.isnan(a)
+    return flat, a
 
 
 def _excess_series(returns: pd.Series, rf: float, periods_per_year: float) -> pd.Series:
@@ -126,6 +144,35 @@ def rolling_sortino(returns: pd.Series, window: int = DEFAULT_ROLLING_WINDOW, rf
     flat, value = _flat_windows(r, window)
     out[flat] = np.where(value[flat] < 0, -math.sqrt(periods_per_year), math.nan)
     return pd.Series(out, index=returns.index, name=returns.name)
+
+
+def rolling_ratios(returns: pd.Series, window: int = DEFAULT_ROLLING_WINDOW, rf: float = 0.0,
+                   periods_per_year: float = DEFAULT_PERIODS_PER_YEAR) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """``(rolling_volatility, rolling_sharpe, rolling_sortino)`` with the same values as those three
+    functions, sharing their running sums and the flat-window scan (what :func:`summary` uses).
+
+    The flat windows are found once on the raw returns: subtracting a constant ``rf`` per period
+    makes no window more or less flat.
+    """
+    sq = math.sqrt(periods_per_year)
+    flat, _ = _flat_windows(returns, window)
+    std_raw = returns.rolling(window).std().to_numpy(dtype=np.float64)
+    r = _excess_series(returns, rf, periods_per_year)
+    roll = r.rolling(window)
+    mean = roll.mean().to_numpy(dtype=np.float64)
+    std = std_raw if rf == 0 else roll.std().to_numpy(dtype=np.float64)
+    downside = (np.minimum(r, 0.0) ** 2).rolling(window).sum().to_numpy(dtype=np.float64) / window
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vol = std_raw * sq
+        sharpe = mean / std * sq
+        sortino = mean / np.sqrt(downside) * sq
+    vol[flat] = 0.0
+    sharpe[flat] = math.nan
+    value = r.to_numpy(dtype=np.float64)
+    sortino[flat] = np.where(value[flat] < 0, -sq, math.nan)
+    idx, name = returns.index, returns.name
+    return pd.Series(vol, index=idx, name=name), pd.Series(sharpe, index=idx, name=name), pd.Series(
+        sortino, index=idx, name=name)
 
 
 # ----------------------------------------------------------------------------- benchmark

@@ -136,3 +136,13 @@ def test_rolling_ratios_elsewhere_still_match_quantstats() -> None:
 ])
 def test_is_flat(values: list[float], flat: bool) -> None:
     assert M.is_flat(np.asarray(values, dtype=np.float64)) is flat
+
+
+@pytest.mark.parametrize("rf", [0.0, 0.04])
+def test_rolling_ratios_shares_work_but_not_results(rf: float) -> None:
+    r = _flat_tail(-0.001)
+    r.iloc[5] = np.nan  # a gap inside the noisy part
+    vol, sharpe, sortino = M.rolling_ratios(r, 20, rf=rf)
+    pd.testing.assert_series_equal(vol, M.rolling_volatility(r, 20))
+    pd.testing.assert_series_equal(sharpe, M.rolling_sharpe(r, 20, rf=rf))
+    pd.testing.assert_series_equal(sortino, M.rolling_sortino(r, 20, rf=rf))
