@@ -18,6 +18,8 @@ class RunnerContext:
     """Shared resources and the callbacks a runner uses to tell the process about itself."""
 
     pool: asyncpg.Pool
+    series_pool: asyncpg.Pool | None = None
+    """The time-series database's pool when it is a database of its own (else the primary ``pool`` serves)."""
     settings: Settings
     market_open: MarketOpen
     broker_factory: BrokerFactory

@@ -72,9 +72,11 @@ async def rebuild_equity(settings: Settings, destination: Destination, *, since:
     ``rebuild``), valued at the last fill price of each symbol; cash, deposits and realized P&L are
     exact. A running manager resumes its live snapshots afterwards. Returns the rows written.
     """
-    from workers.db import create_pool
+    from workers.db import create_pool, create_series_pool
 
     pool = await create_pool(settings, max_size=2)
+    series = await create_series_pool(settings, max_size=2)
+    equity_pool = series or pool  # equity_full_<slug> lives in the time-series database
     try:
         slug = destination.slug
         acts = await stored_activities(pool, settings, slug)
@@ -84,18 +86,20 @@ async def rebuild_equity(settings: Settings, destination: Destination, *, since:
         start = since or acts[0].ts
         points = await asyncio.to_thread(session_closes, start, datetime.now(UTC))
         table = f"public.{quote_ident(equity_table(slug))}"
-        max_excess = await pool.fetchval(f"SELECT max(equity - net_deposits) FROM {table} WHERE ts < $1", start)
+        max_excess = await equity_pool.fetchval(f"SELECT max(equity - net_deposits) FROM {table} WHERE ts < $1", start)
         replay = EquityReplay(baseline_deposit=destination.initial_deposit or ZERO,
                               tracker=DrawdownTracker(max_excess), source=SnapshotSource.REBUILD)
         snaps = replay_points(acts, points, replay)
-        async with pool.acquire() as conn, conn.transaction():
+        async with equity_pool.acquire() as conn, conn.transaction():
             await conn.execute(f"DELETE FROM {table} WHERE ts >= $1", start)
         bar = ProgressBar(f"rebuild-equity {slug}", len(snaps), enabled=progress)
-        written = await _insert(Store(pool, settings.account_schema, slug), snaps, bar)
+        written = await _insert(Store(pool, settings.account_schema, slug, series_pool=series), snaps, bar)
         log.info("dest=%s rebuild-equity: %d points from %s (%d activities skipped)", slug, written, start,
                  replay.skipped)
         return written
     finally:
+        if series is not None:
+            await series.close()
         await pool.close()
 
 
@@ -107,20 +111,22 @@ async def refill_snapshots(settings: Settings, destination: Destination, *, sinc
     instant gets a point replayed from the activities (``source`` = ``refill``); existing rows are never
     touched. Returns the rows written.
     """
-    from workers.db import create_pool
+    from workers.db import create_pool, create_series_pool
 
     pool = await create_pool(settings, max_size=2)
+    series = await create_series_pool(settings, max_size=2)
+    equity_pool = series or pool  # equity_full_<slug> lives in the time-series database
     try:
         slug = destination.slug
         table = f"public.{quote_ident(equity_table(slug))}"
-        bounds = await pool.fetchrow(
+        bounds = await equity_pool.fetchrow(
             f"SELECT min(ts) FILTER (WHERE source = 'live') AS first_live, max(ts) AS last FROM {table}")
         start = since or (bounds["first_live"] if bounds else None)
         end = bounds["last"] if bounds else None
         if start is None or end is None or end <= start:
             log.info("dest=%s refill-snapshots: nothing to refill", slug)
             return 0
-        existing = {r["ts"] for r in await pool.fetch(f"SELECT ts FROM {table} WHERE ts >= $1", start)}
+        existing = {r["ts"] for r in await equity_pool.fetch(f"SELECT ts FROM {table} WHERE ts >= $1", start)}
         grid = await asyncio.to_thread(missing_boundaries, start - timedelta(microseconds=1), end,
                                        snapshot_sec=settings.snapshot_sec, market_open=default_market_open,
                                        max_points=REFILL_MAX_POINTS)
@@ -128,13 +134,16 @@ async def refill_snapshots(settings: Settings, destination: Destination, *, sinc
         if not points:
             return 0
         acts = await stored_activities(pool, settings, slug)
-        max_excess = await pool.fetchval(f"SELECT max(equity - net_deposits) FROM {table} WHERE ts < $1", points[0])
+        max_excess = await equity_pool.fetchval(f"SELECT max(equity - net_deposits) FROM {table} WHERE ts < $1",
+                                                points[0])
         replay = EquityReplay(baseline_deposit=destination.initial_deposit or ZERO,
                               tracker=DrawdownTracker(max_excess), source=SnapshotSource.REFILL)
         snaps = replay_points(acts, points, replay)
         bar = ProgressBar(f"refill-snapshots {slug}", len(snaps), enabled=progress)
-        written = await _insert(Store(pool, settings.account_schema, slug), snaps, bar)
+        written = await _insert(Store(pool, settings.account_schema, slug, series_pool=series), snaps, bar)
         log.info("dest=%s refill-snapshots: %d points", slug, written)
         return written
     finally:
+        if series is not None:
+            await series.close()
         await pool.close()

@@ -71,7 +71,7 @@ class DestinationRunner:
         self.dest = destination
         self.slug = destination.slug
         self.feed = feed
-        self.store = Store(context.pool, self.settings.account_schema, self.slug)
+        self.store = Store(context.pool, self.settings.account_schema, self.slug, series_pool=context.series_pool)
         self.log = logging.LoggerAdapter(log, {"destination": self.slug})
         self.stats = DestinationStats()
         self.loops: dict[str, LoopHealth] = {"flush": LoopHealth("flush")}

@@ -62,6 +62,8 @@ class AccountManager:
         self.market_open: MarketOpen = market_open or default_market_open
         self.pool: asyncpg.Pool | None = pool
         self._own_pool = pool is None
+        self.series_pool: asyncpg.Pool | None = None
+        """The time-series database's pool (equity, price bars) when it is not the primary one."""
         self.locks = OwnershipLocks(settings, SERVICE)
         self.ownership = OwnershipLoop(self.locks, self.destinations, self._serve, service=SERVICE,
                                        interval_s=settings.heartbeat_sec / 2, keep_on_connection_loss=False,
@@ -114,7 +116,8 @@ class AccountManager:
     def context(self) -> RunnerContext:
         """What a runner of this process is given (the pool must exist: call from within :meth:`run`)."""
         assert self.pool is not None
-        return RunnerContext(pool=self.pool, settings=self.settings, market_open=self.market_open,
+        return RunnerContext(pool=self.pool, series_pool=self.series_pool, settings=self.settings,
+                             market_open=self.market_open,
                              broker_factory=self.broker_factory, holdings_changed=self.holdings_changed,
                              bar_stats=self._bar_stats, stalled=self.stall_reason)
 
@@ -170,11 +173,13 @@ class AccountManager:
     async def run(self, stop_event: asyncio.Event | None = None) -> None:
         """Run until ``stop_event`` is set, then drain: flush, checkpoint, release locks."""
         stop = stop_event or asyncio.Event()
-        from workers.db import connect, create_pool
+        from workers.db import connect, create_pool, create_series_pool
 
         self._started_mono = time.monotonic()
         if self.pool is None:
             self.pool = await create_pool(self.settings, min_size=1, max_size=max(4, min(20, len(self.destinations) + 2)))
+        if self.series_pool is None:
+            self.series_pool = await create_series_pool(self.settings, max_size=max(2, min(10, len(self.destinations) + 1)))
         # Warm the market calendar off the loop (exchange_calendars builds its sessions once).
         await asyncio.to_thread(self.market_open, datetime.now(UTC))
         try:
@@ -239,6 +244,9 @@ class AccountManager:
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
+        if self.series_pool is not None:
+            await self.series_pool.close()
+            self.series_pool = None
         if self.pool is not None and self._own_pool:
             await self.pool.close()
             self.pool = None
@@ -250,7 +258,7 @@ class AccountManager:
         for key, feed in self.feeds.items():
             self.bar_writer.offer(key, feed.bars.take())
         assert self.pool is not None
-        return await self.bar_writer.write(self.pool)
+        return await self.bar_writer.write(self.series_pool or self.pool)
 
     async def _leading_edge_once(self) -> None:
         """On a tick for a destination whose NOTIFY window is open, write and NOTIFY at once.

@@ -116,6 +116,16 @@ def closed_trades_sql(slug: str) -> str:
         SELECT closed_version FROM v"""
 
 
+def equity_insert_sql(slug: str) -> str:
+    """Insert snapshots (an existing instant is left alone); returns rows inserted. For a time-series
+    database of its own, where ``ch_versions`` is not: the version is bumped in the primary one after."""
+    table = f"public.{quote_ident(equity_table(slug))}"
+    names = ", ".join(c for c, _ in EQUITY_COLS)
+    return f"""WITH src AS ({_unnest(EQUITY_COLS)}),
+        ins AS (INSERT INTO {table} ({names}) SELECT {names} FROM src ON CONFLICT (ts) DO NOTHING RETURNING 1)
+        SELECT count(*) AS inserted FROM ins"""
+
+
 def equity_sql(slug: str) -> str:
     """Insert snapshots (an existing instant is left alone), bump ``equity_version``; returns rows inserted."""
     table = f"public.{quote_ident(equity_table(slug))}"
@@ -205,8 +215,11 @@ transaction that drew a lower ``seq`` but committed later is still picked up (id
 class Store:
     """One destination's reads and writes (the SQL is built once per destination)."""
 
-    def __init__(self, pool: asyncpg.Pool, account_schema: str, slug: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, account_schema: str, slug: str,
+                 series_pool: asyncpg.Pool | None = None) -> None:
         self.pool = pool
+        self.series_pool = series_pool
+        """The time-series database's pool (``equity_full_<slug>``) when it is not the primary one."""
         self.slug = slug
         self.schema = quote_ident(account_schema)
         self._open_sql = open_trades_sql(slug)
@@ -272,7 +285,7 @@ class Store:
 
     async def equity_bounds(self) -> tuple[datetime | None, Decimal | None]:
         """The newest stored snapshot instant and ``max(equity - net_deposits)`` (the drawdown peak)."""
-        row = await self.pool.fetchrow(
+        row = await (self.series_pool or self.pool).fetchrow(
             f"SELECT max(ts) AS last_ts, max(equity - net_deposits) AS max_excess FROM {self._equity_table}")
         return (row["last_ts"], row["max_excess"]) if row else (None, None)
 
@@ -315,6 +328,12 @@ class Store:
         """Insert snapshot rows (an instant already stored is kept); the number inserted."""
         if not rows:
             return 0
+        if self.series_pool is not None:  # rows first, then the version a reader polls for
+            inserted = int(await self.series_pool.fetchval(equity_insert_sql(self.slug), *columns(rows, EQUITY_COLS)))
+            if inserted:
+                await self.pool.execute("UPDATE public.ch_versions SET equity_version = equity_version + 1, "
+                                        "updated_at = now() WHERE slug = $1", self.slug)
+            return inserted
         record = await self.pool.fetchrow(self._equity_sql, *columns(rows, EQUITY_COLS), self.slug)
         return int(record["inserted"]) if record is not None else 0
 
