@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip -q --disable-pip-version-check
 
-.PHONY: demo test lint bench venv deps dev-deps system-deps node-deps clean-db
+.PHONY: demo look test lint bench venv deps dev-deps system-deps node-deps clean-db
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -71,3 +71,8 @@ bench: dev-deps
 
 clean-db:
 	rm -rf .coldharbour/pgdata
+
+## look: the demo on free ports, a minute of trading, screenshots of every page (light/dark, desktop/390 px)
+##       in .coldharbour/look/<time>/ (paths printed, problems listed); `make look ARGS=--docs` refreshes docs/screenshots/
+look: deps dev-deps system-deps node-deps
+	$(BIN)/python -m scripts.look $(ARGS)

@@ -105,11 +105,11 @@ def _fresh_demo_database(server_dsn: str) -> str:
 
 
 def _destinations_for(dest_file: Path, sim_port: int, data_path: Path) -> Path:
-    """``dest_file``, or a copy whose default simulator address is ``sim_port``'s."""
-    if sim_port == DEFAULT_SIM_PORT:
-        return dest_file
+    """``dest_file`` when it points at ``sim_port``, else a copy whose default simulator address is its."""
     default_url = SIM_URL_TEMPLATE.format(port=DEFAULT_SIM_PORT)
     text = dest_file.read_text()
+    if sim_port == DEFAULT_SIM_PORT or SIM_URL_TEMPLATE.format(port=sim_port) in text:
+        return dest_file
     if default_url not in text:
         raise SystemExit(f"demo: --sim-port {sim_port}: no destination in {dest_file} points at {default_url}")
     data_path.mkdir(parents=True, exist_ok=True)
