@@ -127,19 +127,21 @@ def alerts_table(rows: list[dict[str, Any]], tz: str, names: dict[str, str]) -> 
     if not rows:
         return empty_state("No alerts match", "Rules live in ALERT_RULES_FILE (see alerts.example.toml); "
                            "the alerts worker (`python -m workers alerts`, part of `workers all`) evaluates them.")
-    head = ["Opened", "Resolved", "Destination", "Rule", "Subject", "Severity", "State", "Message"]
+    wide = "d-none d-md-table-cell"  # columns a phone's width leaves out (the message says it all)
+    head = [("Opened", ""), ("Resolved", wide), ("Destination", ""), ("Rule", wide), ("Subject", wide),
+            ("Severity", ""), ("State", ""), ("Message", "")]
     body = [html.Tr([
         html.Td(_when(r["opened_at"], tz), className="text-nowrap"),
-        html.Td(_when(r["resolved_at"], tz), className="text-nowrap"),
+        html.Td(_when(r["resolved_at"], tz), className=f"text-nowrap {wide}"),
         html.Td(names.get(r["destination"], r["destination"])),
-        html.Td(r["rule"]),
-        html.Td(r["subject"] or "—"),
+        html.Td(r["rule"], className=wide),
+        html.Td(r["subject"] or "—", className=wide),
         html.Td(dbc.Badge(r["severity"], color=_SEVERITY_COLOUR.get(r["severity"], "secondary"))),
         html.Td(dbc.Badge(r["state"], color="danger" if r["state"] == "open" else "success")),
-        html.Td(r["message"], className="small"),
+        html.Td(r["message"], className="small", style={"minWidth": "16rem"}),
     ], className="ch-alert-row") for r in rows]
-    return dbc.Table([html.Thead(html.Tr([html.Th(c) for c in head])), html.Tbody(body)], size="sm", hover=True,
-                     responsive=True, className="mb-0", id="alerts-grid")
+    return dbc.Table([html.Thead(html.Tr([html.Th(c, className=k) for c, k in head])), html.Tbody(body)], size="sm",
+                     hover=True, responsive=True, className="mb-0", id="alerts-grid")
 
 
 def reports_table(tz: str, names: dict[str, str], destination: str) -> Any:
