@@ -73,8 +73,8 @@ return {url: location.pathname, cards: cards, charts: charts, text: document.bod
 """
 
 BAD_WORDS = re.compile(r"\b(NaN|Infinity|undefined|None)\b")
-# a number token in e-notation (1.2e+18, not inside an id such as 10d909ea...6e7) or plotly's 1.78×10^18
-SCIENTIFIC = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:[eE][+\-\u2212]?\d+(?![\w.])|\s?×\s?10)")
+# a number token in e-notation (1.2e+18, not inside a hex id or a UUID group such as -8e57-) or plotly's 1.78×10^18
+SCIENTIFIC = re.compile(r"(?<![\w.])(?<!\w-)[+\-\u2212]?\d+(?:\.\d+)?(?:[eE][+\-\u2212]?\d+(?![\w.\-])|\s?×\s?10)")
 MONEY_TOKEN = re.compile(r"[+\-\u2212]?\$[+\-\u2212]?[\d.,]*\d[\d.,]*[kKMBT]?")
 MONEY_FORMAT = re.compile(r"^[+\u2212]?\$\d{1,3}(,\d{3})*(\.\d+)?$")
 PLAUSIBLE = (datetime(1990, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
