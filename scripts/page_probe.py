@@ -221,4 +221,14 @@ def problems(page: Page, *, charts_need_data: bool = True) -> list[str]:
 
 def console_errors(driver: Any) -> list[str]:
     """SEVERE browser console entries since the last call (the log is drained by reading it)."""
-    return [str(e.get("message", ""))[:300] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    entries = [str(e.get("message", ""))[:300] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    return [m for m in entries if not _sse_cap_refusal(m)]
+
+
+def _sse_cap_refusal(message: str) -> bool:
+    """The SSE stream cap's 503 is a designed refusal (the page falls back to polling), not a page error.
+
+    Chromium logs it as SEVERE when a page opened right after another one in the same browser finds the
+    previous page's stream not yet released.
+    """
+    return "/stream/events" in message and "status of 503" in message
