@@ -68,6 +68,11 @@ def create_app(settings: Settings | None = None, *, start_listener: bool = True,
     auth.install_auth(server, settings)
     # plotly.js and AG Grid's value formatters compile functions at run time: they need 'unsafe-eval'
     auth.install_security_headers(server, app.csp_hashes, allow_unsafe_eval=True)
+    # Dash sets itself up on its first request, unsynchronised: a request arriving while another does
+    # it (the warm-up thread's, a second browser tab's) finds no registered component scripts (a 500
+    # for AG Grid's lazily loaded chunk) or no callbacks yet. So it is done here, before any request.
+    with server.test_request_context("/"):
+        app._setup_server()  # type: ignore[no-untyped-call]
     if start_listener if warm_cache is None else warm_cache:
         threading.Thread(target=warm_up, args=(app,), name="ch-cache-warmup", daemon=True).start()
     return app

@@ -209,6 +209,36 @@ def test_static_scripts_are_compressed_once_with_compile_hints(app: Dash, monkey
     assert again.status_code == 304
 
 
+def test_a_new_app_serves_concurrent_first_requests(seeded: Seeded) -> None:
+    """Dash's own set-up runs on the first request, unlocked: requests racing it got a 500 for AG Grid's chunk."""
+    import threading
+
+    # Arrange: a fresh app that has served nothing yet
+    dash_app = create_app(seeded.settings, start_listener=False, warm_cache=False)
+    statuses: list[int] = []
+    start = threading.Barrier(6)
+
+    def fetch(path: str) -> None:
+        client = dash_app.server.test_client()
+        start.wait()
+        statuses.append(client.get(path).status_code)
+
+    paths = ["/_dash-component-suites/dash_ag_grid/async-community.js", "/_dash-layout", "/_dash-dependencies"] * 2
+    try:
+        # Act: six first requests at once
+        threads = [threading.Thread(target=fetch, args=(p,)) for p in paths]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+
+        # Assert: every one answered, and the lazily loaded chunk is registered before any request
+        assert statuses == [200] * 6
+        assert "async-community.js" in dash_app.registered_paths["dash_ag_grid"]
+    finally:
+        dash_app.server.extensions["coldharbour"].model.engine.dispose()
+
+
 def test_start_up_warms_what_the_first_visitor_needs(seeded: Seeded) -> None:
     import threading
 
