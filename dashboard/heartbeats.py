@@ -4,10 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from dashboard.components.fmt import health_colour
+
 HEARTBEAT_OK_FACTOR = 3
 """A heartbeat older than this many ``HEARTBEAT_SEC`` intervals is amber."""
 HEARTBEAT_WARN_FACTOR = 10
 """Older than this many intervals it is red."""
+
+RED_STATES = frozenset({"stalled", "auth_error", "failing"})
+"""Heartbeat states that need a person whatever the heartbeat's age: the manager's watchdog saw a loop make
+no progress (``stalled``), the broker refused the keys (``auth_error``), an alert channel keeps failing."""
+AMBER_STATES = frozenset({"reconnecting", "db_unavailable"})
+"""States a worker recovers from by itself (retrying with backoff): amber at best."""
+_RANK = {"success": 0, "warning": 1, "danger": 2}
+
+
+def status_colour(state: Any, age_s: Any, *, ok_s: float, warn_s: float) -> str:
+    """The worse of the state's colour and the heartbeat age's: a fresh heartbeat saying ``stalled`` is red."""
+    by_age = health_colour(age_s, ok_s=ok_s, warn_s=warn_s)
+    by_state = "danger" if state in RED_STATES else "warning" if state in AMBER_STATES else "success"
+    return max(by_age, by_state, key=_RANK.__getitem__)
+
 
 FEED_AGE_KEY = "price_feed_last_tick_age_s"
 """Manager heartbeat detail: seconds since the newest price tick of any symbol, when the heartbeat was

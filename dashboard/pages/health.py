@@ -9,7 +9,7 @@ from dash import Dash, Input, Output, dcc, html
 
 from dashboard.components import fmt
 from dashboard.context import model, resolve_tz, runtime
-from dashboard.heartbeats import HEARTBEAT_OK_FACTOR, HEARTBEAT_WARN_FACTOR, feed_age_s
+from dashboard.heartbeats import HEARTBEAT_OK_FACTOR, HEARTBEAT_WARN_FACTOR, feed_age_s, status_colour
 from dashboard.pages.common import empty_state, section
 
 PATH = "/health"
@@ -61,7 +61,7 @@ def register(app: Dash) -> None:
         warn_s = rt.settings.heartbeat_sec * HEARTBEAT_WARN_FACTOR
         body = []
         for h in rows:
-            colour = fmt.health_colour(h["age_s"], ok_s=ok_s, warn_s=warn_s)
+            colour = status_colour(h["state"], h["age_s"], ok_s=ok_s, warn_s=warn_s)
             feed = _feed_text(h.get("details"), h.get("age_s"))
             body.append(html.Tr([
                 html.Td([html.Span(className=f"ch-dot bg-{colour} me-2"), h["destination"]]),
