@@ -311,6 +311,45 @@ def migrations(account_schema: str) -> list[Migration]:
                     WHERE status = 'pending'""",
             ),
         ),
+        Migration(
+            8,
+            "provisional fills from the stream",
+            (
+                # A trade_updates fill, stored at once so the manager books it before REST has it
+                # (docs/freshness.md). It draws its seq from the activities' own sequence: the
+                # manager reads both tables through one seq cursor. ``activities`` stays REST-only.
+                f"""CREATE TABLE IF NOT EXISTS {s}.provisional_fills (
+                    destination text NOT NULL,
+                    activity_id text NOT NULL,
+                    ts timestamptz NOT NULL,
+                    order_id uuid NOT NULL,
+                    execution_id text,
+                    fill_type text,
+                    symbol text NOT NULL,
+                    side text NOT NULL,
+                    qty numeric NOT NULL,
+                    price numeric NOT NULL,
+                    cum_qty numeric,
+                    raw jsonb NOT NULL,
+                    seq bigint NOT NULL,
+                    ingested_at timestamptz NOT NULL DEFAULT now(),
+                    confirmed_by text,
+                    confirmed_at timestamptz,
+                    superseded boolean NOT NULL DEFAULT false,
+                    PRIMARY KEY (destination, activity_id)
+                )""",
+                f"""DO $$ BEGIN EXECUTE format('ALTER TABLE {s}.provisional_fills ALTER COLUMN seq SET DEFAULT nextval(%L)',
+                    pg_get_serial_sequence('{s}.activities', 'seq')); END $$""",
+                f"CREATE INDEX IF NOT EXISTS provisional_fills_order ON {s}.provisional_fills (destination, order_id)",
+                f"CREATE INDEX IF NOT EXISTS provisional_fills_seq ON {s}.provisional_fills (destination, seq)",
+                # On a REST fill: the provisional fill it confirms (same content: the manager keeps the
+                # provisional one booked and skips this row) or replaces (content differs: REST wins).
+                f"ALTER TABLE {s}.activities ADD COLUMN IF NOT EXISTS confirms text",
+                f"ALTER TABLE {s}.activities ADD COLUMN IF NOT EXISTS replaces text",
+                f"""CREATE INDEX IF NOT EXISTS activities_dest_fill_order ON {s}.activities (destination, order_id)
+                    WHERE activity_type = 'FILL'""",
+            ),
+        ),
     ]
 
 
