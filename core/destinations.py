@@ -48,7 +48,10 @@ _KNOWN_FIELDS = {
     "enabled",
     "price_feed",
     "description",
+    "benchmark",
 }
+_BENCHMARK_RE = re.compile(r"^[A-Z0-9][A-Z0-9.\-/]{0,20}$")
+DEFAULT_BENCHMARK = "SPY"
 _PRICE_FEED_FIELDS = {"zmq_endpoints", "stale_after_s", "rest_fallback"}
 
 
@@ -119,6 +122,8 @@ class Destination:
     enabled: bool = True
     price_feed: PriceFeed = PriceFeed()
     description: str = ""
+    benchmark: str | None = DEFAULT_BENCHMARK
+    """Symbol the account is measured against (core.benchmark); ``None``: no benchmark."""
 
     def __post_init__(self) -> None:
         # The last line of defence: a Destination built in code (not parsed) must not carry
@@ -264,6 +269,7 @@ def parse_destination(
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise _err(source, entry, "description", "must be a string")
+    benchmark = _parse_benchmark(raw.get("benchmark", DEFAULT_BENCHMARK), source, entry)
     return Destination(
         name=name.strip(),
         slug=slug,
@@ -275,7 +281,20 @@ def parse_destination(
         enabled=enabled,
         price_feed=feed,
         description=description,
+        benchmark=benchmark,
     )
+
+
+def _parse_benchmark(raw: Any, source: str, entry: str) -> str | None:
+    """A symbol (upper-cased), or ``None`` for ``"none"``/``""``."""
+    if not isinstance(raw, str):
+        raise _err(source, entry, "benchmark", 'must be a symbol such as "SPY", or "none"')
+    symbol = raw.strip().upper()
+    if symbol in ("", "NONE"):
+        return None
+    if not _BENCHMARK_RE.match(symbol):
+        raise _err(source, entry, "benchmark", f"not a symbol: {raw[:30]!r}")
+    return symbol
 
 
 def _parse_price_feed(raw: Any, source: str, entry: str) -> PriceFeed:
@@ -335,7 +354,8 @@ def load_destinations(
                 raise ConfigError(f"{main}: destinations file not found")
             continue
         data = _read_toml(file_path)
-        unknown_top = sorted(set(data) - {"destinations"})
+        # [[strategies]] belong to core.strategies, which reads the same files
+        unknown_top = sorted(set(data) - {"destinations", "strategies"})
         if unknown_top:
             raise ConfigError(f"{file_path}: unknown top-level key {unknown_top[0]!r} (expected [[destinations]])")
         items = data.get("destinations", [])
