@@ -1,0 +1,584 @@
+"""Tie-out: the book against the broker's own figures, with a cause for every difference.
+
+Pure (no I/O, no clock): the manager's tie-out loop loads plain records and calls :func:`tie_out`.
+Every amount is an exact ``Decimal`` in dollars, signed ``broker - book``.
+
+Rules
+- **Positions**, per canonical instrument (:func:`core.instruments.canonical_symbol`; values are
+  ``qty x price x multiplier``, so an option contract counts 100 shares):
+  - a *quantity* difference is a **fill not yet ingested** when the broker's orders show filled
+    quantity of that instrument that no stored fill activity books (with the oldest one's age), a
+    **corporate action not yet applied** when a stored corporate-action activity names it, else
+    **unexplained**;
+  - with the quantity equal, a *cost basis* difference that the broker's average cost explains is
+    the **cost method** (the book keeps FIFO lots, Alpaca an average); a corporate action, else
+    unexplained;
+  - with the quantity equal, a *market value* difference is a **price difference**: the book's mark
+    against the broker's ``current_price`` (both shown).
+- **Cash now**: ``broker cash - book cash``, explained by the cash of the fills not yet ingested and
+  by the postings the broker's history shows and the book has not ingested (**posted later**); the
+  rest is unexplained.
+- **Equity now**: ``broker equity - book equity`` (book equity: book cash + the book's positions at
+  its marks), explained by the explained cash and the explained positions' market value; the rest
+  is unexplained.
+- **Past days** (every day of the broker's daily history before today): end-of-day equity, book vs
+  broker. A broker point equal to its previous day's while the book moved is the **broker quirk**
+  (Alpaca's history repeats the previous day's close); unbooked fills up to that day explain it;
+  then postings booked on another day than the broker's; then a corporate action that day.
+  Per non-trade activity type, the broker's ``cashflow`` that day against the book's activities of
+  that day: a shift between days whose window totals agree is a settled **posted later** (a note:
+  the money agrees); more at the broker than in the book is an open posted-later (not ingested).
+- **Status**: ``drift`` when an open unexplained difference passes its tolerance, ``explained``
+  when an open explained one does, else ``tied_out``. Tolerances: :class:`Tolerances`.
+- **Repair**: a difference whose cause is missing raw data (:data:`MISSING_DATA_CAUSES`) asks for
+  a backfill from :attr:`TieOut.repair_since`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from core.activity_types import NEW_YORK, LotEffect, PnlLine, effect_of
+from core.instruments import instrument_for
+
+ZERO = Decimal(0)
+CENT = Decimal("0.01")
+
+
+class Cause(StrEnum):
+    """Why the book and the broker differ."""
+
+    FILL_NOT_INGESTED = "fill_not_ingested"
+    """The broker filled an order whose fill activity is not stored yet."""
+    POSTED_LATER = "posted_later"
+    """A fee, dividend or interest posted on another day than it is dated (or not ingested yet)."""
+    CORPORATE_ACTION = "corporate_action"
+    """A split, symbol change, merger or spinoff the book has not applied."""
+    PRICE = "price"
+    """The book's mark differs from the broker's ``current_price``."""
+    COST_METHOD = "cost_method"
+    """FIFO lots (the book) against the broker's average cost."""
+    BROKER_QUIRK = "broker_quirk"
+    """A known oddity of Alpaca's figures (a repeated end-of-day point, a null ``base_value``)."""
+    UNEXPLAINED = "unexplained"
+    """Nothing above accounts for it: counts against the account."""
+
+
+class Status(StrEnum):
+    """The trust status of a destination now, or of one account-day."""
+
+    TIED_OUT = "tied_out"
+    """Every figure agrees within its tolerance."""
+    EXPLAINED = "explained"
+    """Differences remain, each with a known cause."""
+    DRIFT = "drift"
+    """An unexplained difference beyond its tolerance."""
+
+
+class Scope(StrEnum):
+    """Which figure a difference is about."""
+
+    POSITION_QTY = "position_qty"
+    POSITION_COST = "position_cost"
+    POSITION_VALUE = "position_value"
+    CASH = "cash"
+    EQUITY = "equity"
+    DAY_EQUITY = "day_equity"
+    DAY_CASH = "day_cash"
+    NOTE = "note"
+
+
+MISSING_DATA_CAUSES = frozenset({Cause.FILL_NOT_INGESTED, Cause.POSTED_LATER})
+"""Causes a backfill of the raw data can repair (when the difference is still open)."""
+POSITION_SCOPES = frozenset({Scope.POSITION_QTY, Scope.POSITION_COST, Scope.POSITION_VALUE})
+_CORPORATE_LOTS = frozenset({LotEffect.SPLIT, LotEffect.SYMBOL_CHANGE, LotEffect.MERGER, LotEffect.SPINOFF,
+                             LotEffect.CASH_IN_LIEU, LotEffect.STOCK_TRANSFER})
+_LATE_LINES = frozenset({PnlLine.FEE, PnlLine.DIVIDEND, PnlLine.WITHHOLDING, PnlLine.INTEREST})
+
+
+def is_corporate_action(activity_type: str) -> bool:
+    """Whether an activity type changes lots the way a corporate action does."""
+    return effect_of(activity_type).lots in _CORPORATE_LOTS
+
+
+def is_late_posting(activity_type: str) -> bool:
+    """Whether Alpaca posts this type after the day it is dated (fees, dividends, interest)."""
+    return effect_of(activity_type).line in _LATE_LINES
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tolerances:
+    """Differences at or under these are agreement (``TIEOUT_*`` settings)."""
+
+    position_usd: Decimal = CENT
+    """Per position and figure (quantity value, cost basis, market value)."""
+    account_day_usd: Decimal = Decimal(1)
+    """Per account figure now (cash, equity) and per account-day (equity, each activity type)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BookPosition:
+    """One open position of the book (``open_trades_<slug>``): signed quantity, per-unit prices."""
+
+    symbol: str
+    qty: Decimal
+    avg_entry_price: Decimal
+    mark_price: Decimal | None = None
+    price_source: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerPositionFigures:
+    """One ``/v2/positions`` item: signed quantity, dollar cost basis and market value."""
+
+    symbol: str
+    qty: Decimal
+    cost_basis: Decimal | None = None
+    market_value: Decimal | None = None
+    current_price: Decimal | None = None
+    asset_class: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingFill:
+    """Filled quantity the broker's orders show and no stored fill activity books (signed by side)."""
+
+    symbol: str
+    qty: Decimal
+    price: Decimal
+    ts: datetime
+    order_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerDay:
+    """One daily point of the broker's portfolio history (its New York day)."""
+
+    day: date
+    equity: Decimal | None
+    cashflow: Mapping[str, Decimal] = field(default_factory=dict)
+    """Non-trade cash per activity type within the day."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BookDay:
+    """The book's figures of one New York day."""
+
+    day: date
+    equity: Decimal | None
+    """The last equity snapshot of the day (``None``: no snapshot that day)."""
+    flows: Mapping[str, Decimal] = field(default_factory=dict)
+    """Non-trade activities' ``net_amount`` per type, dated that day."""
+    corporate_actions: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Difference:
+    """One figure that differs, and why."""
+
+    scope: Scope
+    subject: str
+    """Symbol, activity type, or empty for account figures."""
+    amount_usd: Decimal
+    """``broker - book`` in dollars (for a quantity: its value at the broker's price)."""
+    cause: Cause
+    book: Decimal | None = None
+    broker: Decimal | None = None
+    day: date | None = None
+    open: bool = True
+    """``False``: settled (the money agrees; kept as a note of what happened)."""
+    detail: str = ""
+    age_s: float | None = None
+    """For a fill not yet ingested: how long ago the broker filled it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scope": self.scope.value, "subject": self.subject, "amount_usd": str(self.amount_usd),
+                "cause": self.cause.value, "book": None if self.book is None else str(self.book),
+                "broker": None if self.broker is None else str(self.broker),
+                "day": None if self.day is None else self.day.isoformat(), "open": self.open,
+                "detail": self.detail, "age_s": self.age_s}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Difference:
+        def dec(v: Any) -> Decimal | None:
+            return None if v is None else Decimal(str(v))
+
+        return cls(scope=Scope(d["scope"]), subject=str(d.get("subject", "")), amount_usd=Decimal(str(d["amount_usd"])),
+                   cause=Cause(d["cause"]), book=dec(d.get("book")), broker=dec(d.get("broker")),
+                   day=date.fromisoformat(d["day"]) if d.get("day") else None, open=bool(d.get("open", True)),
+                   detail=str(d.get("detail", "")), age_s=d.get("age_s"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DayTieOut:
+    """One account-day."""
+
+    day: date
+    status: Status
+    book_equity: Decimal | None
+    broker_equity: Decimal | None
+    differences: tuple[Difference, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TieOut:
+    """A destination's tie-out: now, and every past day the broker reports."""
+
+    as_of: datetime
+    status: Status
+    book_cash: Decimal
+    broker_cash: Decimal | None
+    book_equity: Decimal
+    broker_equity: Decimal | None
+    differences: tuple[Difference, ...]
+    days: tuple[DayTieOut, ...] = ()
+    repair_since: datetime | None = None
+    """Start of the raw-data window a backfill should re-read (``None``: nothing to repair)."""
+
+
+def status_of(differences: Iterable[Difference], tolerances: Tolerances) -> Status:
+    """The status the open differences give (see the module docstring)."""
+    explained = False
+    for d in differences:
+        if not d.open or abs(d.amount_usd) <= _tolerance(d, tolerances):
+            continue
+        if d.cause is Cause.UNEXPLAINED:
+            return Status.DRIFT
+        explained = True
+    return Status.EXPLAINED if explained else Status.TIED_OUT
+
+
+def _tolerance(d: Difference, tolerances: Tolerances) -> Decimal:
+    return tolerances.position_usd if d.scope in POSITION_SCOPES else tolerances.account_day_usd
+
+
+def worst(statuses: Iterable[Status]) -> Status:
+    """Drift over explained over tied out."""
+    rank = {Status.TIED_OUT: 0, Status.EXPLAINED: 1, Status.DRIFT: 2}
+    return max(statuses, key=rank.__getitem__, default=Status.TIED_OUT)
+
+
+# --- positions ---------------------------------------------------------------------------------------
+def _multiplier(symbol: str) -> Decimal:
+    try:
+        return instrument_for(symbol).multiplier
+    except ValueError:  # InvalidInput: an unreadable symbol is valued as one unit, and shows as a difference
+        return Decimal(1)
+
+
+def average_cost(fills: Iterable[tuple[str, Decimal, Decimal]]) -> dict[str, Decimal]:
+    """Dollar cost basis per symbol under average cost (``(symbol, signed qty, price)`` in time order).
+
+    Adding to a position re-averages; reducing it keeps the average; crossing zero starts anew at
+    the crossing fill's price. Multipliers apply (an option's cost is per contract).
+    """
+    qty: dict[str, Decimal] = {}
+    avg: dict[str, Decimal] = {}
+    for symbol, q, price in fills:
+        held = qty.get(symbol, ZERO)
+        new = held + q
+        if held == 0 or (held > 0) == (q > 0):
+            avg[symbol] = (abs(held) * avg.get(symbol, ZERO) + abs(q) * price) / abs(new) if new else ZERO
+        elif new != 0 and (new > 0) != (held > 0):
+            avg[symbol] = price
+        qty[symbol] = new
+    return {s: qty[s] * avg[s] * _multiplier(s) for s in qty if qty[s] != 0}
+
+
+def _canonical(symbol: str, asset_class: str | None = None) -> str:
+    try:
+        return instrument_for(symbol, asset_class).symbol
+    except ValueError:
+        return symbol.strip().upper()
+
+
+def compare_positions(book: Sequence[BookPosition], broker: Sequence[BrokerPositionFigures], *, now: datetime,
+                      pending: Sequence[PendingFill], corporate_symbols: Iterable[str],
+                      avg_cost: Mapping[str, Decimal], tolerances: Tolerances) -> list[Difference]:
+    """Per-instrument differences (see the module docstring); agreement yields nothing."""
+    ours = {_canonical(p.symbol): p for p in book}
+    theirs = {_canonical(p.symbol, p.asset_class): p for p in broker}
+    corporate = {_canonical(s) for s in corporate_symbols}
+    waiting: dict[str, list[PendingFill]] = {}
+    for f in pending:
+        waiting.setdefault(_canonical(f.symbol), []).append(f)
+    cost_of = {_canonical(s): v for s, v in avg_cost.items()}
+    out: list[Difference] = []
+    for symbol in sorted(set(ours) | set(theirs)):
+        mine, bro = ours.get(symbol), theirs.get(symbol)
+        mult = _multiplier(symbol)
+        qty_book = mine.qty if mine else ZERO
+        qty_broker = bro.qty if bro else ZERO
+        price = _price(mine, bro)
+        if qty_book != qty_broker:
+            out.append(_qty_difference(symbol, qty_book, qty_broker, price * mult, now=now,
+                                       pending=waiting.get(symbol, []), corporate=symbol in corporate))
+            continue
+        if mine is None or bro is None:  # a zero-quantity row on one side only: nothing held
+            continue
+        cost_book = mine.qty * mine.avg_entry_price * mult
+        if bro.cost_basis is not None and abs(bro.cost_basis - cost_book) > tolerances.position_usd:
+            avg = cost_of.get(symbol)
+            if avg is not None and abs(avg - bro.cost_basis) <= tolerances.position_usd:
+                cause, why = Cause.COST_METHOD, f"broker average cost {_usd(avg)}, book FIFO lots {_usd(cost_book)}"
+            elif symbol in corporate:
+                cause, why = Cause.CORPORATE_ACTION, "a corporate action names it"
+            else:
+                cause, why = Cause.UNEXPLAINED, "cost basis differs with the quantity equal"
+            out.append(Difference(scope=Scope.POSITION_COST, subject=symbol, amount_usd=bro.cost_basis - cost_book,
+                                  cause=cause, book=cost_book, broker=bro.cost_basis, detail=why))
+        if mine.mark_price is not None and bro.current_price is not None:
+            mv_book = mine.qty * mine.mark_price * mult
+            mv_broker = bro.market_value if bro.market_value is not None else mine.qty * bro.current_price * mult
+            if abs(mv_broker - mv_book) > tolerances.position_usd:
+                out.append(Difference(
+                    scope=Scope.POSITION_VALUE, subject=symbol, amount_usd=mv_broker - mv_book, cause=Cause.PRICE,
+                    book=mv_book, broker=mv_broker,
+                    detail=f"mark {mine.mark_price} ({mine.price_source or 'unknown source'}) vs broker current_price "
+                           f"{bro.current_price}"))
+    return out
+
+
+def _price(mine: BookPosition | None, bro: BrokerPositionFigures | None) -> Decimal:
+    if bro is not None and bro.current_price is not None:
+        return bro.current_price
+    if mine is not None and mine.mark_price is not None:
+        return mine.mark_price
+    return mine.avg_entry_price if mine is not None else ZERO
+
+
+def _qty_difference(symbol: str, qty_book: Decimal, qty_broker: Decimal, unit_value: Decimal, *, now: datetime,
+                    pending: Sequence[PendingFill], corporate: bool) -> Difference:
+    amount = (qty_broker - qty_book) * unit_value
+    if pending:
+        oldest = min(f.ts for f in pending)
+        age_s = max(0.0, (now - oldest).total_seconds())
+        waiting = sum((f.qty for f in pending), ZERO)
+        why = f"{len(pending)} fill(s) of {waiting} not ingested, oldest {_age(age_s)} old"
+        return Difference(scope=Scope.POSITION_QTY, subject=symbol, amount_usd=amount, cause=Cause.FILL_NOT_INGESTED,
+                          book=qty_book, broker=qty_broker, detail=why, age_s=age_s)
+    cause = Cause.CORPORATE_ACTION if corporate else Cause.UNEXPLAINED
+    why = "a corporate action names it, not applied by the book" if corporate else "quantity differs"
+    return Difference(scope=Scope.POSITION_QTY, subject=symbol, amount_usd=amount, cause=cause,
+                      book=qty_book, broker=qty_broker, detail=why)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _usd(v: Decimal) -> str:
+    return f"${v:,.2f}"
+
+
+# --- cash and equity now -----------------------------------------------------------------------------
+def pending_cash(pending: Iterable[PendingFill]) -> Decimal:
+    """What the unbooked fills did to the broker's cash (a buy spends, a sell brings in)."""
+    return sum((-f.qty * f.price * _multiplier(f.symbol) for f in pending), ZERO)
+
+
+def book_equity(book: Sequence[BookPosition], cash: Decimal) -> Decimal:
+    """Cash plus every position at its mark (an unmarked one at its cost)."""
+    value = cash
+    for p in book:
+        value += p.qty * (p.mark_price if p.mark_price is not None else p.avg_entry_price) * _multiplier(p.symbol)
+    return value
+
+
+def compare_account(*, book_cash: Decimal, broker_cash: Decimal | None, equity_book: Decimal,
+                    broker_equity: Decimal | None, pending: Sequence[PendingFill],
+                    unposted: Mapping[str, Decimal], positions: Sequence[Difference],
+                    tolerances: Tolerances) -> list[Difference]:
+    """Cash and equity now; ``unposted``: per type, broker postings the book has not ingested."""
+    out: list[Difference] = []
+    explained_cash = ZERO
+    if broker_cash is not None:
+        diff = broker_cash - book_cash
+        fills_cash = pending_cash(pending)
+        posted = sum(unposted.values(), ZERO)
+        parts: list[tuple[Cause, Decimal, str]] = []
+        if fills_cash and pending:
+            parts.append((Cause.FILL_NOT_INGESTED, fills_cash, f"{len(pending)} fill(s) not ingested"))
+        if posted:
+            kinds = ", ".join(f"{t} {_usd(v)}" for t, v in sorted(unposted.items()))
+            parts.append((Cause.POSTED_LATER, posted, f"posted by the broker, not ingested: {kinds}"))
+        for cause, amount, why in parts:
+            out.append(Difference(scope=Scope.CASH, subject=cause.value, amount_usd=amount, cause=cause, detail=why))
+            explained_cash += amount
+        rest = diff - explained_cash
+        if abs(rest) > tolerances.account_day_usd:
+            out.append(Difference(scope=Scope.CASH, subject="", amount_usd=rest, cause=Cause.UNEXPLAINED,
+                                  book=book_cash, broker=broker_cash,
+                                  detail=f"cash differs by {_usd(diff)}, {_usd(explained_cash)} of it explained"))
+    if broker_equity is not None:
+        diff = broker_equity - equity_book
+        explained_pos = sum((d.amount_usd for d in positions
+                             if d.cause is not Cause.UNEXPLAINED and d.scope is not Scope.POSITION_COST), ZERO)
+        rest = diff - explained_cash - explained_pos
+        cause = Cause.UNEXPLAINED if abs(rest) > tolerances.account_day_usd else _dominant(positions, out)
+        if abs(diff) > tolerances.account_day_usd or abs(rest) > tolerances.account_day_usd:
+            amount = rest if cause is Cause.UNEXPLAINED else diff
+            out.append(Difference(scope=Scope.EQUITY, subject="", amount_usd=amount, cause=cause,
+                                  book=equity_book, broker=broker_equity,
+                                  detail=f"total {_usd(diff)}: cash {_usd(explained_cash)} and positions "
+                                         f"{_usd(explained_pos)} explained, {_usd(rest)} left"))
+    return out
+
+
+def _dominant(*groups: Sequence[Difference]) -> Cause:
+    best: Difference | None = None
+    for d in (d for g in groups for d in g if d.cause is not Cause.UNEXPLAINED):
+        if best is None or abs(d.amount_usd) > abs(best.amount_usd):
+            best = d
+    return best.cause if best is not None else Cause.PRICE
+
+
+# --- past days ---------------------------------------------------------------------------------------
+def unposted_by_type(broker_days: Sequence[BrokerDay], book_days: Mapping[date, BookDay]) -> dict[str, Decimal]:
+    """Per activity type, what the broker's history moved over its days beyond the book's activities
+    of those days (postings the book has not ingested); only the types that differ."""
+    days = {d.day for d in broker_days}
+    types = {t for d in broker_days for t in d.cashflow} | {t for b in book_days.values() if b.day in days
+                                                            for t in b.flows}
+    out: dict[str, Decimal] = {}
+    for t in sorted(types):
+        broker = sum((d.cashflow.get(t, ZERO) for d in broker_days), ZERO)
+        book = sum((b.flows.get(t, ZERO) for b in book_days.values() if b.day in days), ZERO)
+        if broker != book:
+            out[t] = broker - book
+    return out
+
+
+def compare_days(broker_days: Sequence[BrokerDay], book_days: Mapping[date, BookDay], *, today: date,
+                 pending: Sequence[PendingFill], tolerances: Tolerances) -> list[DayTieOut]:
+    """Every broker day before ``today`` that the book has a figure for, oldest first."""
+    ordered = sorted(broker_days, key=lambda d: d.day)
+    unposted = unposted_by_type(ordered, book_days)
+    out: list[DayTieOut] = []
+    prev_broker: BrokerDay | None = None
+    prev_book: BookDay | None = None
+    shift = ZERO  # cumulative late-posting difference (broker - book) through the day
+    for bd in ordered:
+        book = book_days.get(bd.day)
+        diffs = _day_cash(bd, book, unposted, tolerances)
+        shift += sum((d.amount_usd for d in diffs if d.subject and is_late_posting(d.subject)), ZERO)
+        if bd.day < today and book is not None:
+            diffs += _day_equity(bd, book, prev_broker, prev_book, shift=shift, pending=pending,
+                                 tolerances=tolerances)
+            out.append(DayTieOut(day=bd.day, status=status_of(diffs, tolerances), book_equity=book.equity,
+                                 broker_equity=bd.equity, differences=tuple(diffs)))
+        prev_broker, prev_book = bd, book
+    return out
+
+
+def _day_cash(bd: BrokerDay, book: BookDay | None, unposted: Mapping[str, Decimal],
+              tolerances: Tolerances) -> list[Difference]:
+    flows = book.flows if book is not None else {}
+    out: list[Difference] = []
+    for t in sorted(set(bd.cashflow) | set(flows)):
+        broker, mine = bd.cashflow.get(t, ZERO), flows.get(t, ZERO)
+        if broker == mine:
+            continue
+        missing = unposted.get(t, ZERO)
+        late = is_late_posting(t)
+        if not missing:
+            cause = Cause.POSTED_LATER if late else Cause.UNEXPLAINED
+            is_open, why = False, "dated another day than the broker posted it (the window's totals agree)"
+        elif late and missing * (broker - mine) > 0:
+            cause, is_open, why = Cause.POSTED_LATER, True, "posted by the broker, not ingested yet"
+        else:
+            cause, is_open, why = Cause.UNEXPLAINED, True, "the book's activities differ from the broker's cashflow"
+        out.append(Difference(scope=Scope.DAY_CASH, subject=t, amount_usd=broker - mine, cause=cause, book=mine,
+                              broker=broker, day=bd.day, open=is_open, detail=why))
+    return out
+
+
+def _day_equity(bd: BrokerDay, book: BookDay, prev_broker: BrokerDay | None, prev_book: BookDay | None, *,
+                shift: Decimal, pending: Sequence[PendingFill], tolerances: Tolerances) -> list[Difference]:
+    if bd.equity is None or book.equity is None:
+        return []
+    diff = bd.equity - book.equity
+    if abs(diff) <= tolerances.account_day_usd:
+        return []
+    end = _day_end(bd.day)
+    waiting = [f for f in pending if f.ts < end]
+    repeated = (prev_broker is not None and prev_broker.equity == bd.equity and prev_book is not None
+                and prev_book.equity is not None and prev_book.equity != book.equity)
+    if repeated:
+        cause, why = Cause.BROKER_QUIRK, "the broker's end-of-day point repeats the previous day's equity"
+    elif waiting:
+        cause, why = Cause.FILL_NOT_INGESTED, f"{len(waiting)} fill(s) up to this day not ingested"
+    elif shift and abs(diff - shift) <= tolerances.account_day_usd:
+        cause, why = Cause.POSTED_LATER, "postings booked on another day than the broker's"
+    elif book.corporate_actions:
+        cause, why = Cause.CORPORATE_ACTION, "a corporate action that day"
+    else:
+        cause, why = Cause.UNEXPLAINED, "end-of-day equity differs"
+    return [Difference(scope=Scope.DAY_EQUITY, subject="", amount_usd=diff, cause=cause, book=book.equity,
+                       broker=bd.equity, day=bd.day, detail=why)]
+
+
+def _day_end(day: date) -> datetime:
+    return datetime.combine(day + timedelta(days=1), datetime.min.time(), NEW_YORK).astimezone(UTC)
+
+
+def ny_day(ts: datetime) -> date:
+    """The New York calendar day of an instant (Alpaca's daily points and date-only activities)."""
+    return ts.astimezone(NEW_YORK).date()
+
+
+# --- the whole tie-out -------------------------------------------------------------------------------
+def tie_out(*, now: datetime, book_positions: Sequence[BookPosition], broker_positions: Sequence[BrokerPositionFigures],
+            book_cash: Decimal, broker_cash: Decimal | None, broker_equity: Decimal | None,
+            pending: Sequence[PendingFill] = (), corporate_symbols: Iterable[str] = (),
+            avg_cost: Mapping[str, Decimal] | None = None, broker_days: Sequence[BrokerDay] = (),
+            book_days: Mapping[date, BookDay] | None = None, base_value_null: bool = False,
+            tolerances: Tolerances | None = None) -> TieOut:
+    """Compare the book with the broker now and on every past day (see the module docstring)."""
+    tol = tolerances or Tolerances()
+    days_book = book_days or {}
+    positions = compare_positions(book_positions, broker_positions, now=now, pending=pending,
+                                  corporate_symbols=corporate_symbols, avg_cost=avg_cost or {}, tolerances=tol)
+    unposted = unposted_by_type(broker_days, days_book)
+    unposted = {t: v for t, v in unposted.items() if is_late_posting(t) and abs(v) > 0}
+    equity_book = book_equity(book_positions, book_cash)
+    account = compare_account(book_cash=book_cash, broker_cash=broker_cash, equity_book=equity_book,
+                              broker_equity=broker_equity, pending=pending, unposted=unposted, positions=positions,
+                              tolerances=tol)
+    days = compare_days(broker_days, days_book, today=ny_day(now), pending=pending, tolerances=tol)
+    diffs = positions + account
+    if base_value_null:
+        diffs.append(Difference(scope=Scope.NOTE, subject="base_value", amount_usd=ZERO, cause=Cause.BROKER_QUIRK,
+                                open=False, detail="the broker's portfolio history has a null base_value"))
+    status = status_of(diffs, tol)
+    if status is Status.TIED_OUT and any(d.status is Status.DRIFT for d in days):
+        status = Status.EXPLAINED  # now ties out; the past days keep their own status
+    return TieOut(as_of=now, status=status, book_cash=book_cash, broker_cash=broker_cash, book_equity=equity_book,
+                  broker_equity=broker_equity, differences=tuple(diffs), days=tuple(days),
+                  repair_since=_repair_since(diffs, days, pending, broker_days, tol))
+
+
+def _repair_since(diffs: Sequence[Difference], days: Sequence[DayTieOut], pending: Sequence[PendingFill],
+                  broker_days: Sequence[BrokerDay], tol: Tolerances) -> datetime | None:
+    """From the oldest thing missing: an unbooked fill's time, else the window's first day (a late
+    posting is dated on or before the day the broker posted it, so the whole window is re-read)."""
+    wanted = [d for d in [*diffs, *(x for day in days for x in day.differences)]
+              if d.open and d.cause in MISSING_DATA_CAUSES and abs(d.amount_usd) > _tolerance(d, tol)]
+    if not wanted:
+        return None
+    if all(d.cause is Cause.FILL_NOT_INGESTED for d in wanted) and pending:
+        return min(f.ts for f in pending) - timedelta(minutes=5)
+    first = min((d.day for d in broker_days), default=None)
+    start = first or min((d.day for d in wanted if d.day is not None), default=None)
+    if start is None:
+        return None
+    return datetime.combine(start, datetime.min.time(), NEW_YORK).astimezone(UTC)
