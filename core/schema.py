@@ -350,6 +350,43 @@ def migrations(account_schema: str) -> list[Migration]:
                     WHERE activity_type = 'FILL'""",
             ),
         ),
+        Migration(
+            9,
+            "strategies and benchmarks",
+            (
+                # Daily bars of each destination's benchmark symbol, fetched by workers.benchmarks from
+                # the market-data bars endpoint (docs/strategies.md). Small (one row a symbol a day):
+                # kept in the primary store next to the registry that names the symbols.
+                """CREATE TABLE IF NOT EXISTS public.benchmark_bars (
+                    symbol text NOT NULL,
+                    day date NOT NULL,
+                    open double precision NOT NULL,
+                    high double precision NOT NULL,
+                    low double precision NOT NULL,
+                    close double precision NOT NULL,
+                    volume double precision,
+                    adjustment text NOT NULL DEFAULT 'all',
+                    updated_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (symbol, day)
+                )""",
+                # What the workers were configured with, published for the read-only dashboard (which
+                # has no destinations file in deployments): the [[strategies]] rules in order, and
+                # each destination's benchmark (NULL: none).
+                """CREATE TABLE IF NOT EXISTS public.ch_strategy_rules (
+                    position integer PRIMARY KEY,
+                    name text NOT NULL,
+                    rule jsonb NOT NULL,
+                    updated_at timestamptz NOT NULL DEFAULT now()
+                )""",
+                """CREATE TABLE IF NOT EXISTS public.ch_benchmarks (
+                    slug text PRIMARY KEY,
+                    symbol text,
+                    updated_at timestamptz NOT NULL DEFAULT now()
+                )""",
+                # per-strategy books join a destination's round trips to their opening orders
+                f"CREATE INDEX IF NOT EXISTS orders_dest_replaces ON {s}.orders (destination, (raw->>'replaces'))",
+            ),
+        ),
     ]
 
 
