@@ -312,6 +312,49 @@ def migrations(account_schema: str) -> list[Migration]:
             ),
         ),
         Migration(
+            7,
+            "tie-out of the books against the broker",
+            (
+                # Reconciliation (docs/reconciliation.md): one row per destination and day (``day`` NULL:
+                # "now") and status episode. A new row when the status or the set of causes changes,
+                # else the latest row's figures and checked_at are updated: the history says when an
+                # account stopped tying out and why, without a row per pass.
+                """CREATE TABLE IF NOT EXISTS public.ch_tieout (
+                    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    destination text NOT NULL,
+                    day date,
+                    status text NOT NULL,
+                    book_cash numeric,
+                    broker_cash numeric,
+                    book_equity numeric,
+                    broker_equity numeric,
+                    unexplained_usd numeric NOT NULL DEFAULT 0,
+                    causes text[] NOT NULL DEFAULT '{}',
+                    differences jsonb NOT NULL DEFAULT '[]'::jsonb,
+                    first_seen_at timestamptz NOT NULL DEFAULT now(),
+                    checked_at timestamptz NOT NULL DEFAULT now()
+                )""",
+                """CREATE INDEX IF NOT EXISTS ch_tieout_latest
+                    ON public.ch_tieout (destination, (COALESCE(day, 'infinity'::date)), id DESC)""",
+                # The repair path: the manager asks for a backfill of a window of raw data; the row
+                # records who asked, why, and when it closed (rows read, or the error).
+                """CREATE TABLE IF NOT EXISTS public.ch_backfill_requests (
+                    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    destination text NOT NULL,
+                    since timestamptz NOT NULL,
+                    until timestamptz,
+                    reason text NOT NULL,
+                    requested_at timestamptz NOT NULL DEFAULT now(),
+                    started_at timestamptz,
+                    done_at timestamptz,
+                    rows_read bigint,
+                    error text
+                )""",
+                """CREATE INDEX IF NOT EXISTS ch_backfill_requests_open ON public.ch_backfill_requests (destination)
+                    WHERE done_at IS NULL""",
+            ),
+        ),
+        Migration(
             8,
             "provisional fills from the stream",
             (
