@@ -7,12 +7,14 @@ Flask app for gunicorn: ``gunicorn -k gthread --threads 32 dashboard.app:server`
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
 from dash import Dash
 
 from core.db import resolve_dsn
+from core.errors import ConfigError
 from core.settings import Settings, load_settings
 from dashboard import auth, export, guards, pages
 from dashboard.context import EXTENSION_KEY, Runtime
@@ -80,6 +82,10 @@ def create_app(settings: Settings | None = None, *, start_listener: bool = True,
 
 _default_app: Dash | None = None
 
+APP_LOAD_ERROR_EXIT = 4
+"""gunicorn's exit code for "the application could not be loaded": its master stops on it (``App failed
+to load``) instead of booting a new worker forever."""
+
 
 def default_app() -> Dash:
     global _default_app
@@ -92,5 +98,10 @@ def __getattr__(name: str) -> Any:
     # ``server`` is built on first access so importing this module has no side effects (gunicorn
     # resolves ``dashboard.app:server`` through this hook).
     if name == "server":
-        return default_app().server
+        try:
+            return default_app().server
+        except ConfigError as exc:
+            # a bad setting is the operator's to fix: one line naming it, not a traceback per worker
+            print(f"error: configuration: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(APP_LOAD_ERROR_EXIT) from None
     raise AttributeError(name)
