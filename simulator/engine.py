@@ -168,27 +168,26 @@ class Engine:
         sub_type: str | None = None,
         day: date | None = None,
         position_symbol: str | None = None,
+        status: str = "executed",
+        known_only: bool = True,
     ) -> Activity:
         """Post a non-trade activity: move the cash by ``amount`` and, unless it is income, the position
         of ``position_symbol`` (default ``symbol``) by ``qty``. ``day`` makes it a date-only posting
-        (its id starts at that day's midnight, whenever it is posted)."""
-        if kind not in NON_TRADE_TYPES:
+        (its id starts at that day's midnight, whenever it is posted). A ``status`` other than
+        ``executed`` (``canceled``) is listed but moves nothing, as on Alpaca; ``known_only=False``
+        lets a code Alpaca may add later through (it books its cash, never a position)."""
+        if known_only and kind not in NON_TRADE_TYPES:
             raise ValueError(f"unsupported activity type {kind}")
         at = self._stamp(acct, ts or self.now())
         amount = amount.quantize(CENT)  # a posting moves whole cents, the amount its net_amount shows
-        acct.cash += amount
-        if amount:
-            acct.flows[kind] = acct.flows.get(kind, ZERO) + amount
-        if kind in CASHFLOW_TYPES:
-            acct.cashflow += amount
-        if qty is not None and kind not in INCOME_TYPES and (position_symbol or symbol):
-            self.adjust_position(acct, position_symbol or str(symbol), qty, price, at)
+        if status == "executed":
+            self._book_activity(acct, kind, amount, symbol, qty, price, at, position_symbol)
         posted_day = day or at.astimezone(NY).date()
         aid = date_activity_id(posted_day) if day is not None else activity_id(at)
         data: dict[str, Any] = {"id": aid, "account_id": acct.id, "activity_type": kind}
         if sub_type is not None:
             data["activity_sub_type"] = sub_type
-        data.update(date=posted_day.isoformat(), net_amount=money(amount), description=description, status="executed")
+        data.update(date=posted_day.isoformat(), net_amount=money(amount), description=description, status=status)
         if symbol is not None:
             data["symbol"] = symbol
         if qty is not None:
@@ -200,6 +199,17 @@ class Engine:
         act = Activity(aid, ny_midnight(posted_day) if day is not None else at, kind, data)
         acct.add_activity(act)
         return act
+
+    def _book_activity(self, acct: Account, kind: str, amount: Decimal, symbol: str | None, qty: Decimal | None,
+                       price: Decimal | None, at: datetime, position_symbol: str | None) -> None:
+        acct.cash += amount
+        if amount:
+            acct.flows[kind] = acct.flows.get(kind, ZERO) + amount
+        if kind in CASHFLOW_TYPES:
+            acct.cashflow += amount
+        moves_position = kind in NON_TRADE_TYPES and kind not in INCOME_TYPES
+        if qty is not None and moves_position and (position_symbol or symbol):
+            self.adjust_position(acct, position_symbol or str(symbol), qty, price, at)
 
     def adjust_position(self, acct: Account, symbol: str, qty: Decimal, price: Decimal | None, at: datetime) -> None:
         """Add ``qty`` (signed) to a position; ``price`` is the new shares' cost when it grows."""

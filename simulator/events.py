@@ -13,10 +13,19 @@ the positions the broker shows:
   split in proportion to the two market values at the spin, which lowers the parent's average price).
 * ``MA`` (merger, stock and/or cash): −N of the target (``net_amount`` = the cash part), +N×ratio of
   the acquirer carrying the remaining cost.
+* ``REORG`` (reorganisation, stock for stock): −N of the old symbol, +N×ratio of the new one carrying
+  the whole cost, one description on both lines. A worthless removal is a ``REORG`` with
+  ``activity_sub_type`` ``WRM`` (Alpaca's changelog of 2026-08-27 calls it REORG's only sub-type):
+  −N at zero cash, the symbol delisted.
 * ``DIV`` with ``DIVNRA``/``DIVWH`` withholding (a negative ``net_amount``, same ``symbol``/``qty``).
 * Options at the close of their expiry day: out of the money ``OPEXP`` (``qty`` −position); in the
   money a long is exercised (``OPEXC``) and a short assigned (``OPASN``), each with an ``OPTRD`` that
-  delivers or removes 100 shares per contract at the strike (``net_amount`` −qty × strike).
+  delivers or removes 100 shares per contract at the strike (``net_amount`` −qty × strike). Index
+  options (``XSP``, ``SPX``…) settle in cash instead: ``OPCSH`` (``qty`` −position, ``net_amount``
+  ±100 × intrinsic × contracts), dated like the other end-of-day option events.
+* Crypto dust: Alpaca computes a coin fee finer than the 9 decimals an order may carry, so a sale of
+  "everything" leaves a remainder no order can sell; ``crypto_dust`` posts such a ``CFEE`` (in the
+  coin, date-only) on purpose.
 """
 
 from __future__ import annotations
@@ -227,6 +236,67 @@ def merger(engine: Engine, target: str, acquirer: str, ratio: Any = 0, cash: Any
     return posted
 
 
+def reorg(engine: Engine, symbol: str, new: str, ratio: Any = 1) -> int:
+    """A reorganisation: each ``symbol`` share becomes ``ratio`` shares of ``new`` (listed now at the
+    old price ÷ ratio when it is not traded yet), the whole cost carried; ``symbol`` is delisted."""
+    symbol, per = _ensure_symbol(engine, symbol), Decimal(str(ratio))
+    if per <= 0:
+        raise OrderError(422, 42200000, "ratio must be positive")
+    new = engine.resolve_symbol(new) or new.strip().upper()
+    if new == symbol:
+        raise OrderError(422, 42200000, "the new symbol must differ")
+    if new not in engine.market.quotes:
+        price = (engine.mark(symbol) / per).quantize(CENT)
+        engine.market.add_symbol(new, float(price))
+        engine.last_close[new] = price
+    _cancel_orders(engine, symbol)
+    posted = 0
+    for acct in _holders(engine, symbol):
+        pos = acct.positions[symbol]
+        qty, avg, opened = pos.qty, pos.avg_entry_price, pos.opened_at
+        text = f"Reorganization: {symbol} exchanged for {fmt(per)} {new} per share"
+        engine.cash_activity(acct, "REORG", ZERO, text, symbol=symbol, qty=-qty, price=avg)
+        engine.cash_activity(acct, "REORG", ZERO, text, symbol=new, qty=qty * per, price=avg / per)
+        if new in acct.positions and acct.positions[new].qty == qty * per:
+            acct.positions[new].opened_at = opened
+        posted += 2
+    engine.last_close[symbol] = engine.mark(symbol)
+    engine.market.remove_symbol(symbol)
+    return posted
+
+
+def worthless(engine: Engine, symbol: str) -> int:
+    """A worthless removal (``REORG``/``WRM``): every holder's shares leave for nothing; delisted."""
+    symbol = _ensure_symbol(engine, symbol)
+    _cancel_orders(engine, symbol)
+    posted = 0
+    for acct in _holders(engine, symbol):
+        pos = acct.positions[symbol]
+        engine.cash_activity(acct, "REORG", ZERO, f"Worthless removal of {symbol}", symbol=symbol, qty=-pos.qty,
+                             price=ZERO, sub_type="WRM")
+        posted += 1
+    engine.last_close[symbol] = ZERO
+    engine.market.remove_symbol(symbol)
+    return posted
+
+
+def crypto_dust(engine: Engine, account: str, symbol: str, qty: Any) -> int:
+    """A coin fee of ``qty`` units (finer than an order's 9 decimals allowed), posted date-only as
+    Alpaca posts ``CFEE``: what is left after a sale of the 9-decimal quantity is dust."""
+    acct, symbol = engine.accounts[account], _ensure_symbol(engine, symbol)
+    inst = engine.instrument(symbol)
+    units = Decimal(str(qty))
+    if inst.asset_class is not AssetClass.CRYPTO or units <= 0:
+        raise OrderError(422, 42200000, "crypto_dust needs a crypto pair and a positive qty")
+    pos = acct.positions.get(symbol)
+    if pos is None or pos.qty < units:
+        raise OrderError(422, 42210000, f"no long {symbol} position of {fmt(units)} to take a fee from")
+    day = engine.now().astimezone(NY).date()
+    engine.cash_activity(acct, "CFEE", ZERO, "Coin Pair Transaction Fee (Non USD)", symbol=inst.position_symbol,
+                         qty=-units, price=engine.mark(symbol), day=day, position_symbol=symbol)
+    return 1
+
+
 def dividend(engine: Engine, symbol: str, per_share: Any, withholding: Any = 0, withholding_type: str = "DIVNRA") -> int:
     """A cash dividend to every long holder, with tax withheld at ``withholding`` (a fraction)."""
     symbol = _ensure_symbol(engine, symbol)
@@ -286,12 +356,36 @@ def _option_delivery(engine: Engine, acct: Account, symbol: str, kind: str, cont
     return 2
 
 
+def _option_cash(engine: Engine, acct: Account, symbol: str, contracts: Decimal | None = None) -> int:
+    """An index option settles in cash (``OPCSH``): the position closes, the holder of a long receives
+    (a short pays) 100 × intrinsic value per contract."""
+    inst = engine.instrument(symbol)
+    assert inst.underlying is not None
+    held = acct.positions[symbol].qty
+    n = min(abs(held), contracts) if contracts else abs(held)
+    sign = 1 if held > 0 else -1
+    intrinsic = inst.intrinsic(engine.mark(inst.underlying))
+    cash = (sign * n * inst.multiplier * intrinsic).quantize(CENT)
+    engine.cash_activity(acct, "OPCSH", cash, "Option Cash Settlement", symbol=symbol, qty=-sign * n)
+    return 1
+
+
+def cash_settle(engine: Engine, account: str, symbol: str, qty: Any = None) -> int:
+    """Settle a cash-settled (index) option position now, long or short, at its intrinsic value."""
+    acct, symbol = engine.accounts[account], _ensure_symbol(engine, symbol)
+    if not engine.instrument(symbol).cash_settled or symbol not in acct.positions:
+        raise OrderError(422, 42210000, f"no cash-settled option position in {symbol}")
+    return _option_cash(engine, acct, symbol, Decimal(str(qty)) if qty else None)
+
+
 def exercise(engine: Engine, account: str, symbol: str, qty: Any = None) -> int:
     """Exercise a long contract now (``POST /v2/positions/{symbol}/exercise`` on Alpaca)."""
     acct, symbol = engine.accounts[account], _ensure_symbol(engine, symbol)
     pos = acct.positions.get(symbol)
     if pos is None or pos.qty <= 0:
         raise OrderError(422, 42210000, f"no long position in {symbol} to exercise")
+    if engine.instrument(symbol).cash_settled:
+        return _option_cash(engine, acct, symbol, Decimal(str(qty)) if qty else None)
     return _option_delivery(engine, acct, symbol, "OPEXC", Decimal(str(qty)) if qty else pos.qty)
 
 
@@ -301,6 +395,8 @@ def assign(engine: Engine, account: str, symbol: str, qty: Any = None) -> int:
     pos = acct.positions.get(symbol)
     if pos is None or pos.qty >= 0:
         raise OrderError(422, 42210000, f"no short position in {symbol} to assign")
+    if engine.instrument(symbol).cash_settled:
+        return _option_cash(engine, acct, symbol, Decimal(str(qty)) if qty else None)
     return _option_delivery(engine, acct, symbol, "OPASN", Decimal(str(qty)) if qty else -pos.qty)
 
 
@@ -314,7 +410,10 @@ def settle_expiring_options(engine: Engine, day: date) -> int:
                 continue
             assert inst.underlying is not None
             held = acct.positions[symbol].qty
-            if inst.intrinsic(engine.mark(inst.underlying)) >= CENT:
+            in_the_money = inst.intrinsic(engine.mark(inst.underlying)) >= CENT
+            if in_the_money and inst.cash_settled:
+                posted += _option_cash(engine, acct, symbol)
+            elif in_the_money:
                 posted += _option_delivery(engine, acct, symbol, "OPEXC" if held > 0 else "OPASN", abs(held))
             else:
                 engine.cash_activity(acct, "OPEXP", ZERO, "Option Expiry", symbol=symbol, qty=-held)
@@ -330,5 +429,6 @@ def settle_expiring_options(engine: Engine, day: date) -> int:
 
 ACTIONS: dict[str, Callable[..., int]] = {
     "split": split, "name_change": name_change, "spinoff": spinoff, "merger": merger, "dividend": dividend,
-    "exercise": exercise, "assign": assign,
+    "exercise": exercise, "assign": assign, "reorg": reorg, "worthless": worthless, "cash_settle": cash_settle,
+    "crypto_dust": crypto_dust,
 }

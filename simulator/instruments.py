@@ -4,7 +4,8 @@
   order, as Alpaca requires) also trades pre-market (04:00–09:30 New York) and after hours
   (16:00–20:00) on session days.
 * Options (OCC symbols, ``AAPL261218C00200000``: root, expiry YYMMDD, C/P, strike × 1000) trade in
-  regular sessions; one contract is 100 shares, prices are per share.
+  regular sessions; one contract is 100 shares, prices are per share. Index options (``XSP``,
+  ``SPX``…) are cash-settled: in the money at expiry they pay 100 × intrinsic value (``OPCSH``).
 * Crypto pairs (``BTC/USD`` on orders, ``BTCUSD`` on positions and fee activities, as Alpaca spells
   them) trade around the clock, seven days a week.
 """
@@ -25,6 +26,9 @@ OPTION_MULTIPLIER = 100
 PRE_MARKET_OPEN = time(4, 0)
 AFTER_HOURS_CLOSE = time(20, 0)
 OPTION_VOL = 0.35  # annualised volatility of the simple option pricer below
+# Index options settle in cash (``OPCSH``), European style; equity options deliver shares.
+CASH_SETTLED_ROOTS = frozenset({"SPX", "SPXW", "XSP", "NDX", "NDXP", "RUT", "RUTW", "MRUT", "VIX", "VIXW", "DJX", "OEX",
+                                "XEO"})
 
 
 class AssetClass(StrEnum):
@@ -57,6 +61,11 @@ class Instrument:
     def position_symbol(self) -> str:
         """How positions and fee activities spell it: ``BTCUSD`` for the order symbol ``BTC/USD``."""
         return self.symbol.replace("/", "")
+
+    @property
+    def cash_settled(self) -> bool:
+        """An index option: exercise, assignment and expiry in the money pay the intrinsic value in cash."""
+        return self.asset_class is AssetClass.US_OPTION and self.underlying in CASH_SETTLED_ROOTS
 
     @property
     def is_equity(self) -> bool:

@@ -176,7 +176,7 @@ def option_contract_json(inst: Instrument, close_price: Decimal) -> dict[str, An
         "underlying_symbol": inst.underlying,
         "underlying_asset_id": asset_id(inst.underlying or ""),
         "type": inst.right.value,
-        "style": "american",
+        "style": "european" if inst.cash_settled else "american",
         "strike_price": fmt(inst.strike),
         "multiplier": str(inst.multiplier),
         "size": str(inst.multiplier),
