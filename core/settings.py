@@ -80,6 +80,11 @@ _RANGES: dict[str, _Range] = {
     "db_connect_timeout_s": _Range(0.0, 3600.0, unit="seconds"),
     "alert_eval_interval_s": _Range(0.0, 3600.0, unit="seconds"),
     "worker_metrics_port": _Range(1, 65535, low_inclusive=True),
+    # The tie-out reads three broker endpoints a pass: under a minute would spend the REST budget.
+    "tieout_interval_s": _Range(60.0, WEEK_S, low_inclusive=True, unit="seconds"),
+    "tieout_history_days": _Range(1, 3650, low_inclusive=True, unit="days"),
+    "tieout_position_tolerance_usd": _Range(0.0, 1e6, low_inclusive=True, unit="dollars"),
+    "tieout_account_day_tolerance_usd": _Range(0.0, 1e9, low_inclusive=True, unit="dollars"),
     # the dashboard's per-query limits: a callback must answer while the page is still open
     "dash_statement_timeout_s": _Range(0.0, 600.0, unit="seconds"),
     "export_statement_timeout_s": _Range(0.0, 3600.0, unit="seconds"),
@@ -229,6 +234,10 @@ class Settings:
     alert_rules_file: str = "alerts.toml"
     alert_eval_interval_s: float = 1.0
     worker_metrics_port: int | None = None
+    tieout_interval_s: float = 300.0
+    tieout_history_days: int = 30
+    tieout_position_tolerance_usd: float = 0.01
+    tieout_account_day_tolerance_usd: float = 1.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
