@@ -240,6 +240,9 @@ class ActivityRecord:
     parse_error: str | None = None
     raw: Any = field(default=None, repr=False, compare=False)
     """The broker payload as received (stored as ``jsonb``); ``None`` when read back for accounting."""
+    replaces: str | None = None
+    """On a REST fill read by the manager: the provisional (stream) fill it replaces because their
+    content differs (docs/freshness.md); a book that applied that one is rebuilt."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.activity_id, str) or not self.activity_id:

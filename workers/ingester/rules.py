@@ -20,6 +20,7 @@ from core.records import ActivityRecord
 from workers.alpaca.records import OrderEventRow, OrderRow
 from workers.alpaca.wire import ORDER_STATUS_RANK, activity_time, is_epoch_stand_in, is_malformed_id
 from workers.ingester.options import STREAM_ACTIVITIES, STREAM_ORDERS, STREAM_TRADE_UPDATES, IngestState
+from workers.ingester.provisional import ProvisionalFill
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
@@ -82,10 +83,12 @@ class Batch:
     orders: dict[uuid.UUID, OrderRow] = field(default_factory=dict)
     checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
     received_monotonic: list[float] = field(default_factory=list)
+    provisional: dict[str, ProvisionalFill] = field(default_factory=dict)
+    """Stream fills (:mod:`workers.ingester.provisional`), by id."""
 
     @property
     def size(self) -> int:
-        return len(self.activities) + len(self.events) + len(self.orders)
+        return len(self.activities) + len(self.events) + len(self.orders) + len(self.provisional)
 
     def __bool__(self) -> bool:
         return self.size > 0 or bool(self.checkpoints)
@@ -97,6 +100,9 @@ class Batch:
         self.events.setdefault((row.event_key, row.ts), row)
         for order in row.orders:
             self.add_order(order)
+
+    def add_provisional(self, fill: ProvisionalFill) -> None:
+        self.provisional.setdefault(fill.activity_id, fill)
 
     def add_order(self, row: OrderRow) -> None:
         self.orders[row.order_id] = merge_order(self.orders.get(row.order_id), row)
@@ -113,6 +119,8 @@ class Batch:
             self.events.setdefault(key, ev)
         for order in older.orders.values():
             self.add_order(order)
+        for fill in older.provisional.values():
+            self.provisional.setdefault(fill.activity_id, fill)
         for cp in older.checkpoints.values():
             self.add_checkpoint(cp)
         self.received_monotonic = older.received_monotonic + self.received_monotonic
@@ -123,6 +131,7 @@ class Batch:
         out = [Batch(activities={k: a}) for k, a in self.activities.items()]
         out += [Batch(events={k: e}) for k, e in self.events.items()]
         out += [Batch(orders={k: o}) for k, o in self.orders.items()]
+        out += [Batch(provisional={k: p}) for k, p in self.provisional.items()]
         out.append(Batch(checkpoints=dict(self.checkpoints)))
         return out
 
@@ -139,10 +148,12 @@ class BatchResult:
     orders_changed: int = 0
     activity_version: int | None = None
     new_malformed: int = 0
+    new_provisional: int = 0
+    """Provisional fills stored that the manager books (late ones not counted)."""
 
     @property
     def changed(self) -> int:
-        return self.new_activities + self.new_events + self.orders_changed
+        return self.new_activities + self.new_events + self.orders_changed + self.new_provisional
 
     def plus(self, other: BatchResult) -> BatchResult:
         """Both transactions' changes (the newest version and the highest fill seq)."""
@@ -156,6 +167,7 @@ class BatchResult:
             orders_changed=self.orders_changed + other.orders_changed,
             activity_version=other.activity_version or self.activity_version,
             new_malformed=self.new_malformed + other.new_malformed,
+            new_provisional=self.new_provisional + other.new_provisional,
         )
 
 

@@ -20,6 +20,7 @@ from core.records import ActivityRecord
 from core.schema import quote_ident
 from workers.alpaca.records import OrderEventRow, OrderRow
 from workers.alpaca.wire import FILL_EVENTS, ORDER_STATUS_RANK, TERMINAL_ORDER_STATUSES
+from workers.ingester.provisional import Links, ProvisionalFill, StoredFillRef, is_usable_rest_fill, link_fills
 from workers.ingester.rules import Batch, BatchResult, Checkpoint
 from workers.notify import NEW_FILLS_CHANNEL
 
@@ -28,8 +29,9 @@ COPY_MIN_ROWS = 1000
 _STAGING_TABLE = "ch_ingest_activities_stage"
 
 _ACT_COLS = ("activity_id, ts, activity_type, fill_type, symbol, side, qty, price, net_amount, leaves_qty, "
-             "cum_qty, order_id, order_status, description, raw, parse_error")
-_ACT_TYPES = "text timestamptz text text text text numeric numeric numeric numeric numeric uuid text text jsonb text"
+             "cum_qty, order_id, order_status, description, raw, parse_error, confirms, replaces")
+_ACT_TYPES = ("text timestamptz text text text text numeric numeric numeric numeric numeric uuid text text jsonb text "
+              "text text")
 _EV_TYPES = "text timestamptz uuid text text numeric numeric numeric jsonb text"
 _ORDER_COLS = ("client_order_id parent_order_id symbol side order_type order_class time_in_force qty notional "
                "filled_qty filled_avg_price limit_price stop_price trail_price trail_percent status created_at "
@@ -40,13 +42,32 @@ _ORDER_TYPES = ("uuid text uuid text text text text text numeric numeric numeric
 _ORDER_FIELDS = ["order_id", *_ORDER_COLS[:-2]]
 
 
+_PROV_COLS = ("activity_id, ts, order_id, execution_id, fill_type, symbol, side, qty, price, cum_qty, raw, "
+              "confirmed_by, superseded")
+_PROV_TYPES = "text timestamptz uuid text text text text numeric numeric numeric jsonb text bool"
+_PROV_UPDATE_TYPES = "text text bool"  # stored provisional id, the REST id that matched it, superseded
+
+
 def _arrays(types: str, first: int) -> str:
     return ", ".join(f"${i + first}::{t}[]" for i, t in enumerate(types.split()))
 
 
-_ACT_ARRAYS = _arrays(_ACT_TYPES, 2)  # $2..$17
-_EV_ARRAYS = _arrays(_EV_TYPES, 18)  # $18..$27
-_ORDER_ARRAYS = _arrays(_ORDER_TYPES, 28)  # $28..$52; checkpoints $53..$55, channel $56
+def _n(types: str) -> int:
+    return len(types.split())
+
+
+# Parameter numbers: $1 slug, then each group's arrays in this order.
+_EV_FIRST = 2 + _n(_ACT_TYPES)
+_ORDER_FIRST = _EV_FIRST + _n(_EV_TYPES)
+_CP_FIRST = _ORDER_FIRST + _n(_ORDER_TYPES)  # three checkpoint arrays, then the NOTIFY channel
+_CHANNEL = _CP_FIRST + 3
+_PROV_FIRST = _CHANNEL + 1
+_PROV_UPDATE_FIRST = _PROV_FIRST + _n(_PROV_TYPES)
+_ACT_ARRAYS = _arrays(_ACT_TYPES, 2)
+_EV_ARRAYS = _arrays(_EV_TYPES, _EV_FIRST)
+_ORDER_ARRAYS = _arrays(_ORDER_TYPES, _ORDER_FIRST)
+_PROV_ARRAYS = _arrays(_PROV_TYPES, _PROV_FIRST)
+_PROV_UPDATE_ARRAYS = _arrays(_PROV_UPDATE_TYPES, _PROV_UPDATE_FIRST)
 
 
 def _sql_list(values: Sequence[str]) -> str:
@@ -94,17 +115,36 @@ def _tail_sql(s: str) -> str:
             cp AS (
                 INSERT INTO {s}.checkpoints AS c (destination, stream, last_id, last_ts, updated_at)
                 SELECT $1, u.stream, u.last_id, u.last_ts, now()
-                FROM unnest($53::text[], $54::text[], $55::timestamptz[]) AS u (stream, last_id, last_ts)
+                FROM unnest(${_CP_FIRST}::text[], ${_CP_FIRST + 1}::text[], ${_CP_FIRST + 2}::timestamptz[])
+                    AS u (stream, last_id, last_ts)
                 ON CONFLICT (destination, stream) DO UPDATE SET
                     last_id = CASE WHEN c.last_ts IS NULL OR EXCLUDED.last_ts >= c.last_ts
                                    THEN COALESCE(EXCLUDED.last_id, c.last_id) ELSE c.last_id END,
                     last_ts = GREATEST(c.last_ts, EXCLUDED.last_ts),
                     updated_at = now()
             ),
+            prov AS (
+                INSERT INTO {s}.provisional_fills (destination, {_PROV_COLS}, confirmed_at)
+                SELECT $1, u.*, CASE WHEN u.confirmed_by IS NULL THEN NULL ELSE now() END
+                FROM unnest({_PROV_ARRAYS}) AS u ({_PROV_COLS})
+                ON CONFLICT (destination, activity_id) DO NOTHING
+                RETURNING seq, superseded
+            ),
+            prov_upd AS (
+                UPDATE {s}.provisional_fills AS p SET confirmed_by = u.rest_id, superseded = u.superseded,
+                    confirmed_at = now()
+                FROM unnest({_PROV_UPDATE_ARRAYS}) AS u (activity_id, rest_id, superseded)
+                WHERE p.destination = $1 AND p.activity_id = u.activity_id AND p.confirmed_by IS NULL
+                RETURNING 1
+            ),
             counts AS (
                 SELECT (SELECT count(*) FROM act) AS new_activities,
-                       (SELECT count(*) FROM act WHERE activity_type = 'FILL') AS new_fills,
-                       (SELECT max(seq) FROM act WHERE activity_type = 'FILL') AS max_fill_seq,
+                       (SELECT count(*) FROM act WHERE activity_type = 'FILL')
+                           + (SELECT count(*) FROM prov WHERE NOT superseded) AS new_fills,
+                       GREATEST((SELECT max(seq) FROM act WHERE activity_type = 'FILL'),
+                                (SELECT max(seq) FROM prov WHERE NOT superseded)) AS max_fill_seq,
+                       (SELECT count(*) FROM prov WHERE NOT superseded) AS new_provisional,
+                       (SELECT count(*) FROM prov_upd) AS provisional_linked,
                        (SELECT count(*) FROM ev) AS new_events,
                        (SELECT count(*) FROM ev WHERE event IN ({fill_events})) AS new_fill_events,
                        (SELECT count(*) FROM ord) AS orders_changed,
@@ -113,12 +153,13 @@ def _tail_sql(s: str) -> str:
             ),
             ver AS (
                 INSERT INTO public.ch_versions AS v (slug, activity_version, updated_at)
-                SELECT $1, 1, now() FROM counts WHERE new_activities + new_events + orders_changed > 0
+                SELECT $1, 1, now() FROM counts
+                WHERE new_activities + new_events + orders_changed + new_provisional + provisional_linked > 0
                 ON CONFLICT (slug) DO UPDATE SET activity_version = v.activity_version + 1, updated_at = now()
                 RETURNING activity_version
             )
             SELECT c.*, (SELECT activity_version FROM ver) AS activity_version,
-                   CASE WHEN c.new_fills + c.new_fill_events > 0 THEN pg_notify($56, json_build_object(
+                   CASE WHEN c.new_fills + c.new_fill_events > 0 THEN pg_notify(${_CHANNEL}, json_build_object(
                        'd', $1::text, 'n', c.new_fills, 'max_seq', c.max_fill_seq, 'events', c.new_fill_events,
                        'v', (SELECT activity_version FROM ver))::text) END AS notified
             FROM counts AS c"""
@@ -135,7 +176,7 @@ class RawStore:
         conflict = ("ON CONFLICT (destination, activity_id, ts) DO NOTHING "
                     "RETURNING activity_type, seq, parse_error IS NOT NULL AS malformed")
         self._write_unnest = f"WITH act AS ({insert_act} SELECT $1, * FROM unnest({_ACT_ARRAYS}) {conflict}),{tail}"
-        # The staged variant keeps the parameter numbering: $2..$17 arrive as empty arrays (referenced
+        # The staged variant keeps the parameter numbering: the activity arrays arrive empty (referenced
         # only so PostgreSQL knows their types), so both statements take the same arguments.
         typed = " + ".join(f"cardinality({a})" for a in _ACT_ARRAYS.split(", "))
         self._write_staged = (
@@ -145,7 +186,15 @@ class RawStore:
             CREATE TEMP TABLE IF NOT EXISTS {_STAGING_TABLE} (activity_id text, ts timestamptz, activity_type text,
                 fill_type text, symbol text, side text, qty numeric, price numeric, net_amount numeric,
                 leaves_qty numeric, cum_qty numeric, order_id uuid, order_status text, description text, raw jsonb,
-                parse_error text) ON COMMIT DELETE ROWS"""
+                parse_error text, confirms text, replaces text) ON COMMIT DELETE ROWS"""
+        # The stored fills of some orders: provisional ones (all of them) and REST FILL activities.
+        self._select_fill_refs = f"""
+            SELECT true AS provisional, activity_id, ts, order_id, execution_id, fill_type, symbol, side, qty, price,
+                   cum_qty, confirmed_by, superseded
+            FROM {s}.provisional_fills WHERE destination = $1 AND order_id = ANY($2::uuid[])
+            UNION ALL
+            SELECT false, activity_id, ts, order_id, NULL, NULL, NULL, NULL, NULL, NULL, cum_qty, NULL, false
+            FROM {s}.activities WHERE destination = $1 AND activity_type = 'FILL' AND order_id = ANY($2::uuid[])"""
         self._select_checkpoints = f"SELECT stream, last_id, last_ts FROM {s}.checkpoints WHERE destination = $1"
         self._select_open_orders = f"""
             SELECT order_id FROM {s}.orders
@@ -157,16 +206,31 @@ class RawStore:
         """True when :meth:`write_batch` takes several statements (COPY path): wrap it in a transaction."""
         return len(batch.activities) >= COPY_MIN_ROWS
 
+    async def link_fills(self, conn: asyncpg.Connection, slug: str, batch: Batch) -> Links:
+        """Match the batch's REST fills and provisional fills with each other and with stored ones
+        (:func:`workers.ingester.provisional.link_fills`). One read, only when the batch has fills."""
+        rest = [a for a in batch.activities.values() if is_usable_rest_fill(a)]
+        if not rest and not batch.provisional:
+            return Links()
+        order_ids = sorted({str(a.order_id) for a in rest} | {str(p.order_id) for p in batch.provisional.values()})
+        rows = await conn.fetch(self._select_fill_refs, slug, order_ids)
+        stored_prov = [_stored_provisional(r) for r in rows if r["provisional"]]
+        stored_rest = [StoredFillRef(r["activity_id"], r["order_id"], r["cum_qty"]) for r in rows if not r["provisional"]]
+        return link_fills(rest, batch.provisional.values(), stored_prov, stored_rest)
+
     async def write_batch(self, conn: asyncpg.Connection, slug: str, batch: Batch) -> BatchResult:
         """Write ``batch``: rows, checkpoints, version bump and NOTIFY, atomically (see the module doc)."""
+        links = await self.link_fills(conn, slug, batch)
         activities = list(batch.activities.values())
         if len(activities) >= COPY_MIN_ROWS:
             await conn.execute(self._create_staging)
-            await conn.copy_records_to_table(_STAGING_TABLE, records=zip(*_activity_columns(activities), strict=True))
-            sql, act_args = self._write_staged, _activity_columns([])
+            records = zip(*_activity_columns(activities, links), strict=True)
+            await conn.copy_records_to_table(_STAGING_TABLE, records=records)
+            sql, act_args = self._write_staged, _activity_columns([], links)
         else:
-            sql, act_args = self._write_unnest, _activity_columns(activities)
+            sql, act_args = self._write_unnest, _activity_columns(activities, links)
         cps = list(batch.checkpoints.values())
+        updates = sorted(links.stored_updates.items())
         row = await conn.fetchrow(
             sql,
             slug,
@@ -177,6 +241,10 @@ class RawStore:
             [cp.last_id for cp in cps],
             [cp.last_ts for cp in cps],
             NEW_FILLS_CHANNEL,
+            *_provisional_columns(list(links.new_provisional.values())),
+            [pid for pid, _ in updates],
+            [rest_id for _, (rest_id, _) in updates],
+            [superseded for _, (_, superseded) in updates],
         )
         assert row is not None
         return BatchResult(
@@ -188,6 +256,7 @@ class RawStore:
             orders_changed=int(row["orders_changed"]),
             activity_version=row["activity_version"],
             new_malformed=int(row["new_malformed"]),
+            new_provisional=int(row["new_provisional"]),
         )
 
     async def load_checkpoints(self, conn: asyncpg.Pool | asyncpg.Connection, slug: str) -> dict[str, Checkpoint]:
@@ -204,7 +273,7 @@ def _json(raw: Any) -> str:
     return text.replace("\\u0000", "\\ufffd")
 
 
-def _activity_columns(rows: Sequence[ActivityRecord]) -> list[list[Any]]:
+def _activity_columns(rows: Sequence[ActivityRecord], links: Links) -> list[list[Any]]:
     return [
         [r.activity_id for r in rows],
         [r.ts for r in rows],
@@ -222,7 +291,34 @@ def _activity_columns(rows: Sequence[ActivityRecord]) -> list[list[Any]]:
         [r.description for r in rows],
         [_json(r.raw) for r in rows],
         [r.parse_error for r in rows],
+        [links.rest_confirms.get(r.activity_id) for r in rows],
+        [links.rest_replaces.get(r.activity_id) for r in rows],
     ]
+
+
+def _provisional_columns(rows: Sequence[ProvisionalFill]) -> list[list[Any]]:
+    return [
+        [r.activity_id for r in rows],
+        [r.ts for r in rows],
+        [r.order_id for r in rows],
+        [r.execution_id for r in rows],
+        [r.fill_type for r in rows],
+        [r.symbol for r in rows],
+        [r.side for r in rows],
+        [r.qty for r in rows],
+        [r.price for r in rows],
+        [r.cum_qty for r in rows],
+        [_json(r.raw) for r in rows],
+        [r.confirmed_by for r in rows],
+        [r.superseded for r in rows],
+    ]
+
+
+def _stored_provisional(r: asyncpg.Record) -> ProvisionalFill:
+    return ProvisionalFill(activity_id=r["activity_id"], ts=r["ts"], order_id=r["order_id"],
+                           execution_id=r["execution_id"], fill_type=r["fill_type"] or "", symbol=r["symbol"] or "",
+                           side=r["side"] or "", qty=r["qty"], price=r["price"], cum_qty=r["cum_qty"],
+                           confirmed_by=r["confirmed_by"], superseded=r["superseded"])
 
 
 def _event_columns(rows: Sequence[OrderEventRow]) -> list[list[Any]]:

@@ -21,6 +21,7 @@ from workers.alpaca.records import OrderEventRow, OrderRow
 from workers.backoff import BackoffPolicy, backoff_delay_s
 from workers.errors import ErrorKind, classify, is_temporary
 from workers.ingester.options import WriterStats
+from workers.ingester.provisional import provisional_from_update
 from workers.ingester.rules import Batch, BatchResult, Checkpoint, commit_head_start_s, event_checkpoint
 from workers.ingester.store import RawStore
 from workers.logs import destination_log
@@ -126,10 +127,17 @@ class BatchWriter:
         self._added()
 
     def add_event(self, row: OrderEventRow, received_monotonic: float | None = None) -> bool:
-        """Queue one trade update (and the order states it carries). False when dropped (buffer full)."""
-        if not self._accept(1 + len(row.orders)):
+        """Queue one trade update (and the order states it carries). False when dropped (buffer full).
+
+        A fill also queues its provisional fill and is committed at once, not after
+        ``flush_interval_s``: it is what the trader waits to see."""
+        provisional = provisional_from_update(row)
+        if not self._accept(1 + len(row.orders) + (provisional is not None)):
             return False
         self._pending.add_event(row)
+        if provisional is not None:
+            self._pending.add_provisional(provisional)
+            self._full.set()
         checkpoint = event_checkpoint(row)
         if checkpoint is not None:
             self._pending.add_checkpoint(checkpoint)

@@ -1,0 +1,41 @@
+"""How the manager reads fills that arrive twice: provisional from the stream, then from REST.
+
+The rules are the ingester's (:mod:`workers.ingester.provisional`, docs/freshness.md); here is only
+what the manager reads: the *effective* activities, one row per execution, through one ``seq`` cursor.
+
+- every REST activity except a fill that ``confirms`` a provisional one (that one is booked instead);
+- every provisional fill that is not ``superseded`` (a late one, or one whose REST twin differs).
+
+A REST fill that ``replaces`` a provisional fill the book already applied means the book holds a fill
+REST contradicts: the runner rebuilds it from the effective rows (:func:`replaced_applied`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterable
+
+from core.records import ActivityRecord
+
+_REST_COLUMNS = ("seq, activity_id, ts, activity_type, symbol, side, qty, price, net_amount, "
+                 "order_id::text AS order_id, parse_error, replaces, ingested_at, "
+                 # non-fills' broker JSON: lot events are read from it (workers.manager.interpret)
+                 "CASE WHEN activity_type IN ('FILL', 'PARTIAL_FILL') THEN NULL ELSE raw::text END AS raw")
+_PROVISIONAL_COLUMNS = ("seq, activity_id, ts, 'FILL' AS activity_type, symbol, side, qty, price, "
+                        "NULL::numeric AS net_amount, order_id::text AS order_id, NULL::text AS parse_error, "
+                        "NULL::text AS replaces, ingested_at, NULL::text AS raw")
+
+
+def effective_activities_sql(schema: str, where: str = "") -> str:
+    """``SELECT`` of the effective activities of destination ``$1`` (``schema`` already quoted),
+    filtered by ``where`` (over the combined rows: ``seq``, ``ingested_at``…), by ``seq``."""
+    return f"""SELECT * FROM (
+                   SELECT {_REST_COLUMNS} FROM {schema}.activities WHERE destination = $1 AND confirms IS NULL
+                   UNION ALL
+                   SELECT {_PROVISIONAL_COLUMNS} FROM {schema}.provisional_fills
+                   WHERE destination = $1 AND NOT superseded
+               ) AS a {f"WHERE {where}" if where else ""} ORDER BY seq"""
+
+
+def replaced_applied(acts: Iterable[ActivityRecord], applied: Container[str]) -> str | None:
+    """The first provisional fill id that a REST fill in ``acts`` replaces and the book has applied."""
+    return next((a.replaces for a in acts if a.replaces is not None and a.replaces in applied), None)
