@@ -330,6 +330,12 @@ def parse_portfolio_history(data: Any) -> PortfolioHistory:
         return tuple(None if v is None else f._to_decimal(key, v) for v in values)
 
     equity, pl, pl_pct = series("equity"), series("profit_loss"), series("profit_loss_pct")
+    raw_flows = f.data.get("cashflow") or {}
+    if not isinstance(raw_flows, Mapping):
+        f.errors.append("cashflow: expected an object")
+        raw_flows = {}
+    cashflow = {str(kind): tuple(None if v is None else f._to_decimal(f"cashflow.{kind}", v) for v in values)
+                for kind, values in raw_flows.items() if isinstance(values, list)}
     return PortfolioHistory(
         timestamps=tuple(stamps),
         equity=equity,
@@ -339,6 +345,7 @@ def parse_portfolio_history(data: Any) -> PortfolioHistory:
         timeframe=f.text("timeframe"),
         raw=data,
         parse_error=f.error(),
+        cashflow=cashflow,
     )
 
 

@@ -120,3 +120,5 @@ class PortfolioHistory:
     timeframe: str | None
     raw: Any = field(repr=False)
     parse_error: str | None = None
+    cashflow: dict[str, tuple[Decimal | None, ...]] = field(default_factory=dict)
+    """Per activity type, the non-trade cash within each point (parallel to ``timestamps``; absent: empty)."""
