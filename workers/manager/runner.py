@@ -22,16 +22,16 @@ from core.destinations import Destination, closed_channel, pos_channel
 from core.errors import InvalidInput
 from core.exit_legs import Legs, select_legs
 from core.fifo import FifoBook
-from core.ledger import ZERO, CashLedger
-from core.records import ActivityRecord, OpenPosition, OrderMeta
+from core.ledger import ZERO, CashLedger, ledger_entry
+from core.records import ActivityRecord, Fill, OpenPosition, OrderMeta
 from core.snapshots import DrawdownTracker, EquitySnapshot, SnapshotSource, due_points, make_snapshot
 from core.valuation import AccountValue, Mark, OpenTradeRow, PriceSource, account_value, value_positions
 from workers.errors import ErrorKind, classify, describe
+from workers.heartbeat import write_heartbeat
 from workers.manager import book as bookkeeping
 from workers.manager import checkpoint
-from workers.manager import interpret as interpretation
 from workers.manager.context import RunnerContext
-from workers.manager.health import runner_intervals_s, stall_reason, write_runner_heartbeat
+from workers.manager.health import heartbeat_details, runner_intervals_s, stall_reason
 from workers.manager.loops import keep_running
 from workers.manager.marks import choose_marks, newly_stale, tick_time
 from workers.manager.options import (
@@ -40,7 +40,7 @@ from workers.manager.options import (
     CHECKPOINT_MAX_LOOP_SHARE,
     LATE_SNAPSHOTS_MAX,
     NOTIFY_IDS_MAX,
-    PAIR_WAIT_S,
+    SERVICE,
     DestinationStats,
 )
 from workers.manager.port import BrokerPort
@@ -118,8 +118,6 @@ class DestinationRunner:
         self.started_mono = time.monotonic()
         self.last_fill_at: datetime | None = None
         self.write_lock = asyncio.Lock()
-        self.waiting = interpretation.PairWait(PAIR_WAIT_S)
-        self.rebuild_wanted = False
 
     # --- small public surface the process uses ----------------------------------------------------
     @property
@@ -282,55 +280,49 @@ class DestinationRunner:
         if not fresh and not self.missing_orders:
             self.last_seq = bookkeeping.newest_seq(acts, self.last_seq)
             return None
-        read = await self._interpret(fresh, bulk=bulk)
-        for skipped in read.skipped:
+        triage = bookkeeping.triage(fresh)
+        for skipped in triage.skipped:
             self.ledger.skip(skipped.activity_id)
             self.stats.activities_skipped += 1
             if not skipped.expected:
                 self.log.warning("dest=%s activity %s skipped: %s", self.slug, skipped.activity_id, skipped.reason)
-        wanted = bookkeeping.orders_wanted(read.fills, self.orders, self.missing_orders)
+        wanted = bookkeeping.orders_wanted(triage.fills, self.orders, self.missing_orders)
         orders, unusable = await self.store.orders(None if bulk else wanted)
         for why in unusable:
             self.log.warning("dest=%s order %s unusable", self.slug, why)
         for o in orders:
             self.orders[o.order_id] = o
         self.missing_orders = bookkeeping.still_missing(wanted, self.orders, self.missing_orders, bulk=bulk)
-        applied = bookkeeping.apply_all(self.book, list(read.fills), orders, list(read.events))
-        if applied.error is not None:
-            self.record_error("fifo apply", applied.error)
-        self.rebuild_wanted |= applied.event_refused
-        changes = applied.changes
-        for entry, ts in read.entries:
-            if self.ledger.book(entry, ts):
-                self.stats.activities_applied += 1
-        self.stats.activities_unknown += len(read.unknown)
-        self.stats.fills_applied += len(read.fills)
-        self.stats.lot_events += len(read.events)
-        if read.fills:
-            self.last_fill_at = max(f.ts for f in read.fills)
-        self.last_seq = bookkeeping.cursor(acts, self.last_seq, held=read.held)
+        changes = self._apply(list(triage.fills), orders)
+        self._book_cash(fresh)
+        self.stats.fills_applied += len(triage.fills)
+        if triage.fills:
+            self.last_fill_at = max(f.ts for f in triage.fills)
+        self.last_seq = bookkeeping.newest_seq(acts, self.last_seq)
         self.book_changed_since_checkpoint = True
         await self._after_book_update(changes, bulk=initial)
-        if (read.regrouped or self.rebuild_wanted) and not bulk:
-            self.log.warning("dest=%s lines %s booked alone now have their pair: rebuilding the book", self.slug,
-                             ", ".join(read.regrouped[:3]) or "(event conflict)")
-            self.rebuild_wanted = False
-            await self.heal(full_rebuild=True)
         return changes
 
-    async def _interpret(self, fresh: list[ActivityRecord], *, bulk: bool) -> interpretation.Interpretation:
-        """Fills, lot events and ledger entries of ``fresh``; a split's or merger's line waits (at most
-        ``PAIR_WAIT_S``) for its partner, read with the other lines of its day from the store."""
-        paired = interpretation.paired_days(fresh)
-        context: list[ActivityRecord] = []
-        if paired and not bulk:
-            days = {a.ts.date() for a in paired}
-            context = [a for a in await self.store.lines_of_days(days) if a.activity_id in self.ledger.applied]
-        read = interpretation.interpret(fresh, context=context, may_wait=self.waiting.may_wait(paired))
-        self.waiting.settle(read.held)
-        for problem in read.problems[:3]:
-            self.log.info("dest=%s activity not applied to lots: %s", self.slug, problem)
-        return read
+    def _apply(self, fills: list[Fill], orders: list[OrderMeta]) -> bookkeeping.BookChanges:
+        try:
+            return bookkeeping.BookChanges.of(self.book.apply(fills, orders))
+        except InvalidInput as exc:  # a fill id reused with other content: keep the first, report
+            self.record_error("fifo apply", exc)
+        changes = bookkeeping.BookChanges()
+        for i, f in enumerate(fills):
+            try:
+                update = self.book.apply([f], orders if i == 0 else ())
+            except InvalidInput:
+                continue
+            changes = changes.merged(bookkeeping.BookChanges.of(update))
+        return changes
+
+    def _book_cash(self, fresh: Sequence[ActivityRecord]) -> None:
+        for act in fresh:
+            entry = ledger_entry(act.activity_id, act.activity_type, side=act.side, qty=act.qty, price=act.price,
+                                 net_amount=act.net_amount)
+            if self.ledger.book(entry, act.ts):
+                self.stats.activities_applied += 1
 
     async def _after_book_update(self, changes: bookkeeping.BookChanges, *, bulk: bool) -> None:
         news = bookkeeping.tally_trips(changes, self.trip_pl, self.realized_closed)
@@ -598,4 +590,11 @@ class DestinationRunner:
 
     async def heartbeat(self, *, state: str = "running") -> None:
         """Write this destination's heartbeat row; ``stalled`` (with the reason) when a loop makes no progress."""
-        await write_runner_heartbeat(self, state)
+        self.stats.heartbeats += 1
+        stalled = self.stall_reason(time.monotonic()) if state == "running" else None
+        lag = (datetime.now(UTC) - self.last_snapshot_ts).total_seconds() if self.last_snapshot_ts else None
+        await write_heartbeat(self.ctx.pool, self.settings.account_schema, self.slug, SERVICE,
+                              state="stalled" if stalled else state, last_event_at=self.last_fill_at, lag_s=lag,
+                              rows_ingested=self.stats.fills_applied, errors=self.stats.errors,
+                              last_error=f"stalled: {stalled}" if stalled else self.stats.last_error,
+                              details=heartbeat_details(self, stalled))

@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -55,10 +55,7 @@ EQUITY_COLS: Columns = (
 # The predicate of the partial index ``orders_working_by_symbol`` (migration 4), whatever the order.
 WORKING_FILTER = ", ".join(f"'{s}'" for s in sorted(TERMINAL_ORDER_STATUSES))
 ACTIVITY_COLUMNS = ("seq, activity_id, ts, activity_type, symbol, side, qty, price, net_amount, "
-                    "order_id::text AS order_id, parse_error, "
-                    # the broker JSON of non-fills only: corporate actions and option events need its
-                    # fields; fills (nearly every row) are read from their typed columns
-                    "CASE WHEN activity_type IN ('FILL', 'PARTIAL_FILL') THEN NULL ELSE raw::text END AS raw")
+                    "order_id::text AS order_id, parse_error")
 
 
 def _numeric_names(cols: Columns) -> tuple[str, ...]:
@@ -202,21 +199,11 @@ def storable_snapshots(snaps: Iterable[EquitySnapshot]) -> tuple[list[dict[str, 
     return good, refused
 
 
-def _raw_json(raw: Any) -> Any:
-    """The broker payload a non-fill row was read with (``ACTIVITY_COLUMNS`` sends it as text)."""
-    if isinstance(raw, str):
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return None
-    return raw
-
-
 def activity_of(r: asyncpg.Record) -> ActivityRecord:
     return ActivityRecord(seq=r["seq"], activity_id=r["activity_id"], ts=r["ts"], activity_type=r["activity_type"] or "",
                           symbol=r["symbol"], side=r["side"], qty=r["qty"], price=r["price"],
                           net_amount=r["net_amount"], order_id=r["order_id"], parse_error=r["parse_error"],
-                          replaces=r.get("replaces"), raw=_raw_json(r.get("raw")))
+                          replaces=r.get("replaces"))
 
 
 # --- reads -------------------------------------------------------------------------------------
@@ -255,20 +242,6 @@ class Store:
                 effective_activities_sql(self.schema, "seq > $2 AND (seq > $3 OR ingested_at > now() - "
                                                       "make_interval(secs => $4))"),
                 self.slug, max(0, after_seq - OVERLAP_SEQ), after_seq, float(RECENT_INGEST_S))
-        return [activity_of(r) for r in rows]
-
-    async def lines_of_days(self, days: Iterable[date]) -> list[ActivityRecord]:
-        """The non-fill activities stored around these New York dates (a day either side: a date-only
-        row may be stored at UTC midnight), to pair a split's or merger's lines ingested apart."""
-        wanted = sorted(set(days))
-        if not wanted:
-            return []
-        start = datetime.combine(wanted[0] - timedelta(days=1), time(0), UTC)
-        end = datetime.combine(wanted[-1] + timedelta(days=2), time(0), UTC)
-        rows = await self.pool.fetch(
-            f"""SELECT {ACTIVITY_COLUMNS} FROM {self.schema}.activities
-                WHERE destination = $1 AND ts >= $2 AND ts < $3 AND activity_type NOT IN ('FILL', 'PARTIAL_FILL')
-                ORDER BY seq""", self.slug, start, end)
         return [activity_of(r) for r in rows]
 
     async def orders(self, order_ids: Iterable[str] | None) -> tuple[list[OrderMeta], list[str]]:
