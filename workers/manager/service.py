@@ -23,7 +23,9 @@ import asyncpg
 from core.destinations import Destination
 from core.settings import Settings
 from core.snapshots import MarketOpen
+from core.strategies import load_strategies
 from workers.bars import BarWriter
+from workers.benchmarks import BENCHMARK_INTERVAL_S, BenchmarkLoop
 from workers.errors import describe
 from workers.heartbeat import REPLICA_ID
 from workers.locks import OwnershipLocks, OwnershipLoop
@@ -194,6 +196,11 @@ class AccountManager:
                 "price-bars": self._keep_running("price-bars", self.write_bars_once,
                                                  max(s.flush_interval_s, BAR_WRITE_INTERVAL_S), stop),
                 "heartbeat": self._keep_running("heartbeat", self._heartbeats_once, s.heartbeat_sec, stop),
+                # strategy rules and benchmarks for the dashboard, daily bars of the owned benchmarks
+                "benchmarks": self._keep_running("benchmarks", BenchmarkLoop(
+                    s, self.destinations, load_strategies(s.destinations_file, s.destinations_local_file),
+                    lambda: self.pool, lambda: [r.dest for r in self.runners.values()]).run_once,
+                    BENCHMARK_INTERVAL_S, stop),
             }
             tasks = [asyncio.create_task(coro, name=name) for name, coro in loops.items()]
             await stop.wait()
