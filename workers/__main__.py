@@ -1,4 +1,4 @@
-"""``python -m workers [all|ingester|manager|alerts|backfill|rebuild-equity|refill-snapshots|migrate]``.
+"""``python -m workers [all|ingester|manager|alerts|backfill|rebuild-equity|refill-snapshots|reconcile|migrate]``.
 
 Configuration is validated (settings, destinations file) before the database is touched; bad input
 exits with status 2 and a message naming the file, entry and field.
@@ -42,7 +42,8 @@ def _select(destinations: list[Destination], name: str | None) -> list[Destinati
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
     parser.add_argument("command", nargs="?", default="all",
-                        choices=["all", "ingester", "manager", "alerts", "backfill", "rebuild-equity", "refill-snapshots", "migrate"])
+                        choices=["all", "ingester", "manager", "alerts", "backfill", "rebuild-equity", "refill-snapshots", "reconcile",
+                                 "migrate"])
     parser.add_argument("--destination", help="destination name or slug (default: every enabled one)")
     parser.add_argument("--since", type=_parse_since, help="ISO date/time (UTC when no offset)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -83,6 +84,7 @@ async def _run_one_off(settings: Settings, dests: list[Destination], args: argpa
         "backfill": ("workers.ingester", "run_backfill"),
         "rebuild-equity": ("workers.manager", "rebuild_equity"),
         "refill-snapshots": ("workers.manager", "refill_snapshots"),
+        "reconcile": ("workers.manager.tieout", "reconcile"),
     }[args.command]
     runner: Callable[..., Awaitable[None]] = getattr(importlib.import_module(module_name), func_name)
     for dest in dests:

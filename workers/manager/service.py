@@ -42,6 +42,7 @@ from workers.manager.options import (
 )
 from workers.manager.port import BrokerFactory, default_broker, default_market_open
 from workers.manager.runner import DestinationRunner
+from workers.manager.tieout import TIEOUT_TICK_S, TieoutLoop
 from workers.notify import NEW_FILLS_CHANNEL
 from workers.prices import PriceFeed, feed_limits
 from workers.supervise import LoopHealth
@@ -196,6 +197,8 @@ class AccountManager:
                 "price-bars": self._keep_running("price-bars", self.write_bars_once,
                                                  max(s.flush_interval_s, BAR_WRITE_INTERVAL_S), stop),
                 "heartbeat": self._keep_running("heartbeat", self._heartbeats_once, s.heartbeat_sec, stop),
+                "tieout": self._keep_running("tieout", TieoutLoop(self).run_once, TIEOUT_TICK_S, stop,
+                                             watch_s=s.tieout_interval_s),
                 # strategy rules and benchmarks for the dashboard, daily bars of the owned benchmarks
                 "benchmarks": self._keep_running("benchmarks", BenchmarkLoop(
                     s, self.destinations, load_strategies(s.destinations_file, s.destinations_local_file),
