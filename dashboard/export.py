@@ -5,7 +5,9 @@
 :mod:`dashboard.kpis`):
 
 - ``/export/<slug>/<kind>.csv`` and ``.xlsx`` with ``kind`` one of ``closed_trades``,
-  ``open_positions``, ``equity``, ``activities`` (the grids) or ``metrics`` (the KPIs the page shows).
+  ``open_positions``, ``equity``, ``activities`` (the grids) or ``metrics`` (the KPIs the page shows,
+  then its "Income & fees" lines as ``income.<line>``). The trade and position grids carry the
+  asset class and option contract columns derived from the symbol (:mod:`dashboard.instrument_cols`).
   Query parameters: ``sort`` (the grid's ``sortModel`` as JSON), ``filter`` (its ``filterModel``),
   ``columns`` (comma-separated ``colId``s, default all), ``tz`` (IANA zone for times, default
   ``DISPLAY_TIMEZONE``). The rows are exactly the grid's (same :mod:`dashboard.grid_sql`
@@ -221,7 +223,8 @@ def _grid_export(model: ReadModel, slug: str, name: str, kind: str, fmt: str, tz
     headers = {"Content-Disposition": f'attachment; filename="{slug}_{kind}_{_stamp()}.{fmt}"',
                "Cache-Control": "no-store"}
     if kind == "metrics":
-        figures: Iterable[Sequence[Any]] = list(flatten(kpis.kpi_values(model, slug, tz)))
+        income = {line.key: line.amount for line in kpis.income_lines(model, slug)}
+        figures: Iterable[Sequence[Any]] = list(flatten({**kpis.kpi_values(model, slug, tz), "income": income}))
         header, kinds = ["metric", "value"], [None, None]
         if fmt == "csv":
             return flask.Response(csv_chunks(header, figures, zone_info(tz), kinds),

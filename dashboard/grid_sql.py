@@ -41,6 +41,7 @@ from sqlalchemy import TextClause, text
 
 from core.destinations import closed_trades_table, equity_table, open_trades_table
 from core.schema import quote_ident
+from dashboard.instrument_cols import instrument_specs
 
 DEFAULT_TZ = "America/New_York"
 MAX_PAGE_ROWS = 10_000
@@ -209,7 +210,6 @@ def zone_info(tz: Any) -> ZoneInfo:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise GridRequestError(f"unknown time zone {tz[:64]!r}") from None
-
 
 
 def _parse_day(raw: Any) -> date:
@@ -548,23 +548,23 @@ _T, _N, _TS, _B = ColumnKind.TEXT, ColumnKind.NUMBER, ColumnKind.TIMESTAMP, Colu
 
 
 def _cols(*items: tuple[str, ColumnKind] | tuple[str, ColumnKind, str]) -> dict[str, ColumnSpec]:
+    """Whitelist entries; ``uuid`` as text (text filter); ``instrument``: + class/contract (instrument_cols)."""
     out: dict[str, ColumnSpec] = {}
-    for item in items:
-        name, kind = item[0], item[1]
-        # uuid columns are exposed as text so the text filter applies
-        expr = f"{quote_ident(name)}::text" if len(item) == 3 and item[2] == "uuid" else quote_ident(name)
-        out[name] = ColumnSpec(expr, kind)
+    for name, kind, *how in items:
+        out[name] = ColumnSpec(f"{quote_ident(name)}::text" if how == ["uuid"] else quote_ident(name), kind)
+        if how == ["instrument"]:
+            out |= {k: ColumnSpec(e, ColumnKind(c)) for k, (e, c) in instrument_specs(name).items()}
     return out
 
 
 _CLOSED_COLUMNS = _cols(
-    ("trade_id", _T), ("symbol", _T), ("direction", _T), ("qty", _N), ("entry_time", _TS), ("exit_time", _TS),
+    ("trade_id", _T), ("symbol", _T, "instrument"), ("direction", _T), ("qty", _N), ("entry_time", _TS), ("exit_time", _TS),
     ("entry_price", _N), ("exit_price", _N), ("gross_pl", _N), ("fees", _N), ("net_pl", _N), ("return_pct", _N),
     ("holding_s", _N), ("exit_reason", _T), ("entry_order_id", _T, "uuid"), ("exit_order_id", _T, "uuid"),
     ("is_orphan", _B), ("mae", _N), ("mfe", _N), ("created_at", _TS),
 )
 _OPEN_COLUMNS = _cols(
-    ("symbol", _T), ("side", _T), ("qty", _N), ("avg_entry_price", _N), ("cost_basis", _N), ("entry_time", _TS),
+    ("symbol", _T, "instrument"), ("side", _T), ("qty", _N), ("avg_entry_price", _N), ("cost_basis", _N), ("entry_time", _TS),
     ("mark_price", _N), ("mark_ts", _TS), ("price_source", _T), ("price_stale", _B), ("market_value", _N),
     ("unrealized_pl", _N), ("unrealized_plpc", _N), ("prev_close", _N), ("day_change", _N),
     ("day_change_pct", _N), ("exposure", _N), ("weight", _N), ("entry_order_id", _T, "uuid"), ("stop_price", _N),

@@ -58,6 +58,26 @@ def num(x: Any, decimals: int = 2) -> str:
     return f"{float(x):,.{decimals}f}".replace("-", MINUS) if _finite(x) else _missing(x)
 
 
+def qty(x: Any, max_decimals: int = 9) -> str:
+    """A quantity as exact as the broker holds it (9 decimals), without trailing zeros: ``1,250``,
+    ``0.000123`` (a crypto lot), ``−3`` (a short)."""
+    if not _finite(x):
+        return _missing(x)
+    text = f"{float(x):,.{max_decimals}f}".rstrip("0").rstrip(".")
+    if text.lstrip("-") == "0":
+        return "0"  # -0.0, or a remainder below the last decimal
+    return MINUS + text[1:] if text.startswith("-") else text
+
+
+def yes_no(x: Any, yes: str = "✓ yes", no: str = "✗ no") -> str:
+    """A boolean as a word with its mark (never Python's ``True``); anything else as a dash."""
+    if isinstance(x, bool):
+        return yes if x else no
+    if isinstance(x, str) and x.strip().lower() in ("true", "false"):
+        return yes if x.strip().lower() == "true" else no
+    return DASH
+
+
 def duration(seconds: Any) -> str:
     if not _finite(seconds):
         return DASH

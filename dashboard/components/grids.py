@@ -16,6 +16,11 @@ DURATION = {
     "function": "params.value == null ? '' : (params.value < 3600 ? Math.round(params.value / 60) + 'm' : "
     "(params.value < 86400 ? (params.value / 3600).toFixed(1) + 'h' : (params.value / 86400).toFixed(1) + 'd'))"
 }
+# labels that are substrings of the stored values, so the server-side text filter finds what the cell shows
+ASSET_CLASS = {"function": "params.value == null ? '' : ({us_equity: 'Equity', us_option: 'Option', "
+                           "crypto: 'Crypto'}[params.value] || params.value)"}
+MULTIPLIER = {"function": "params.value == null ? '' : '×' + d3.format(',~f')(params.value)"}
+RIGHT = {"function": "params.value == null ? '' : params.value.charAt(0).toUpperCase() + params.value.slice(1)"}
 PL_STYLE = {
     "styleConditions": [
         {"condition": "params.value > 0", "style": {"color": "var(--ch-up)", "fontWeight": "600"}},
@@ -34,10 +39,28 @@ def _col(field: str, header: str, base: dict[str, Any], **extra: Any) -> dict[st
     return {"field": field, "headerName": header, **base, **extra}
 
 
+def contract_columns(base: tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None = None
+                     ) -> list[dict[str, Any]]:
+    """The option contract parsed from the OCC symbol (``dashboard.instrument_cols``); blank otherwise.
+
+    ``base``: the (text, number, date) filter settings of a server-side grid; none for a client one.
+    """
+    text, number, day = base or ({}, {"type": "rightAligned"}, {})
+    return [
+        _col("underlying", "Underlying", text, width=105),
+        _col("expiry", "Expiry", day, width=115),
+        _col("right", "Right", text, valueFormatter=RIGHT, width=80),
+        _col("strike", "Strike", number, valueFormatter=PRICE, width=95),
+        _col("multiplier", "Mult.", number, valueFormatter=MULTIPLIER, width=80,
+             headerTooltip="Units of the underlying per contract (100 for an option)"),
+    ]
+
+
 def closed_columns(tz_label: str) -> list[dict[str, Any]]:
     return [
         _col("trade_id", "Trade", _TEXT, cellClass="ch-link", pinned="left", width=120),
         _col("symbol", "Symbol", _TEXT, width=100),
+        _col("asset_class", "Class", _TEXT, valueFormatter=ASSET_CLASS, width=90),
         _col("direction", "Dir", _TEXT, width=85),
         _col("qty", "Qty", _NUM, valueFormatter=QTY, width=95),
         _col("entry_time", f"Entry ({tz_label})", _DATE, width=175),
@@ -49,6 +72,7 @@ def closed_columns(tz_label: str) -> list[dict[str, Any]]:
         _col("fees", "Fees", _NUM, valueFormatter=MONEY, width=90),
         _col("holding_s", "Held", _NUM, valueFormatter=DURATION, width=90),
         _col("exit_reason", "Exit reason", _TEXT, width=130),
+        *contract_columns((_TEXT, _NUM, _DATE)),
     ]
 
 
@@ -61,6 +85,7 @@ def open_columns(tz_label: str) -> list[dict[str, Any]]:
     }
     return [
         {"field": "symbol", "headerName": "Symbol", "pinned": "left", "width": 100},
+        {"field": "asset_class", "headerName": "Class", "valueFormatter": ASSET_CLASS, "width": 90},
         {"field": "side", "headerName": "Side", "width": 80},
         {"field": "qty", "headerName": "Qty", "type": "rightAligned", "valueFormatter": QTY, "width": 90},
         {"field": "avg_entry_price", "headerName": "Avg entry", "type": "rightAligned", "valueFormatter": PRICE,
@@ -81,6 +106,7 @@ def open_columns(tz_label: str) -> list[dict[str, Any]]:
         {"field": "stop_price", "headerName": "Stop", "type": "rightAligned", "valueFormatter": PRICE, "width": 95},
         {"field": "take_profit_price", "headerName": "Target", "type": "rightAligned", "valueFormatter": PRICE,
          "width": 95},
+        *contract_columns(),
         {"field": "updated_at", "headerName": f"Updated ({tz_label})", "width": 175},
     ]
 

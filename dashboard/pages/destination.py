@@ -22,6 +22,7 @@ from dashboard.pages.destination_view import (
     equity_tail,
     export_menu,
     first_render,
+    income_table,
     kpi_cards,
     position_rows,
     relayout_window,
@@ -335,6 +336,19 @@ def _register_analytics(app: Dash) -> None:
                     figures.plain(figures.bars(by_reason.index, by_reason.to_numpy(), "Net P&L", theme)))
 
         return m.memo(("breakdown-fig", slug, v_closed, theme), draw)
+
+    @app.callback(
+        Output("dest-income", "children"),
+        Input("dest-v-equity", "data"),
+        Input("dest-defer", "n_intervals"),
+        State("dest-slug", "data"),
+    )
+    def income(v_eq: int | None, deferred: int, slug: str) -> Any:
+        # cash from dividends, interest and fees moves equity: its version says when to look again
+        # (the lines themselves are memoised per activity version)
+        if v_eq is None or not deferred:
+            return no_update
+        return income_table(slug)
 
     @app.callback(
         Output("dest-secondary", "children"),

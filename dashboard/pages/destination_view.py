@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from dashboard import analytics, kpis
 from dashboard.components import figures, fmt
 from dashboard.context import model
+from dashboard.instrument_cols import instrument_fields
 from dashboard.pages.common import graph, kpi, section, tone_of
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def position_rows(slug: str, v_pos: int, tz: str) -> tuple[list[dict[str, Any]],
     rows = model().open_positions(slug)
     out, bad = [], 0
     for r in rows:
-        row = dict(r)
+        row = dict(r) | instrument_fields(r.get("symbol"))
         for key in ("entry_time", "mark_ts", "updated_at"):
             row[key] = fmt.local_time(row.get(key), tz)
         for key, value in row.items():
@@ -85,6 +86,7 @@ def equity_full(slug: str, v_eq: int, tz: str, theme: str | None) -> tuple[dict[
 def secondary_sections() -> list[Any]:
     """Drawdown periods, monthly heatmap, daily P&L, P&L by symbol/reason, rolling, distribution."""
     return [
+        section("Income & fees", html.Div(id="dest-income", className="ch-income")),
         dbc.Row(
             [
                 dbc.Col(section("Drawdown periods (worst 10)", html.Div(id="dest-dd-table")), lg=6),
@@ -157,8 +159,8 @@ def equity_figure(slug: str, tz: str, theme: str | None, start_ns: int | None = 
                   end_ns: int | None = None) -> Any:
     w = model().equity_window(slug, start_ns, end_ns)
     if w["ts"].size == 0:
-        return figures.empty("No equity history yet: the manager writes a point every EQUITY_UPDATE_INTERVAL_S "
-                             "once it runs.", theme, height=460)
+        return figures.empty("No equity history yet: once it runs, the manager writes a point every SNAPSHOT_SEC "
+                             "in market hours (15 × that outside them).", theme, height=460)
     return figures.equity_underwater(
         fmt.ns_to_local_str(w["ts"], tz), w["equity"], fmt.ns_to_local_str(w["dd_ts"], tz), w["drawdown"],
         fmt.ns_to_local_str(w["flow_ts"], tz), w["flow"], w["flow_equity"], tz_label=fmt.tz_label(tz), theme=theme,
@@ -213,6 +215,27 @@ def equity_analytics(slug: str, v_eq: int, tz: str, theme: str | None) -> tuple[
                       else figures.empty(f"Rolling metrics need {analytics.ROLLING_WINDOW_DAYS} days", theme)),
         figures.plain(figures.distribution(returns.to_numpy(), theme)),
     )
+
+
+def income_table(slug: str) -> Any:
+    """The "Income & fees" breakdown: one line per kind with its count and signed total, then the net."""
+    lines = kpis.income_lines(model(), slug)
+    if not lines:
+        return html.P("No dividends, interest or fees yet: they appear as the broker posts them.",
+                      className="text-body-secondary mb-0")
+    rows = [html.Tr([html.Td(line.label if line.is_pnl else [line.label, html.Small(" (not P&L)",
+                                                                                  className="text-body-secondary")]),
+                     html.Td(f"{line.count:,}", className="text-end text-body-secondary"),
+                     html.Td(fmt.money(line.amount, sign=True),
+                             className=f"text-end {'text-' + tone if (tone := tone_of(line.amount)) else ''}")],
+                    id=f"dest-income-{line.key}")
+            for line in lines]
+    net = kpis.income_net(lines)
+    rows.append(html.Tr([html.Th("Net income & fees"), html.Td(""),
+                         html.Th(fmt.money(net, sign=True), className="text-end")], id="dest-income-net"))
+    header = html.Thead(html.Tr([html.Th("Line"), html.Th("Activities", className="text-end"),
+                                 html.Th("Amount", className="text-end")]))
+    return dbc.Table([header, html.Tbody(rows)], size="sm", hover=True, responsive=True, className="mb-0")
 
 
 def _local_index(index: pd.Index, tz: str) -> pd.DatetimeIndex:

@@ -1,4 +1,5 @@
-"""Trade drill-down: one round trip's fills and FIFO lots, levels on the price path, holding time, P&L."""
+"""Trade drill-down: one round trip's fills and FIFO lots, the corporate-action and option events that
+touched them, levels on the price path, holding time, P&L."""
 
 from __future__ import annotations
 
@@ -12,11 +13,31 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 from dashboard import analytics
 from dashboard.components import figures, fmt
 from dashboard.context import model, resolve_tz
+from dashboard.instrument_cols import contract_label
 from dashboard.pages.common import GRAPH_CONFIG, empty_state, graph_style, kpi, section, tone_of
+from dashboard.trade_events import MAX_EVENTS, trade_events
 
 PATH_TEMPLATE = "/destination/<slug>/trade/<trade_id>"
 TITLE = "Trade"
 MIN_EXCURSION_COVERAGE = 0.5  # MAE/MFE from bars covering less of the holding time would mislead
+ID_SHOWN_CHARS = 14  # fill, lot and order ids are long: the cell shows their start, the tooltip all of it
+
+# How each column of the fills, lots, orders and events tables is shown (anything else: as text).
+TIME_COLUMNS = frozenset({"ts", "entry_time", "exit_time", "submitted_at", "filled_at"})
+QTY_COLUMNS = frozenset({"qty", "filled_qty"})
+PRICE_COLUMNS = frozenset({"price", "entry_price", "exit_price", "filled_avg_price", "limit_price", "stop_price"})
+MONEY_COLUMNS = frozenset({"gross_pl", "net_pl", "fees", "net_amount"})
+LABELS = {
+    "open_fill_id": "Opened by", "close_fill_id": "Closed by", "fill_id": "Fill", "order_id": "Order",
+    "parent_order_id": "Parent order", "qty": "Qty", "entry_time": "Entry", "exit_time": "Exit",
+    "entry_price": "Entry px", "exit_price": "Exit px", "gross_pl": "Gross P&L", "price_known": "Price",
+    "net_amount": "Net amount", "filled_qty": "Filled", "filled_avg_price": "Avg fill px", "ts": "Time",
+    "activity_id": "Activity", "activity_type": "Code", "event": "Event",
+}
+BOOLEAN_WORDS = {"price_known": ("✓ known", "⚠ unknown (orphan lot)")}
+LOT_COLUMNS = ("qty", "entry_time", "entry_price", "exit_time", "exit_price", "gross_pl", "price_known",
+               "open_fill_id", "close_fill_id")
+EVENT_COLUMNS = ("ts", "event", "activity_type", "symbol", "qty", "price", "net_amount", "description", "status")
 
 
 def _f(x: Any) -> float | None:
@@ -46,33 +67,72 @@ def layout(slug: str | None = None, trade_id: str | None = None, **_: Any) -> An
             dcc.Store(id="trade-key", data={"slug": dest.slug, "trade_id": trade["trade_id"]}),
             back,
             html.H4([f"{trade['symbol']} ", html.Small(f"{trade['direction']} · {trade['trade_id']}",
-                                                      className="text-body-secondary")], className="mt-2 mb-3"),
+                                                      className="text-body-secondary")], className="mt-2 mb-0"),
+            html.Div(contract_label(trade["symbol"]), id="trade-instrument", className="text-body-secondary mb-3"),
             html.Div(id="trade-kpis", className="ch-kpi-grid mb-3"),
             section("Price path", dcc.Graph(id="trade-path", config=GRAPH_CONFIG, style=graph_style("trade-path"))),
             dbc.Row([
                 dbc.Col(section("Fills", html.Div(id="trade-fills")), lg=6),
                 dbc.Col(section("FIFO lots", html.Div(id="trade-lots")), lg=6),
             ]),
+            section("Corporate actions and option events", html.Div(id="trade-events"),
+                    html.Small("Splits, name changes, mergers, spinoffs, expiries, exercises, assignments and fees "
+                               "in the asset that touched this trade's lots or its symbols while it was held.",
+                               className="text-body-secondary")),
             section("Orders", html.Div(id="trade-orders")),
         ]
     )
 
 
-def _table(rows: list[dict[str, Any]], tz: str, empty: str) -> Any:
+def _cell(col: str, v: Any, tz: str) -> Any:
+    """One table cell in the page's formats: local times, exact quantities, money, words for booleans."""
+    numeric = col in QTY_COLUMNS | PRICE_COLUMNS | MONEY_COLUMNS
+    if v is None or v == "":
+        text: Any = fmt.DASH
+    elif isinstance(v, bool) or col in BOOLEAN_WORDS:
+        text = fmt.yes_no(v, *BOOLEAN_WORDS.get(col, ("✓ yes", "✗ no")))
+    elif col in TIME_COLUMNS:
+        text = fmt.local_time(v, tz)
+    elif col in QTY_COLUMNS:
+        text = fmt.qty(_f(v))
+    elif col in PRICE_COLUMNS:
+        text = fmt.num(_f(v))
+    elif col in MONEY_COLUMNS:
+        number = _f(v)
+        tone = tone_of(number) if col != "fees" else None
+        return html.Td(fmt.money(number, sign=col != "fees"),
+                       className=f"text-end text-nowrap{' text-' + tone if tone else ''}")
+    elif col.endswith("_id") and len(str(v)) > ID_SHOWN_CHARS:
+        return html.Td(html.Span(str(v)[:ID_SHOWN_CHARS] + "…", title=str(v)), className="font-monospace small")
+    else:
+        text = str(v)
+    return html.Td(text, className="text-end text-nowrap" if numeric else "text-nowrap" if col in TIME_COLUMNS
+                   else None)
+
+
+def _table(rows: list[dict[str, Any]], tz: str, empty: str, columns: tuple[str, ...] | None = None,
+           table_id: str | None = None) -> Any:
     if not rows:
         return html.P(empty, className="text-body-secondary mb-0")
-    cols = list(rows[0].keys())
-    body = []
-    for r in rows:
-        cells = []
-        for c in cols:
-            v = r.get(c)
-            if c in {"ts", "entry_time", "exit_time", "submitted_at", "filled_at"} and v:
-                v = fmt.local_time(v, tz)
-            cells.append(html.Td("" if v is None else str(v)))
-        body.append(html.Tr(cells))
-    return dbc.Table([html.Thead(html.Tr([html.Th(c.replace("_", " ")) for c in cols])), html.Tbody(body)],
-                     size="sm", responsive=True, hover=True, className="mb-0")
+    present = {k for r in rows for k in r}
+    # the preferred order first, then whatever else the rows carry (older rows, seeded data)
+    cols = [c for c in columns or () if c in present] + [k for k in rows[0] if k not in (columns or ())]
+    body = [html.Tr([_cell(c, r.get(c), tz) for c in cols]) for r in rows]
+    numeric = QTY_COLUMNS | PRICE_COLUMNS | MONEY_COLUMNS
+    header = html.Thead(html.Tr([html.Th(LABELS.get(c, c.replace("_", " ").capitalize()),
+                                         className="text-end" if c in numeric else None) for c in cols]))
+    return dbc.Table([header, html.Tbody(body)], size="sm", responsive=True, hover=True, className="mb-0",
+                     id=table_id or "")
+
+
+def _events_table(slug: str, t: dict[str, Any], tz: str) -> Any:
+    events = trade_events(model(), slug, t)
+    table = _table(events, tz, "No corporate action or option event touched this trade.", EVENT_COLUMNS,
+                   table_id="trade-events-table")
+    if len(events) >= MAX_EVENTS:
+        return html.Div([table, html.Small(f"The first {MAX_EVENTS} events are shown.",
+                                           className="text-body-secondary")])
+    return table
 
 
 def _price_bars(t: dict[str, Any]) -> list[dict[str, Any]]:
@@ -119,6 +179,7 @@ def register(app: Dash) -> None:
         Output("trade-fills", "children"),
         Output("trade-lots", "children"),
         Output("trade-orders", "children"),
+        Output("trade-events", "children"),
         Input("trade-key", "data"),
         Input("theme-store", "data"),
         Input("tz-choice", "value"),
@@ -127,12 +188,12 @@ def register(app: Dash) -> None:
     )
     def render(key: dict[str, str] | None, theme: str, tz_choice: str, browser_tz: str | None, _k: Any) -> Any:
         if not key:
-            return (no_update,) * 5
+            return (no_update,) * 6
         m = model()
         tz = resolve_tz(tz_choice, browser_tz)
         t = m.trade(key["slug"], key["trade_id"])
         if t is None:
-            return (no_update,) * 5
+            return (no_update,) * 6
         fills = _as_list(t.get("fills"))
         lots = _as_list(t.get("lots"))
         orders = m.trade_orders(key["slug"], [str(t.get("entry_order_id") or ""), str(t.get("exit_order_id") or "")])
@@ -175,5 +236,7 @@ def register(app: Dash) -> None:
             path = {"x": x, "close": [float(b["close"]) for b in bars], "high": [float(b["high"]) for b in bars],
                     "low": [float(b["low"]) for b in bars]}
         fig = figures.trade_path(points, levels, theme, tz_label=fmt.tz_label(tz), path=path)
-        return (cards, fig, _table(fills, tz, "No fills recorded for this round trip."),
-                _table(lots, tz, "No lot detail recorded."), _table(orders, tz, "No matching orders ingested."))
+        return (cards, fig, _table(fills, tz, "No fills recorded for this round trip.", table_id="trade-fills-table"),
+                _table(lots, tz, "No lot detail recorded.", LOT_COLUMNS, table_id="trade-lots-table"),
+                _table(orders, tz, "No matching orders ingested.", table_id="trade-orders-table"),
+                _events_table(key["slug"], t, tz))

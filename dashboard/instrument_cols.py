@@ -1,0 +1,95 @@
+"""Asset class and option contract details as grid columns, derived from the stored symbol.
+
+The derived tables store only the symbol; :mod:`core.instruments` says what it is. Two spellings of
+that one rule live here side by side, and ``tests/dashboard/test_real_accounts.py`` proves they agree
+symbol for symbol:
+
+- :func:`instrument_fields` (Python, through :func:`core.instruments.instrument_for`) for rows the
+  dashboard already holds (open positions, the trade page);
+- :func:`instrument_specs` (SQL expressions) for the server-side closed-trades grid and the exports,
+  so the new columns sort and filter in the database like every other column.
+
+A symbol :mod:`core.instruments` refuses (a malformed OCC symbol, ``BTC/``) keeps its guessed class
+and gets no contract details and no multiplier: shown as blank, never a crash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.errors import InvalidInput
+from core.instruments import AssetClass, instrument_for
+from core.schema import quote_ident
+
+INSTRUMENT_FIELDS = ("asset_class", "underlying", "expiry", "right", "strike", "multiplier")
+"""The derived columns, in display and export order."""
+
+# The same patterns as core.instruments (_OCC_RE, _OCC_LIKE_RE), as PostgreSQL regular expressions.
+_OCC_LIKE = "^[A-Z][A-Z0-9.]{0,5}[0-9]{6}[A-Z][0-9]+$"
+# month 01-12 and day 01-31 in the pattern, so make_date below never sees an impossible month
+_OCC = "^[A-Z][A-Z0-9.]{0,5}[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])[CP][0-9]{8}$"
+
+
+def instrument_fields(symbol: Any) -> dict[str, Any]:
+    """``asset_class``, ``underlying``, ``expiry`` (ISO date), ``right``, ``strike`` and ``multiplier``
+    of ``symbol`` (``None`` where a field does not apply)."""
+    out: dict[str, Any] = dict.fromkeys(INSTRUMENT_FIELDS)
+    text = str(symbol or "").strip().upper()
+    if not text:
+        return out
+    try:
+        inst = instrument_for(text)
+    except InvalidInput:  # only a malformed pair or OCC symbol raises: keep the class the symbol shows
+        out["asset_class"] = (AssetClass.CRYPTO if "/" in text else AssetClass.US_OPTION).value
+        return out
+    out["asset_class"] = inst.asset_class.value
+    out["multiplier"] = float(inst.multiplier)
+    if inst.option is not None:
+        out.update(underlying=inst.option.underlying, expiry=inst.option.expiry.isoformat(),
+                   right=inst.option.right.value, strike=float(inst.option.strike))
+    return out
+
+
+def contract_label(symbol: Any) -> str:
+    """One line for a page header: ``Option · AAPL call 150 · exp 2024-07-19 · ×100``."""
+    f = instrument_fields(symbol)
+    if f["asset_class"] == AssetClass.US_OPTION.value and f["underlying"]:
+        strike = f"{f['strike']:,.2f}".rstrip("0").rstrip(".")
+        return f"Option · {f['underlying']} {f['right']} {strike} · exp {f['expiry']} · ×{f['multiplier']:.0f}"
+    labels = {AssetClass.US_OPTION.value: "Option (unreadable OCC symbol)", AssetClass.CRYPTO.value: "Crypto",
+              AssetClass.US_EQUITY.value: "US equity"}
+    return labels.get(f["asset_class"] or "", "")
+
+
+def instrument_specs(symbol_column: str = "symbol") -> dict[str, tuple[str, str]]:
+    """``colId -> (trusted SQL expression, kind)`` for the derived columns of ``symbol_column``.
+
+    ``kind`` is a :class:`dashboard.grid_sql.ColumnKind` value (this module does not import
+    grid_sql, which imports it). Every expression is a ``CASE`` (evaluated in order, unlike ``AND``),
+    so the casts and ``make_date`` only ever see a symbol that matched the strict OCC pattern.
+    """
+    s = f"upper({quote_ident(symbol_column)})"
+    occ = f"{s} ~ '{_OCC}'"
+    yy, mm, dd = (f"substring({s} from '([0-9]{{2}})[0-9]{{{n}}}[CP][0-9]{{8}}$')::int" for n in (4, 2, 0))
+    first = f"make_date(2000 + {yy}, {mm}, 1)"
+    # a day past the month's end (230231) is no date: core.instruments refuses it, so does this
+    valid_day = f"{dd} <= extract(day FROM {first} + interval '1 month' - interval '1 day')"
+    strike_milli = f"substring({s} from '([0-9]{{8}})$')::numeric"
+    valid = f"{occ} THEN CASE WHEN {valid_day} AND {strike_milli} > 0"
+
+    def option_only(expr: str) -> str:
+        return f"CASE WHEN {valid} THEN {expr} END END"
+
+    blank = f"coalesce(btrim({s}), '') = ''"
+    asset_class = (f"CASE WHEN {blank} THEN NULL WHEN position('/' IN {s}) > 0 THEN 'crypto' "
+                   f"WHEN {s} ~ '{_OCC_LIKE}' THEN 'us_option' ELSE 'us_equity' END")
+    multiplier = (f"CASE WHEN {blank} THEN NULL WHEN position('/' IN {s}) > 0 THEN CASE WHEN {s} ~ '^[^/]+/[^/]+$' "
+                  f"THEN 1 END WHEN {s} ~ '{_OCC_LIKE}' THEN CASE WHEN {valid} THEN 100 END END ELSE 1 END")
+    return {
+        "asset_class": (asset_class, "text"),
+        "underlying": (option_only(f"substring({s} from '^(.*)[0-9]{{6}}[CP][0-9]{{8}}$')"), "text"),
+        "expiry": (option_only(f"{first} + ({dd} - 1)"), "date"),
+        "right": (option_only(f"CASE WHEN {s} ~ 'C[0-9]{{8}}$' THEN 'call' ELSE 'put' END"), "text"),
+        "strike": (option_only(f"{strike_milli} / 1000"), "number"),
+        "multiplier": (multiplier, "number"),
+    }
