@@ -11,6 +11,7 @@ sentences, one per defect:
 - every time axis (titled ``Time, …``/``Date, …``, or of type ``date``) is a date axis whose range lies
   within its data's dates, and those dates are plausible (not nanoseconds read as milliseconds);
 - no card overlaps another card and every chart is drawn inside its own card;
+- no text of a chart (ticks, cell texts, legend, annotations) is drawn over another, or under 8 px;
 - no visible text reads ``NaN``, ``Infinity``, ``undefined``, ``None`` or a number in scientific notation;
 - every money figure has the page's one format: sign, ``$``, thousands separators (``−$1,000.00``).
 """
@@ -62,7 +63,11 @@ const charts = [...document.querySelectorAll('.js-plotly-plot')].filter(visible)
     return {name: k, type: ax.type, title: ((ax.title || {}).text || ''), range: ax.range || null,
             visible: ax.visible !== false, first: xs.length ? xs[0] : null, xs: ax.type === 'date' ? xs : []};
   });
-  return {id: graph ? graph.id : '', card: card ? label(card) : null,
+  // the texts plotly drew (ticks, cell texts, legend, annotations), not the hover layer's
+  const texts = [...p.querySelectorAll('svg text')].filter(visible).filter(t => !t.closest('.hoverlayer'))
+      .filter(t => t.textContent.trim()).slice(0, 400)
+      .map(t => ({text: t.textContent.trim().slice(0, 40), box: box(t), px: parseFloat(getComputedStyle(t).fontSize)}));
+  return {id: graph ? graph.id : '', card: card ? label(card) : null, texts: texts,
           card_box: card ? box(card) : null, svg_box: svg ? box(svg) : null,
           points: data.reduce((n, t) => n + values(t.x).length + values(t.y).length + values(t.z).length, 0),
           traces: data.length, axes: axes};
@@ -79,6 +84,8 @@ MONEY_TOKEN = re.compile(r"[+\-\u2212]?\$[+\-\u2212]?[\d.,]*\d[\d.,]*[kKMBT]?")
 MONEY_FORMAT = re.compile(r"^[+\u2212]?\$\d{1,3}(,\d{3})*(\.\d+)?$")
 PLAUSIBLE = (datetime(1990, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 OVERLAP_TOLERANCE_PX = 1.0
+MIN_CHART_TEXT_PX = 8.0  # plotly shrinks heatmap cell texts to fit their cells: 4 px on a phone is unreadable
+MAX_TEXT_PROBLEMS_PER_CHART = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +179,24 @@ def _layout_problems(data: dict[str, Any]) -> list[str]:
         if chart["svg_box"] and chart["card_box"] and not _inside(chart["svg_box"], chart["card_box"]):
             out.append(f"chart #{chart['id']} {_fmt_box(chart['svg_box'])} is drawn outside its card "
                        f"{chart['card']!r} {_fmt_box(chart['card_box'])}")
+        out += _chart_text_problems(chart)
+    return out
+
+
+def _chart_text_problems(chart: dict[str, Any]) -> list[str]:
+    """Texts of one chart drawn over each other (ticks, cell texts, labels) or too small to read."""
+    out: list[str] = []
+    texts = chart.get("texts") or []
+    for i, a in enumerate(texts):
+        for b in texts[i + 1:]:
+            if _intersects(a["box"], b["box"]):
+                out.append(f"chart #{chart['id']}: text {a['text']!r} {_fmt_box(a['box'])} overlaps "
+                           f"{b['text']!r} {_fmt_box(b['box'])}")
+    out = out[:MAX_TEXT_PROBLEMS_PER_CHART]
+    small = [t for t in texts if t["px"] and t["px"] < MIN_CHART_TEXT_PX]
+    if small:
+        out.append(f"chart #{chart['id']}: {len(small)} texts smaller than {MIN_CHART_TEXT_PX:.0f} px "
+                   f"(first {small[0]['text']!r} at {small[0]['px']:.1f} px)")
     return out
 
 

@@ -164,18 +164,57 @@ def equity_underwater(
     return fig
 
 
+# Heatmap cell texts and ticks: at 390 px a card leaves ~270 px of plot, ~22 px a month column; a
+# 10 px "Jan" or "−2.5" fits it, so neither plotly's auto-rotation nor its shrink-to-fit (which draws
+# cell texts at 4 px on a phone) kicks in.
+HEATMAP_FONT_PX = 10
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def percent_points(value: float) -> str:
+    """A return as compact percent points for a heatmap cell: ``−2.5``, ``0.3``, ``12`` (≥ 10: no decimals)."""
+    if not np.isfinite(value):
+        return ""
+    points = value * 100
+    text = f"{abs(points):.0f}" if abs(points) >= 9.95 else f"{abs(points):.1f}"
+    return ("\u2212" if points < 0 and text.strip("0.") else "") + text
+
+
+def _heatmap_axes(fig: go.Figure) -> None:
+    """Ticks upright in the heatmaps' small font; no zoom/pan (a phone's swipe scrolls the page)."""
+    font = {"size": HEATMAP_FONT_PX}
+    fig.update_xaxes(tickangle=0, tickfont=font, fixedrange=True, showgrid=False)
+    fig.update_yaxes(tickfont=font, fixedrange=True, showgrid=False)
+
+
 def monthly_heatmap(table: pd.DataFrame, theme: str | None) -> go.Figure:
-    """``table``: index years, columns 1..12, values fractional monthly returns."""
-    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    """``table``: index years, columns 1..12, values fractional monthly returns (cells in percent points)."""
     z = table.reindex(columns=range(1, 13)).to_numpy(dtype=float)
-    text = [[("" if np.isnan(v) else f"{v:.1%}") for v in row] for row in z]
+    text = [[percent_points(v) for v in row] for row in z]
     bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 0.01
-    fig = go.Figure(go.Heatmap(z=z, x=months, y=[str(y) for y in table.index], text=text, texttemplate="%{text}",
+    fig = go.Figure(go.Heatmap(z=z, x=list(MONTHS), y=[str(y) for y in table.index], text=text,
+                               texttemplate="%{text}", textfont={"size": HEATMAP_FONT_PX},
                                colorscale=[[0, DOWN], [0.5, "#f2f2f2" if theme != "dark" else "#333"], [1, UP]],
-                               zmin=-bound, zmax=bound, showscale=False, hoverongaps=False,
+                               zmin=-bound, zmax=bound, showscale=False, hoverongaps=False, xgap=1, ygap=1,
                                hovertemplate="%{y} %{x}: %{z:.2%}<extra></extra>"))
     fig.update_yaxes(type="category", autorange="reversed")
-    return _base(fig, theme, height=MONTHLY_HEIGHT_PX)
+    _heatmap_axes(fig)
+    fig.add_annotation(text="return, %", showarrow=False, xref="paper", yref="paper", x=0, y=1, xanchor="left",
+                       yanchor="bottom", font={"size": HEATMAP_FONT_PX, "color": MUTED})
+    _base(fig, theme, height=MONTHLY_HEIGHT_PX)
+    fig.update_layout(margin={"l": 40, "r": 10, "t": 24, "b": 24})
+    return fig
+
+
+def _quarter_ticks(idx: pd.DatetimeIndex, week: np.ndarray) -> tuple[list[int], list[str]]:
+    """The calendar's week columns where a quarter starts, labelled ``Jan 2026``, ``Apr``, ``Jul``, ``Oct``
+    (a quarter is ~13 columns, ~65 px on a phone: room for the label; a month would not be)."""
+    vals, texts = [], []
+    for k, day in enumerate(idx):
+        if day.day <= 7 and day.month in (1, 4, 7, 10) and (k == 0 or idx[k - 1].month != day.month):
+            vals.append(int(week[k]))
+            texts.append(f"Jan {day.year}" if day.month == 1 else MONTHS[day.month - 1])
+    return vals, texts
 
 
 def daily_calendar(daily_pl: pd.Series, theme: str | None) -> go.Figure:
@@ -190,14 +229,18 @@ def daily_calendar(daily_pl: pd.Series, theme: str | None) -> go.Figure:
     labels = frame.pivot_table(index="d", columns="w", values="t", aggfunc="first")
     bound = float(np.nanmax(np.abs(grid.to_numpy()))) or 1.0
     fig = go.Figure(go.Heatmap(
-        z=grid.to_numpy(), x=grid.columns, y=[WEEKDAYS[int(d)] for d in grid.index],
+        z=grid.to_numpy(), x=list(grid.columns), y=[WEEKDAYS[int(d)] for d in grid.index],
         text=labels.reindex_like(grid).to_numpy(), colorscale=[[0, DOWN], [0.5, "#eeeeee" if theme != "dark" else "#333"],
                                                                [1, UP]],
-        zmin=-bound, zmax=bound, xgap=2, ygap=2, showscale=False, hoverongaps=False,
+        zmin=-bound, zmax=bound, xgap=1, ygap=1, showscale=False, hoverongaps=False,
         hovertemplate="%{text}: %{z:$,.2f}<extra></extra>"))
-    fig.update_xaxes(showticklabels=False, showgrid=False)
-    fig.update_yaxes(autorange="reversed", showgrid=False)
-    return _base(fig, theme, height=CALENDAR_HEIGHT_PX)
+    tick_vals, tick_text = _quarter_ticks(idx, np.asarray(week))
+    fig.update_xaxes(tickmode="array", tickvals=tick_vals, ticktext=tick_text, ticks="")
+    fig.update_yaxes(autorange="reversed")
+    _heatmap_axes(fig)
+    _base(fig, theme, height=CALENDAR_HEIGHT_PX)
+    fig.update_layout(margin={"l": 40, "r": 10, "t": 16, "b": 24})
+    return fig
 
 
 def bars(labels: Sequence[str], values: Sequence[float], title: str, theme: str | None) -> go.Figure:

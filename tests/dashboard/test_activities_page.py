@@ -15,7 +15,7 @@ from tests.dashboard.conftest import Seeded
 
 def _update(client: Any, grid_id: str, request: dict[str, Any], *, search: str | None = None,
             slug: str = "alpha_paper") -> Any:
-    state = [{"id": "act-dest", "property": "value", "value": slug}]
+    state: list[dict[str, Any]] = [{"id": "act-dest", "property": "value", "value": slug}]
     if grid_id == "act-orders":
         state.append({"id": "act-search", "property": "value", "value": search})
     state += [{"id": "tz-choice", "property": "value", "value": "utc"},
