@@ -1,8 +1,11 @@
 """The cash ledger: what each activity does to cash and net deposits, and which ones are booked.
 
-Pure (no I/O, no clock). A fill moves cash by exactly ``-signed_qty * price``; every other activity by
-its ``net_amount`` (the broker's own accounting; fees arrive as FEE activities). Net deposits are the
-cumulative ``net_amount`` of CSD, CSW and JNLC activities. The broker's reported cash may differ by a
+Pure (no I/O, no clock). A fill moves cash by exactly ``-signed_qty * price * multiplier`` (100 per
+option contract, :mod:`core.instruments`); every other activity by its ``net_amount`` (the broker's own
+accounting; fees arrive as FEE activities) when :mod:`core.activity_types` says it books cash and its
+status is not canceled (:func:`cash_entry_effect`). Net deposits are the cumulative ``net_amount`` of
+the external flows (CSD, CSW, JNL, JNLC, ACATC) plus the value of securities journaled or transferred
+in or out (JNLS, ACATS: :func:`transfer_entry`). The broker's reported cash may differ by a
 calibration offset (activities older than the stored window); the manager measures and adds it.
 """
 
@@ -14,10 +17,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from core.records import FILL_ACTIVITY_TYPES
+from core.activity_types import StatusEffect, effect_of, status_effect
+from core.corporate_actions import StockTransfer
+from core.errors import InvalidInput
+from core.income import CashEntry
+from core.instruments import multiplier_for
+from core.records import FILL_ACTIVITY_TYPES, Fill, Side
 
 ZERO = Decimal(0)
-CASH_FLOW_TYPES = frozenset({"CSD", "CSW", "JNLC"})
+CASH_FLOW_TYPES = frozenset(code for code in ("CSD", "CSW", "JNL", "JNLC", "ACATC") if effect_of(code).external_flow)
 """Activity types that move money into or out of the account (deposits, withdrawals, journals)."""
 
 
@@ -30,19 +38,58 @@ class LedgerEntry:
     deposit_delta: Decimal
 
 
+def _multiplier(symbol: str | None) -> Decimal:
+    if not symbol:
+        return Decimal(1)
+    try:
+        return multiplier_for(symbol)
+    except InvalidInput:  # a malformed option symbol: the lot engine refuses the fill with the reason
+        return Decimal(1)
+
+
 def ledger_entry(activity_id: str, activity_type: str, *, side: str | None, qty: Decimal | None,
-                 price: Decimal | None, net_amount: Decimal | None) -> LedgerEntry:
-    """Cash and deposit effect of one stored activity (fills by qty x price, others by net amount)."""
+                 price: Decimal | None, net_amount: Decimal | None, symbol: str | None = None) -> LedgerEntry:
+    """Cash and deposit effect of one stored activity (fills by qty x price x multiplier, others by net amount)."""
     kind = activity_type.upper()
     if kind in FILL_ACTIVITY_TYPES:
         if qty is None or price is None:
             return LedgerEntry(activity_id=activity_id, cash_delta=ZERO, deposit_delta=ZERO)
-        notional = qty * price
+        notional = qty * price * _multiplier(symbol)
         buy = (side or "").lower().startswith("buy")
         return LedgerEntry(activity_id=activity_id, cash_delta=-notional if buy else notional, deposit_delta=ZERO)
-    amount = net_amount if net_amount is not None else ZERO
+    effect = effect_of(kind)
+    amount = net_amount if net_amount is not None and effect.books_cash else ZERO
     return LedgerEntry(activity_id=activity_id, cash_delta=amount,
-                       deposit_delta=amount if kind in CASH_FLOW_TYPES else ZERO)
+                       deposit_delta=amount if effect.external_flow else ZERO)
+
+
+def fill_entry(fill: Fill) -> LedgerEntry:
+    """A fill's cash: ``-qty x price x multiplier`` for a buy, ``+`` for a sell (fees arrive as activities)."""
+    notional = fill.qty * fill.price * _multiplier(fill.symbol)
+    return LedgerEntry(activity_id=fill.fill_id, cash_delta=-notional if fill.side is Side.BUY else notional,
+                       deposit_delta=ZERO)
+
+
+def cash_entry_effect(entry: CashEntry) -> LedgerEntry:
+    """A non-fill activity's cash (:class:`core.income.CashEntry`): its ``net_amount`` when the type books
+    cash (unknown types too), nothing when canceled; a deposit when the type is an external flow."""
+    effect = effect_of(entry.activity_type)
+    if not effect.books_cash or status_effect(entry.status) is StatusEffect.IGNORE:
+        return LedgerEntry(activity_id=entry.entry_id, cash_delta=ZERO, deposit_delta=ZERO)
+    return LedgerEntry(activity_id=entry.entry_id, cash_delta=entry.amount,
+                       deposit_delta=entry.amount if effect.external_flow else ZERO)
+
+
+def transfer_entry(event: StockTransfer) -> LedgerEntry:
+    """Securities journaled or transferred (JNLS, ACATS): no cash, their value is a deposit (in) or a
+    withdrawal (out), so the shares arriving never look like a gain."""
+    value = event.qty * event.price * _multiplier(event.symbol)
+    return LedgerEntry(activity_id=event.event_id, cash_delta=ZERO, deposit_delta=value)
+
+
+def zero_entry(activity_id: str) -> LedgerEntry:
+    """An activity seen and booked without effect (canceled, a memo, a line whose effect is in the lots)."""
+    return LedgerEntry(activity_id=activity_id, cash_delta=ZERO, deposit_delta=ZERO)
 
 
 class CashLedger:

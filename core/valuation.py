@@ -1,7 +1,9 @@
 """Valuing open positions at their marks: the ``open_trades_<slug>`` rows and the account's totals (pure).
 
 ``equity = cash + long_market_value + short_market_value`` (short market value is negative). A
-position without a mark is carried at its cost basis, so it adds nothing to unrealized P&L.
+position without a mark is carried at its cost basis, so it adds nothing to unrealized P&L. Every
+price × quantity is multiplied by the instrument's multiplier (100 per option contract,
+:func:`core.instruments.multiplier_for`): marks and average prices are per share, values in dollars.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from core.errors import InvalidInput
 from core.exit_legs import Legs
+from core.instruments import multiplier_for
 from core.records import OpenPosition
 
 ZERO = Decimal(0)
@@ -85,6 +89,14 @@ class AccountValue:
     net_deposits: Decimal
 
 
+def multiplier_of(symbol: str) -> Decimal:
+    """Dollars per unit of price × quantity of a held symbol (1 for one the instrument table cannot read)."""
+    try:
+        return multiplier_for(symbol)
+    except InvalidInput:
+        return Decimal(1)
+
+
 def _ratio(num: Decimal, den: Decimal) -> float | None:
     if den == 0:
         return None
@@ -103,8 +115,8 @@ def value_positions(
 ) -> list[OpenTradeRow]:
     """One row per open position (by symbol), valued at ``marks`` (unpriced symbols keep ``None`` values).
 
-    Unrealized P&L is ``(mark - avg_entry) * qty`` (signed qty, so shorts gain when the price falls);
-    the percentage is relative to ``|cost_basis|``. Day change is ``(mark - prev_close) * qty``.
+    Unrealized P&L is ``(mark - avg_entry) * qty * multiplier`` (signed qty, so shorts gain when the price
+    falls); the percentage is relative to ``|cost_basis|``. Day change is ``(mark - prev_close) * qty * multiplier``.
     Exposure is ``|market_value|``; weight is ``market_value / equity``. Lots of unknown price (orphans)
     value at the mark, so they contribute no unrealized P&L.
     """
@@ -118,19 +130,20 @@ def value_positions(
 def _row(pos: OpenPosition, mark: Mark | None, equity: Decimal | None, pc: Decimal | None, leg: Legs,
          bq: Decimal | None) -> OpenTradeRow:
     qty = pos.qty
+    units = qty * multiplier_of(pos.symbol)
     avg = pos.avg_entry_price
     if avg is None:
         avg = mark.price if mark is not None else ZERO
-    cost = qty * avg
+    cost = units * avg
     mv = upl = day = exposure = None
     upl_pc = day_pc = weight = None
     if mark is not None:
-        mv = qty * mark.price
+        mv = units * mark.price
         upl = mv - cost
         upl_pc = _ratio(upl * 100, abs(cost))
         exposure = abs(mv)
         if pc is not None:
-            day = (mark.price - pc) * qty
+            day = (mark.price - pc) * units
             day_pc = _ratio((mark.price - pc) * 100, pc)
         if equity is not None:
             weight = _ratio(mv, equity)
@@ -146,7 +159,7 @@ def _row(pos: OpenPosition, mark: Mark | None, equity: Decimal | None, pc: Decim
 
 def account_value(positions: Mapping[str, OpenPosition], marks: Mapping[str, Mark], *, cash: Decimal,
                   realized_closed: Decimal, net_deposits: Decimal) -> AccountValue:
-    """Totals at ``marks``: a marked position at ``qty * mark``, an unmarked one at its cost basis.
+    """Totals at ``marks``: a marked position at ``qty * mark * multiplier``, an unmarked one at its cost basis.
 
     Realized P&L is the closed trips' plus the partial closes inside the open positions.
     """
@@ -155,9 +168,10 @@ def account_value(positions: Mapping[str, OpenPosition], marks: Mapping[str, Mar
     for symbol, pos in positions.items():
         mark = marks.get(symbol)
         if mark is not None:
-            mv = pos.qty * mark.price
+            units = pos.qty * multiplier_of(symbol)
+            mv = units * mark.price
             avg = pos.avg_entry_price
-            upl += mv - pos.qty * (avg if avg is not None else mark.price)
+            upl += mv - units * (avg if avg is not None else mark.price)
         else:
             mv = pos.cost_basis if pos.cost_basis is not None else ZERO
         mvs.append(mv)

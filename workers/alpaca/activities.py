@@ -318,3 +318,55 @@ def parse_activities(items: Iterable[Mapping[str, Any]]) -> ParsedActivities:
     events += _symbol_change_events(paired[LotEffect.SYMBOL_CHANGE], problems)
     events += _merger_events(paired[LotEffect.MERGER], problems)
     return ParsedActivities(tuple(fills), tuple(events), tuple(cash), tuple(unknown), tuple(problems))
+
+
+PAIRED_EFFECTS = frozenset({LotEffect.SPLIT, LotEffect.SYMBOL_CHANGE, LotEffect.MERGER})
+"""Lot effects whose activities come as several lines that :func:`parse_activities` pairs by date."""
+
+
+def is_paired_code(code: str | None) -> bool:
+    """Does an activity of this type pair with other lines of its day (split, name change, merger)?"""
+    return effect_of(code or "").lots in PAIRED_EFFECTS
+
+
+def unpaired_lines(items: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Ids of paired-kind lines whose counterpart is not among ``items`` (same grouping as the parser).
+
+    A split or name change needs both its leaving (``qty`` < 0) and arriving (``qty`` > 0) line; a
+    merger's removal needs an allocation line of its description (a lone removal may be a cash
+    merger, or a stock merger whose allocation is still to come: it counts as unpaired), an
+    allocation or a cash line needs a removal. The caller waits a little for such a line's partner.
+    """
+    groups: dict[tuple[LotEffect, date, str | None, str], list[Line]] = defaultdict(list)
+    for item in _latest_versions(items):
+        if status_effect(item.get("status")) is StatusEffect.IGNORE:
+            continue
+        line = read_line(item)
+        if isinstance(line, str):
+            continue
+        effect = effect_of(line.code).lots
+        if effect not in PAIRED_EFFECTS:
+            continue
+        day = line.ts.date()
+        if effect is LotEffect.SPLIT:
+            groups[(effect, day, line.symbol, line.description)].append(line)
+        elif effect is LotEffect.SYMBOL_CHANGE:
+            groups[(effect, day, None, line.description)].append(line)
+        else:
+            groups[(effect, day, None, "")].append(line)
+    out: set[str] = set()
+    for (effect, *_), group in groups.items():
+        leaving = [ln for ln in group if ln.qty is not None and ln.qty < 0]
+        arriving = [ln for ln in group if ln.qty is not None and ln.qty > 0]
+        if effect is not LotEffect.MERGER:
+            if not leaving or not arriving:
+                out.update(ln.activity_id for ln in group)
+            continue
+        for rem in leaving:
+            partner = [a for a in arriving if a.description == rem.description] or (
+                arriving if len(arriving) == 1 and len(leaving) == 1 else [])
+            if not partner:
+                out.add(rem.activity_id)
+        if not leaving:
+            out.update(ln.activity_id for ln in group)
+    return out

@@ -9,10 +9,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from core.corporate_actions import LotEvent
 from core.errors import InvalidInput
-from core.fifo import BookUpdate
+from core.fifo import BookUpdate, FifoBook
 from core.ledger import ZERO
-from core.records import ActivityRecord, Fill, RoundTrip
+from core.records import ActivityRecord, Fill, OrderMeta, RoundTrip
 
 ORDER_RETRIES = 20
 """A fill's order missing from ``orders`` is looked up again at this many syncs, then left to a full re-read."""
@@ -123,3 +124,46 @@ def tally_trips(changes: BookChanges, trip_pl: dict[str, Decimal], realized_clos
 def newest_seq(acts: Sequence[ActivityRecord], last_seq: int) -> int:
     """The highest stored ``seq`` seen (the incremental cursor)."""
     return max([last_seq, *(a.seq for a in acts if a.seq is not None)])
+
+
+def cursor(acts: Sequence[ActivityRecord], last_seq: int, *, held: Iterable[str] = ()) -> int:
+    """The incremental cursor after a sync: the newest ``seq``, but below every held line (read again
+    next time, also after a restart from a checkpoint)."""
+    waiting = set(held)
+    held_seqs = [a.seq for a in acts if a.seq is not None and a.activity_id in waiting]
+    newest = newest_seq(acts, last_seq)
+    return min(newest, min(held_seqs) - 1) if held_seqs else newest
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Applied:
+    """What :func:`apply_all` did: the changes, the first refusal, and whether an event was refused."""
+
+    changes: BookChanges
+    error: InvalidInput | None = None
+    event_refused: bool = False
+
+
+def apply_all(book: FifoBook, fills: list[Fill], orders: list[OrderMeta], events: list[LotEvent]) -> Applied:
+    """Apply a batch; when the book refuses it (an id reused with other content), every fill and event
+    on its own, keeping the first version of each (a refused event: the activities must decide)."""
+    try:
+        return Applied(changes=BookChanges.of(book.apply(fills, orders, events=events)))
+    except InvalidInput as exc:
+        error = exc
+    changes = BookChanges()
+    for i, f in enumerate(fills):
+        try:
+            update = book.apply([f], orders if i == 0 else ())
+        except InvalidInput:
+            continue
+        changes = changes.merged(BookChanges.of(update))
+    refused = False
+    for ev in events:
+        try:
+            update = book.apply([], events=[ev])
+        except InvalidInput:
+            refused = True
+            continue
+        changes = changes.merged(BookChanges.of(update))
+    return Applied(changes=changes, error=error, event_refused=refused)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from core.settings import Settings
-from workers.heartbeat import REPLICA_ID
-from workers.manager.options import CHECKPOINT_INTERVAL_S, STALL_FACTOR, STALL_HEARTBEATS
+from workers.heartbeat import REPLICA_ID, write_heartbeat
+from workers.manager.options import CHECKPOINT_INTERVAL_S, SERVICE, STALL_FACTOR, STALL_HEARTBEATS
 from workers.supervise import LoopHealth
 
 if TYPE_CHECKING:
@@ -68,3 +69,16 @@ def heartbeat_details(runner: DestinationRunner, stalled: str | None) -> dict[st
         "pos_version": runner.pos_version,
         "closed_version": runner.closed_version,
     }
+
+
+async def write_runner_heartbeat(runner: DestinationRunner, state: str) -> None:
+    """The runner's heartbeat row; ``stalled`` (with the reason) when a loop makes no progress."""
+    runner.stats.heartbeats += 1
+    stalled = runner.stall_reason(time.monotonic()) if state == "running" else None
+    last = runner.last_snapshot_ts
+    lag = (datetime.now(UTC) - last).total_seconds() if last else None
+    await write_heartbeat(runner.ctx.pool, runner.settings.account_schema, runner.slug, SERVICE,
+                          state="stalled" if stalled else state, last_event_at=runner.last_fill_at, lag_s=lag,
+                          rows_ingested=runner.stats.fills_applied, errors=runner.stats.errors,
+                          last_error=f"stalled: {stalled}" if stalled else runner.stats.last_error,
+                          details=heartbeat_details(runner, stalled))

@@ -25,6 +25,9 @@ DRAIN_TIMEOUT_S = 7.0
 BAR_WRITE_INTERVAL_S = 1.0
 """Price bars are written at most this often (or every FLUSH_INTERVAL_S when that is longer)."""
 BAR_DRAIN_TIMEOUT_S = 2.0
+PAIR_WAIT_S = 30.0
+"""A split's, name change's or merger's line without its partner waits this long for it (the ingester may
+commit the lines of one corporate action apart); then it is booked alone."""
 LEADING_EDGE_WAIT_MAX_S = 1.0
 """The leading-edge loop re-reads the feed list at least this often (a take-over may add a feed)."""
 STALL_FACTOR = 10
@@ -39,6 +42,10 @@ class DestinationStats(Counters):
     fills_applied: int = 0
     activities_applied: int = 0
     activities_skipped: int = 0
+    activities_unknown: int = 0
+    """Activities of a type Alpaca does not document (their net amount is booked as cash): the Health page flags them."""
+    lot_events: int = 0
+    """Corporate actions, option events and fees in the asset passed to the book (duplicates included)."""
     trips_written: int = 0
     pos_writes: int = 0
     pos_notifies: int = 0

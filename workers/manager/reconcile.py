@@ -13,6 +13,8 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from core.errors import InvalidInput
+from core.instruments import canonical_symbol
 from core.valuation import Mark, PriceSource
 from workers.alpaca import BrokerPosition
 
@@ -30,19 +32,29 @@ class BrokerBook:
     prev_close: dict[str, Decimal]
 
 
+def broker_symbol(symbol: str, asset_class: str | None) -> str:
+    """The book's spelling of a broker position's symbol (``BTCUSD`` of class crypto is ``BTC/USD``)."""
+    try:
+        return canonical_symbol(symbol, asset_class or None)
+    except InvalidInput:  # an unknown class or a malformed symbol: compared as the broker spells it
+        return symbol
+
+
 def read_positions(positions: Sequence[BrokerPosition], now: datetime) -> BrokerBook:
-    """Quantities of the parseable positions; positive prices become REST marks / previous closes."""
+    """Quantities of the parseable positions under the book's symbols; positive prices become REST marks
+    / previous closes."""
     qty: dict[str, Decimal] = {}
     marks: dict[str, Mark] = {}
     prev: dict[str, Decimal] = {}
     for p in positions:
         if p.parse_error or p.qty is None:
             continue
-        qty[p.symbol] = p.qty
+        symbol = broker_symbol(p.symbol, p.asset_class)
+        qty[symbol] = p.qty
         if p.current_price is not None and p.current_price > 0:
-            marks[p.symbol] = Mark(price=p.current_price, ts=now, source=PriceSource.REST)
+            marks[symbol] = Mark(price=p.current_price, ts=now, source=PriceSource.REST)
         if p.lastday_price is not None and p.lastday_price > 0:
-            prev[p.symbol] = p.lastday_price
+            prev[symbol] = p.lastday_price
     return BrokerBook(qty=qty, rest_marks=marks, prev_close=prev)
 
 
