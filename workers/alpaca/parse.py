@@ -308,6 +308,30 @@ def parse_position(data: Any) -> BrokerPosition:
     )
 
 
+_EPOCH_UNIT_DIVISORS = ((1e11, 1.0), (1e14, 1e3), (1e17, 1e6))
+"""Upper bounds of an epoch count in seconds, milliseconds and microseconds (anything larger is
+nanoseconds): 1e11 s is the year 5138, while a millisecond count passes 1e11 in 1973, so today's
+instants are unambiguous whatever the unit."""
+
+
+def epoch_seconds(value: Any) -> float:
+    """Seconds since the epoch from a count in s, ms, µs or ns, told apart by magnitude.
+
+    Alpaca documents portfolio-history ``timestamp`` in seconds, but one of its own examples carries
+    milliseconds; read as seconds those are past the year 9999 and became 1970 stand-ins.
+    Raises ``ValueError`` for a non-positive, NaN or infinite count.
+    """
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not an epoch")
+    count = float(value)
+    if not count > 0 or count == float("inf"):
+        raise ValueError(f"not a positive finite epoch: {value!r}")
+    for bound, divisor in _EPOCH_UNIT_DIVISORS:
+        if count < bound:
+            return count / divisor
+    return count / 1e9
+
+
 def parse_portfolio_history(data: Any) -> PortfolioHistory:
     f = _Fields(data)
     raw_ts = f.data.get("timestamp") or []
@@ -317,7 +341,7 @@ def parse_portfolio_history(data: Any) -> PortfolioHistory:
         raw_ts = []
     for value in raw_ts:
         try:
-            stamps.append(datetime.fromtimestamp(float(value), tz=UTC))
+            stamps.append(datetime.fromtimestamp(epoch_seconds(value), tz=UTC))
         except (TypeError, ValueError, OverflowError, OSError):
             f.errors.append(f"timestamp: bad epoch {str(value)[:20]!r}")
             stamps.append(EPOCH)

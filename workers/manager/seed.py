@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from core.snapshots import DrawdownTracker, EquitySnapshot, MarketOpen, SnapshotSource, missing_boundaries
 from workers.alpaca import PortfolioHistory
+from workers.alpaca.wire import is_epoch_stand_in
 from workers.manager.options import GAP_REFILL_MAX_AGE_S, GAP_REFILL_MAX_POINTS
 
 ZERO = Decimal(0)
@@ -26,7 +27,7 @@ def seed_points(history: PortfolioHistory, *, now: datetime, deposits_until: Cal
     """
     snaps: list[EquitySnapshot] = []
     for ts, eq in zip(history.timestamps, history.equity, strict=False):
-        if eq is None or ts >= now - LIVE_OVERLAP:
+        if eq is None or ts >= now - LIVE_OVERLAP or is_epoch_stand_in(ts):  # an unreadable time: never a 1970 point
             continue
         deposits = deposits_until(ts)
         if eq == 0 and deposits == 0:
