@@ -289,6 +289,24 @@ def aggregate(x: Sequence[object], equity: Sequence[float], index: Sequence[floa
     return _base(fig, theme, height=AGGREGATE_HEIGHT_PX)
 
 
+LEVEL_LABEL_SPAN = 0.08  # level labels closer than this share of the price span share one line
+
+
+def _level_groups(levels: dict[str, float], prices: Sequence[float]) -> list[list[tuple[str, float]]]:
+    """The levels from low to high, those whose labels would overlap (an entry and an exit at the same
+    price, a tight stop) in one group: one label for each group, above its highest line."""
+    ordered = sorted(levels.items(), key=lambda item: item[1])
+    finite = [p for p in prices if np.isfinite(p)]
+    span = (max(finite) - min(finite)) if finite else 0.0
+    groups: list[list[tuple[str, float]]] = []
+    for name, value in ordered:
+        if groups and value - groups[-1][-1][1] <= span * LEVEL_LABEL_SPAN:
+            groups[-1].append((name, value))
+        else:
+            groups.append([(name, value)])
+    return groups
+
+
 def trade_path(points: list[dict[str, object]], levels: dict[str, float | None], theme: str | None,
                *, tz_label: str, path: dict[str, list[Any]] | None = None) -> go.Figure:
     """Fills on the price path with entry/exit and bracket levels as horizontal lines.
@@ -313,10 +331,16 @@ def trade_path(points: list[dict[str, object]], levels: dict[str, float | None],
                                  text=[f"{p['side']} {p['qty']} @ {p['price']}" for p in points],
                                  hovertemplate="%{text}<extra></extra>"))
     colours = {"Entry": ACCENT, "Exit": MUTED, "Stop": DOWN, "Take profit": UP}
-    for name, value in levels.items():
-        if value is not None and np.isfinite(value):
-            fig.add_hline(y=value, line_dash="dash", line_color=colours.get(name, MUTED),
-                          annotation_text=f"{name} {value:,.2f}", annotation_position="top left")
+    drawn = {name: float(value) for name, value in levels.items() if value is not None and np.isfinite(value)}
+    for name, value in drawn.items():
+        fig.add_hline(y=value, line_dash="dash", line_color=colours.get(name, MUTED))
+    prices = [*drawn.values(), *(float(p["price"]) for p in points)]  # type: ignore[arg-type]
+    if path and path.get("x"):
+        prices += [float(v) for v in (*path["high"], *path["low"]) if v is not None]
+    for group in _level_groups(drawn, prices):
+        fig.add_annotation(text=" · ".join(f"{name} {value:,.2f}" for name, value in group), xref="paper",
+                           x=0, xanchor="left", y=group[-1][1], yanchor="bottom", showarrow=False,
+                           font={"size": 11, "color": colours.get(group[-1][0], MUTED)})
     fig.update_xaxes(title_text=f"Time, {tz_label}")
     fig.update_yaxes(**MONEY_TICKS)
     return _base(fig, theme, height=TRADE_PATH_HEIGHT_PX)

@@ -1,0 +1,127 @@
+"""Chart texts readable at a phone's width: the destination page's heatmaps (monthly returns, daily P&L
+calendar) and the trade drill-down's level labels.
+
+The figures are drawn by the dashboard's own plotly.js bundle in headless Chromium, in a card as wide
+as the destination page gives them at 390 px, and read back with :mod:`scripts.page_probe` (the visual
+tests' probe): no two texts overlap, none is drawn under 8 px, ticks stay upright.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dashboard.components import figures
+from dashboard.static import PLOTLY_BUNDLE
+from scripts import page_probe
+
+PHONE_CARD_PX = 390 - 2 * 12 - 2 * 16  # the window less the page's and the card's padding
+DESKTOP_CARD_PX = 640
+
+
+def _monthly() -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    table = pd.DataFrame(rng.normal(0, 0.05, (3, 12)), index=[2024, 2025, 2026], columns=range(1, 13))
+    table.iloc[0, :4] = np.nan
+    table.iloc[2, 11], table.iloc[1, 0] = -0.1234, 0.2567  # the widest cell texts: two digits and a sign
+    return table
+
+
+def _daily_pl() -> pd.Series:
+    days = pd.bdate_range("2025-11-03", "2026-11-30")
+    return pd.Series(np.random.default_rng(8).normal(0, 800, len(days)), index=days)
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (-0.025, "\u22122.5"), (0.0031, "0.3"), (0.1234, "12"), (-0.0996, "\u221210"), (-0.0004, "0.0"),
+    (0.0, "0.0"), (float("nan"), ""),
+])
+def test_percent_points(value: float, text: str) -> None:
+    assert figures.percent_points(value) == text
+
+
+def test_calendar_marks_the_quarters_with_the_year_on_january() -> None:
+    fig = figures.daily_calendar(_daily_pl(), None).to_plotly_json()
+    assert list(fig["layout"]["xaxis"]["ticktext"]) == ["Jan 2026", "Apr", "Jul", "Oct"]
+
+
+@pytest.fixture(scope="module")
+def chrome() -> Iterator[Any]:
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        raise pytest.UsageError("browser tests need chromium and chromedriver: run `make system-deps`")
+    if not PLOTLY_BUNDLE.exists():
+        raise pytest.UsageError("the plotly.js bundle is missing: run `make node-deps`")
+    from scripts.look import browser
+
+    with contextlib.closing(browser(1400, 900)) as driver:
+        yield driver
+
+
+def _draw(chrome: Any, tmp_path: Path, figure: dict[str, Any], width_px: int, height_px: int) -> page_probe.Page:
+    page = tmp_path / "figure.html"
+    page.write_text(
+        f"<html><body style='margin:0'><script src='{PLOTLY_BUNDLE.as_uri()}'></script>"
+        f"<div class='card' style='width:{width_px}px'><div id='g' style='height:{height_px}px'></div></div>"
+        f"<script>const f = {json.dumps(figure, default=str)};"
+        "Plotly.newPlot('g', f.data, f.layout, {responsive: true, displayModeBar: false});</script></body></html>")
+    chrome.get(page.as_uri())
+    page_probe.settle(chrome, timeout_s=60)
+    return page_probe.probe(chrome)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("width_px", [PHONE_CARD_PX, DESKTOP_CARD_PX])
+@pytest.mark.parametrize("theme", ["light", "dark"])
+@pytest.mark.parametrize("name", ["monthly", "calendar"])
+def test_heatmap_texts_do_not_overlap_and_stay_readable(chrome: Any, tmp_path: Path, name: str, theme: str,
+                                                        width_px: int) -> None:
+    # Arrange
+    if name == "monthly":
+        fig, height = figures.monthly_heatmap(_monthly(), theme), figures.MONTHLY_HEIGHT_PX
+    else:
+        fig, height = figures.daily_calendar(_daily_pl(), theme), figures.CALENDAR_HEIGHT_PX
+
+    # Act
+    page = _draw(chrome, tmp_path, figures.plain(fig), width_px, height)
+
+    # Assert
+    assert page_probe.problems(page) == []
+    (chart,) = page.data["charts"]
+    texts = [t["text"] for t in chart["texts"]]
+    assert {"Jan", "Apr"} <= set(texts) or "Jan 2026" in texts
+    rotated = [t for t in chart["texts"] if t["text"] in figures.MONTHS and t["box"]["h"] > t["box"]["w"]]
+    assert rotated == []  # a month turned on its side reads sideways
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("width_px", [PHONE_CARD_PX, DESKTOP_CARD_PX])
+@pytest.mark.parametrize(("entry", "exit_", "stop", "target"), [
+    (149.99, 149.99, 149.5, 150.5),  # a scratch trade: entry and exit at one price
+    (100.0, 104.0, 99.8, 104.1),     # a tight stop under the entry, the target just above the exit
+])
+def test_trade_level_labels_do_not_overlap(chrome: Any, tmp_path: Path, entry: float, exit_: float, stop: float,
+                                           target: float, width_px: int) -> None:
+    # Arrange
+    points: list[dict[str, object]] = [
+        {"x": "2026-03-02T14:31:00", "price": entry, "side": "buy", "qty": 10},
+        {"x": "2026-03-02T15:02:00", "price": exit_, "side": "sell", "qty": 10},
+    ]
+    levels: dict[str, float | None] = {"Entry": entry, "Exit": exit_, "Stop": stop, "Take profit": target}
+    fig = figures.trade_path(points, levels, None, tz_label="New York")
+
+    # Act
+    page = _draw(chrome, tmp_path, figures.plain(fig), width_px, figures.TRADE_PATH_HEIGHT_PX)
+
+    # Assert: no overlap, and every level still named with its price
+    assert page_probe.problems(page) == []
+    labels = " ".join(t["text"] for t in page.data["charts"][0]["texts"])
+    for name, value in levels.items():
+        assert f"{name} {value:,.2f}" in labels
