@@ -133,7 +133,8 @@ def test_trade_events(model: ReadModel, trade_id: str, expected: list[str]) -> N
     events = trade_events(model, SLUG, t)
     assert [e["activity_id"] for e in events] == expected
     labels = {e["activity_type"]: e["event"] for e in events}
-    assert labels.get("SPLIT", "Split") == "Split" and labels.get("NC", "Name change") == "Name change"
+    assert labels.get("SPLIT", "Split") == "Split"
+    assert labels.get("NC", "Name change") == "Name change"
 
 
 def _trade_page(app: Dash, trade_id: str) -> dict[str, Any]:
@@ -170,15 +171,19 @@ def _texts(node: Any) -> list[str]:
 def test_trade_page_formats_lots_and_lists_events(app: Dash, real: Seeded) -> None:
     out = _trade_page(app, SPLIT_TRIP)
     lots = _texts(out["trade-lots"]["children"])
-    assert "True" not in lots and "1000" not in lots
+    assert "True" not in lots
+    assert "1000" not in lots
     assert {"Qty", "Entry px", "Gross P&L", "✓ known", "+$1,000.00", "100.00", "110.00"} <= set(lots)
     assert "2024-07-01 14:00:00" in lots  # local time (UTC chosen), not an ISO string with an offset
     events = _texts(out["trade-events"]["children"])
-    assert events.count("Name change") == 2 and events.count("Split") == 1
-    assert "10-for-1 forward split" in events and "2-for-1 forward split" not in events
+    assert events.count("Name change") == 2
+    assert events.count("Split") == 1
+    assert "10-for-1 forward split" in events
+    assert "2-for-1 forward split" not in events
 
     crypto_lots = _texts(_trade_page(app, CRYPTO_TRIP)["trade-lots"]["children"])
-    assert "0.4995" in crypto_lots and "60,000.00" in crypto_lots
+    assert "0.4995" in crypto_lots
+    assert "60,000.00" in crypto_lots
 
 
 def test_trade_layout_names_the_contract(app: Dash, real: Seeded) -> None:
@@ -216,7 +221,8 @@ def test_exports_carry_the_instrument_columns(app: Dash, real: Seeded, kind: str
     option = next(r for r in rows if r[key] == wanted)
     assert (option["asset_class"], option["underlying"], option["expiry"], option["right"]) == \
         ("us_option", "AAPL", "2024-07-19", "call")
-    assert float(option["strike"]) == 150 and float(option["multiplier"]) == 100
+    assert float(option["strike"]) == 150
+    assert float(option["multiplier"]) == 100
 
     xlsx = client.get(f"/export/{SLUG}/{kind}.xlsx?tz=UTC")
     assert xlsx.status_code == 200
@@ -224,7 +230,8 @@ def test_exports_carry_the_instrument_columns(app: Dash, real: Seeded, kind: str
     table = [list(r) for r in sheet.iter_rows(values_only=True)]
     cols = {name: i for i, name in enumerate(table[0])}
     row = next(r for r in table[1:] if r[cols[key]] == wanted)
-    assert row[cols["asset_class"]] == "us_option" and row[cols["strike"]] == 150
+    assert row[cols["asset_class"]] == "us_option"
+    assert row[cols["strike"]] == 150
     assert row[cols["expiry"]].date() == date(2024, 7, 19)  # a real date cell, not text
 
 
