@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
 
 import pytest
 import requests
@@ -101,5 +104,38 @@ def test_workers_write_and_the_dashboard_reads_the_time_series_in_their_own_data
     assert len(exported) >= stored >= 2
     metrics = requests.get(f"{stack.web_url}/export/{slug}/metrics.csv", timeout=30)
     assert metrics.status_code == 200, metrics.text[:500]
+    # ... and so does the overview: its cards carry the last snapshot (there) to the live marks
+    latest = stack.series_query(f'SELECT equity FROM public."{equity}" ORDER BY ts DESC LIMIT 1')[0][0]
+    card = overview_card_equity(stack.web_url)
+    assert abs(card - latest) <= latest * Decimal("0.01"), (card, latest)
     for name in ("simulator", "workers", "web"):
         assert stack.error_lines(name) == [], f"{name} logged errors:\n{stack.log_tail(name)}"
+
+
+def overview_card_equity(web_url: str) -> Decimal:
+    """The equity on the overview's first card, as the page's render callback returns it over HTTP."""
+    payload = {
+        "output": "..ov-cards.children...ov-aggregate.figure...ov-aggregate-wrap.style..",
+        "outputs": [{"id": "ov-cards", "property": "children"}, {"id": "ov-aggregate", "property": "figure"},
+                    {"id": "ov-aggregate-wrap", "property": "style"}],
+        "inputs": [{"id": "ov-versions", "property": "data", "value": {}},
+                   {"id": "theme-store", "property": "data", "value": "light"},
+                   {"id": "tz-choice", "property": "value", "value": "utc"},
+                   {"id": "browser-tz", "property": "data", "value": None}],
+        "changedPropIds": ["ov-versions.data"],
+    }
+    resp = requests.post(f"{web_url}/_dash-update-component", json=payload, timeout=60)
+    assert resp.status_code == 200, resp.text[:500]
+
+    def texts(node: Any) -> list[str]:
+        if isinstance(node, list):
+            return [t for child in node for t in texts(child)]
+        if not isinstance(node, dict):
+            return []
+        props = node.get("props", {})
+        own = [str(props.get("children"))] if "ch-card-equity" in str(props.get("className", "")).split() else []
+        return own + texts(props.get("children"))
+
+    shown = texts(resp.json()["response"]["ov-cards"]["children"])
+    assert shown, "no equity card on the overview"
+    return Decimal(re.sub(r"[$,]", "", shown[0].replace("\u2212", "-")))
