@@ -83,6 +83,9 @@ _RANGES: dict[str, _Range] = {
     # Three broker calls a pass (docs/reconciliation.md): 300 s is 36 calls an hour; seconds are for tests.
     "tieout_interval_s": _Range(1.0, WEEK_S, low_inclusive=True, unit="seconds"),
     "tieout_history_days": _Range(1, 3650, low_inclusive=True, unit="days"),
+    # Alpaca allows ~200 calls a minute per account, shared with the trader's own bot (docs/freshness.md).
+    "rest_budget_calls_per_min": _Range(1.0, 10_000.0, low_inclusive=True, unit="calls a minute"),
+    "rest_catchup_calls_per_min": _Range(1.0, 10_000.0, low_inclusive=True, unit="calls a minute"),
     "tieout_position_tolerance_usd": _Range(0.0, 1e6, low_inclusive=True, unit="dollars"),
     "tieout_account_day_tolerance_usd": _Range(0.0, 1e9, low_inclusive=True, unit="dollars"),
     # the dashboard's per-query limits: a callback must answer while the page is still open
@@ -238,6 +241,8 @@ class Settings:
     tieout_history_days: int = 30
     tieout_position_tolerance_usd: float = 0.01
     tieout_account_day_tolerance_usd: float = 1.0
+    rest_budget_calls_per_min: float = 20.0
+    rest_catchup_calls_per_min: float = 60.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

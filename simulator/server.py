@@ -34,6 +34,7 @@ from simulator.feed import Publisher, Tick
 from simulator.history import generate_history
 from simulator.market import CRYPTO_UNIVERSE, DEFAULT_UNIVERSE, Market, SessionCalendar
 from simulator.models import Account, Activity
+from simulator.ratelimit import RateLimitWindows
 from simulator.reports import ReportsApi
 from simulator.rest import TradingApi, as_json, error
 from simulator.stream import StreamConn, handle_stream
@@ -120,6 +121,7 @@ class Simulator:
         # Live positions are held some simulated seconds at least (longer for swing trades).
         self.bot = Bot(self.engine, cfg.seed + 1, min_hold_s={s: (30.0 if s == "swing" else 10.0) for s in (*STYLES, "mixed")})
         self.bot_rate = cfg.bot_rate
+        self.rate_limits = RateLimitWindows()
         self._bot_budget = 0.0
         self._bot_rng = random.Random(f"live-bot:{cfg.seed}")
         self.paused = False
@@ -355,6 +357,13 @@ class Simulator:
             if not secrets.compare_digest(secret, acct.secret_key):
                 return error(403, 40310000, "forbidden: invalid secret key")
             request["account"] = acct
+            limits = self.rate_limits.count(key)
+            try:
+                response = await handler(request)
+            except OrderError as exc:
+                response = error(exc.status, exc.code, exc.message)
+            response.headers.update(limits)
+            return response
         elif request.path.startswith("/admin/") and self.cfg.admin and not self._admin_authorized(request):
             return error(401, 40110000, "admin API: missing or wrong token (Authorization: Bearer <admin_token>)")
         try:

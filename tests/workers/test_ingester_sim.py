@@ -57,6 +57,17 @@ FAST = IngesterOptions(
 )
 
 
+TEST_REST_BUDGET_CALLS_PER_MIN = 6000.0
+"""These tests run backfills every second with faults on: the production budget (20 a minute) is
+tested on its own (tests/workers/test_rest_budget.py, test_provisional_sim.py)."""
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, rest_budget_calls_per_min=TEST_REST_BUDGET_CALLS_PER_MIN,
+                               rest_catchup_calls_per_min=TEST_REST_BUDGET_CALLS_PER_MIN)
+
+
 def sim_destinations(sim: SimHandle, *, bad_secret: set[int] | None = None) -> list[Destination]:
     out = []
     for i, acct in enumerate(sim.accounts):
@@ -193,7 +204,8 @@ async def test_chaos_every_fault_and_a_database_restart(simulator_factory: Calla
     dests = sim_destinations(sim)
     try:
         settings = Settings(postgresql_live_conn_string=dsn, flush_interval_s=0.05, heartbeat_sec=0.5,
-                            db_connect_timeout_s=2.0)
+                            db_connect_timeout_s=2.0, rest_budget_calls_per_min=TEST_REST_BUDGET_CALLS_PER_MIN,
+                            rest_catchup_calls_per_min=TEST_REST_BUDGET_CALLS_PER_MIN)
         await asyncio.to_thread(migrate_db, settings, dests)
 
         async def body() -> None:

@@ -2,6 +2,9 @@
 
 Every call goes through :meth:`BrokerClient._request`, which
 
+- takes a slot of the destination's :class:`workers.alpaca.budget.RequestBudget` (with settings:
+  the process-wide one for that destination, at the task's :data:`~workers.alpaca.budget.request_priority`);
+  a retry is a call too and takes its own slot;
 - waits out a spent ``X-RateLimit-Remaining`` budget until ``X-RateLimit-Reset``;
 - on 429 waits ``Retry-After`` (or the jittered backoff) and retries;
 - on 5xx, timeouts (``request_timeout_s``, hung requests), connection errors or an unreadable body
@@ -31,6 +34,7 @@ import aiohttp
 from core.destinations import Destination
 from core.records import ActivityRecord
 from core.settings import Settings
+from workers.alpaca.budget import RequestBudget, shared_budget
 from workers.alpaca.errors import (
     BrokerAuthError,
     BrokerNotFound,
@@ -84,8 +88,15 @@ class BrokerClient:
         retry: BackoffPolicy = DEFAULT_REST_RETRY,
         max_retry_after_s: float = 60.0,
         session: aiohttp.ClientSession | None = None,
+        budget: RequestBudget | None = None,
     ) -> None:
         self.destination = destination
+        if budget is None and settings is not None:
+            budget = shared_budget(destination.slug, destination.base_url,
+                                   budget_per_min=settings.rest_budget_calls_per_min,
+                                   catchup_per_min=settings.rest_catchup_calls_per_min)
+        self.budget = budget
+        """``None``: unbudgeted (a client built without settings: tools and tests)."""
         self._settings = settings
         self._base_url = destination.base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_s, sock_connect=min(5.0, request_timeout_s))
@@ -140,10 +151,14 @@ class BrokerClient:
                 self.stats.waited_s += wait
                 await asyncio.sleep(wait)
             retry_after: float | None = None
+            if self.budget is not None:
+                await self.budget.acquire()
             self.stats.requests += 1
             try:
                 async with self._get_session().request(method, url, params=query) as resp:
                     now = datetime.now(UTC)
+                    if self.budget is not None:
+                        self.budget.observe(resp.status, resp.headers)
                     hold = rate_limit_wait_s(
                         resp.headers.get("X-RateLimit-Remaining"), resp.headers.get("X-RateLimit-Reset"), now
                     )

@@ -12,6 +12,7 @@ import asyncpg
 
 from core.destinations import Destination
 from core.settings import Settings
+from workers.alpaca.budget import Priority, spending
 from workers.backoff import BackoffPolicy
 from workers.db import create_pool
 from workers.ingester.loops import Ingester
@@ -98,7 +99,8 @@ async def run_backfill(
             bar.update(0.0 if at is None else (at - start).total_seconds(), f"{rows} rows")
 
         try:
-            rows = await ingester.backfill(since=start, until=until, progress=on_page)
+            with spending(Priority.GAP_REPAIR):  # an operator asked for it: first in line, raised while pages are full
+                rows = await ingester.backfill(since=start, until=until, progress=on_page)
         finally:
             await ingester.broker.close()
         bar.close(f"{rows} rows")

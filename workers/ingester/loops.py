@@ -35,7 +35,8 @@ from workers.alpaca import (
     OrderRow,
     TradeUpdatesStream,
 )
-from workers.alpaca.wire import activity_time
+from workers.alpaca.budget import Priority, request_priority, spending
+from workers.alpaca.wire import ACTIVITIES_PAGE_SIZE, activity_time
 from workers.backoff import BackoffPolicy
 from workers.errors import ErrorKind, describe
 from workers.heartbeat import write_heartbeat
@@ -238,10 +239,16 @@ class Ingester:
     async def _backfill_when_requested(self) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._backfill_requested.wait(), timeout=self.options.backfill_interval_s)
-        self._backfill_inflight = self._backfill_reasons or {"timer"}
+        self._backfill_inflight = reasons = self._backfill_reasons or {"timer"}
         self._backfill_reasons = set()
         self._backfill_requested.clear()
-        await self.backfill(activities_only=self._backfill_inflight == {"fill"})
+        priority = rules.backfill_priority(reasons)
+        o = self.options
+        overlap_s = rules.backfill_overlap_s(priority, stream_connected=self.stream_connected, overlap_s=o.overlap_s,
+                                             confirm_overlap_s=o.confirm_overlap_s,
+                                             reconcile_overlap_s=o.reconcile_overlap_s)
+        with spending(priority):
+            await self.backfill(activities_only=reasons == {"fill"}, overlap_s=overlap_s)
         self._backfill_inflight = set()
 
     def _backfill_policy(self, exc: BaseException, kind: ErrorKind) -> BackoffPolicy:
@@ -268,25 +275,37 @@ class Ingester:
         until: datetime | None = None,
         activities_only: bool = False,
         progress: ProgressCallback | None = None,
+        overlap_s: float | None = None,
     ) -> int:
         """Re-read activities (and orders) from REST and commit them; returns rows read.
 
-        Without ``since``: from the checkpoint minus ``overlap_s`` (first run: ``self.since`` or
-        ``default_lookback_days`` ago). Commits page by page, each with its checkpoint.
+        Without ``since``: from the checkpoint minus ``overlap_s`` (default ``options.overlap_s``;
+        first run: ``self.since`` or ``default_lookback_days`` ago). Commits page by page, each with
+        its checkpoint. A gap repair that reads full pages raises the REST budget to the catch-up
+        rate until it is done (:meth:`workers.alpaca.budget.RequestBudget.catching_up`).
         """
+        with contextlib.ExitStack() as raised:
+            return await self._backfill(since, until, activities_only, progress,
+                                        self.options.overlap_s if overlap_s is None else overlap_s, raised)
+
+    async def _backfill(self, since: datetime | None, until: datetime | None, activities_only: bool,
+                        progress: ProgressCallback | None, overlap_s: float, raised: contextlib.ExitStack) -> int:
         started = datetime.now(UTC)
         checkpoints = await self.store.load_checkpoints(self.pool, self.slug)
         default_start = self.since or started - timedelta(days=self.options.default_lookback_days)
 
         def start_for(stream: str) -> datetime:
             return rules.backfill_start(stream, checkpoints, since=since, default_start=default_start,
-                                        overlap_s=self.options.overlap_s)
+                                        overlap_s=overlap_s)
 
         read = 0
         act_since = start_for(STREAM_ACTIVITIES)
         async for page in self.broker.iter_activities(act_since, until=until):
             read += len(page)
             self.counters.activities_seen += len(page)
+            if (len(page) >= ACTIVITIES_PAGE_SIZE and request_priority.get() is Priority.GAP_REPAIR
+                    and self.broker.budget is not None and not self.broker.budget.window.catching_up):
+                raised.enter_context(self.broker.budget.catching_up("gap repair"))
             bad = [row for row in page if row.parse_error]
             if bad:
                 self.log.debug("%d malformed activities in page (first: %s)", len(bad), bad[0].parse_error)
@@ -372,6 +391,8 @@ class Ingester:
             "orders_seen": c.orders_seen,
             "new_fills": w.new_fills,
             "broker": self.broker.stats.as_dict(),
+            "budget": self.broker.budget.as_dict() if self.broker.budget is not None else None,
+            "provisional_fills": w.provisional_fills,
             "loops": {h.name: h.as_dict() for h in (self.stream_health, self.backfill_health, self.writer.health)},
         }
 

@@ -38,9 +38,15 @@ class IngesterOptions:
     # First run reads the whole account history: a position opened before the window would otherwise
     # look like an orphan close to the lot engine and skew cash, equity and P&L.
     default_lookback_days: float = 3650.0
-    # A stream fill triggers an activities-only REST read at most this often: 0.5 s keeps a fill's
-    # freshness p95 under 1 s (docs/performance.md) at <= 120 calls/min, below Alpaca's 200/min.
-    fill_catchup_min_interval_s: float = 0.5
+    # A stream fill triggers an activities-only REST read (the confirmation of its provisional fill)
+    # at most this often: 12 calls a minute at most, inside the 20 a minute budget with room for the
+    # reconciliation reads. What the trader sees comes from the stream (docs/freshness.md).
+    fill_catchup_min_interval_s: float = 5.0
+    # How far behind the checkpoint a confirmation pass starts: the stream says the fill just happened.
+    confirm_overlap_s: float = 5.0
+    # The periodic pass while the stream stays up (a reconnect re-reads overlap_s): late-posted
+    # activities land within a minute; at 5 fills/s 300 s would be 15 pages a pass.
+    reconcile_overlap_s: float = 60.0
     stream_stale_after_s: float = 90.0
     stream_ping_interval_s: float = 10.0
     request_timeout_s: float = 10.0
@@ -81,3 +87,5 @@ class WriterStats(Counters):
     db_failures: int = 0
     unstorable_rows: int = 0
     """Rows the database refused even one by one (logged, skipped)."""
+    provisional_fills: int = 0
+    """Stream fills stored provisional and booked (late ones, whose REST twin was first, not counted)."""

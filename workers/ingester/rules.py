@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from core.records import ActivityRecord
+from workers.alpaca.budget import Priority
 from workers.alpaca.records import OrderEventRow, OrderRow
 from workers.alpaca.wire import ORDER_STATUS_RANK, activity_time, is_epoch_stand_in, is_malformed_id
 from workers.ingester.options import STREAM_ACTIVITIES, STREAM_ORDERS, STREAM_TRADE_UPDATES, IngestState
@@ -198,6 +199,24 @@ def backfill_start(stream: str, checkpoints: Mapping[str, Checkpoint], *, since:
     if cp is None or cp.last_ts is None:
         return default_start
     return cp.last_ts - timedelta(seconds=overlap_s)
+
+
+def backfill_priority(reasons: Set[str]) -> Priority:
+    """What a pass spends the REST budget as: a fill-only pass confirms provisional fills, a timer
+    pass reconciles, anything else (start, stream connected, resync) repairs a possible gap."""
+    if reasons == {"fill"}:
+        return Priority.CONFIRM
+    if reasons <= {"timer", "fill"}:
+        return Priority.RECONCILE
+    return Priority.GAP_REPAIR
+
+
+def backfill_overlap_s(priority: Priority, *, stream_connected: bool, overlap_s: float, confirm_overlap_s: float,
+                       reconcile_overlap_s: float) -> float:
+    """How far behind the checkpoint a pass starts: the full ``overlap_s`` unless the stream stayed up."""
+    if not stream_connected or priority is Priority.GAP_REPAIR:
+        return overlap_s
+    return confirm_overlap_s if priority is Priority.CONFIRM else reconcile_overlap_s
 
 
 def ingest_state(*, stopped: bool, auth_failed: bool, db_ok: bool, stream_connected: bool,

@@ -174,6 +174,7 @@ class BatchWriter:
             self.stats.rows_committed += result.changed
             self.stats.batches += 1
             self.stats.new_fills += result.new_fills
+            self.stats.provisional_fills += result.new_provisional
             if result.new_malformed:
                 self.stats.malformed_rows += result.new_malformed
                 self.log.warning("stored %d malformed payloads raw (parse_error set)", result.new_malformed)

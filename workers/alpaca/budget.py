@@ -1,0 +1,239 @@
+"""The per-destination REST budget: how many calls a minute we take of the account's allowance.
+
+Alpaca allows about 200 REST calls a minute per account, and the trader's own strategy spends the
+same allowance with the same keys. Every REST call of a destination (ingester and manager, which
+share one :class:`RequestBudget` per process through :func:`shared_budget`) first takes a slot:
+
+- **never exceeded**: at most ``limit`` calls start in any sliding ``window_s`` (60 s);
+- **by priority**: waiting calls are served in :class:`Priority` order (then first come), and the
+  lowest class may not take the last ``RECONCILE_RESERVE_SHARE`` of the window, so a gap repair or a
+  confirmation that shows up finds room;
+- **the limit** is ``REST_BUDGET_CALLS_PER_MIN``, raised to ``REST_CATCHUP_CALLS_PER_MIN`` only while
+  a gap repair is reading full pages (``catching_up``, shown on the Health page), and lowered by the
+  broker's ``X-RateLimit-Remaining``: until ``X-RateLimit-Reset`` we take at most our share
+  (budget / ``X-RateLimit-Limit``) of what the trader's own calls leave (remaining plus our calls in
+  the window, which the broker counted too).
+
+:class:`BudgetWindow` is the pure part (times passed in); :class:`RequestBudget` adds the waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import heapq
+import itertools
+import math
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+WINDOW_S = 60.0
+RECONCILE_RESERVE_SHARE = 0.2
+"""Share of the window that reconciliation reads leave to gap repair and confirmations."""
+
+
+class Priority(IntEnum):
+    """Who gets the next REST slot first (lower first)."""
+
+    GAP_REPAIR = 0
+    """Re-reading what the stream may have missed: start, reconnect, resync after dropped rows."""
+    CONFIRM = 1
+    """Reading the REST twins of provisional fills."""
+    RECONCILE = 2
+    """Periodic re-reads, positions, account, history: the safety net."""
+
+
+request_priority: ContextVar[Priority] = ContextVar("request_priority", default=Priority.RECONCILE)
+"""The priority of the REST calls made in this task (set with :func:`spending`)."""
+
+
+@contextlib.contextmanager
+def spending(priority: Priority) -> Iterator[None]:
+    """REST calls made inside this block (in this task) take slots at ``priority``."""
+    token = request_priority.set(priority)
+    try:
+        yield
+    finally:
+        request_priority.reset(token)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderLimit:
+    """What the broker's last rate-limit headers allow us until ``until_monotonic``."""
+
+    calls_per_min: int
+    until_monotonic: float
+
+
+def header_share(budget_per_min: float, limit: str | None, remaining: str | None, ours: int = 0) -> int | None:
+    """Our share of what the trader's own traffic leaves: ``(remaining + ours) × budget / limit``
+    (at least 1), where ``ours`` are our calls the broker counted too; ``None`` when the headers say
+    nothing usable. With no other traffic that is the whole budget. Pure."""
+    try:
+        total, left = float(limit or ""), float(remaining or "")
+    except ValueError:
+        return None
+    if not (math.isfinite(total) and math.isfinite(left)) or total <= 0 or left < 0:
+        return None
+    return max(1, math.floor(min(total, left + ours) * budget_per_min / total))
+
+
+class BudgetWindow:
+    """The sliding-window accounting of one destination's calls (pure: every time is passed in)."""
+
+    def __init__(self, *, budget_per_min: float, catchup_per_min: float, window_s: float = WINDOW_S) -> None:
+        self.budget_per_min = budget_per_min
+        self.catchup_per_min = max(catchup_per_min, budget_per_min)
+        self.window_s = window_s
+        self.catching_up: set[str] = set()
+        """Why the limit is raised now (empty: it is not)."""
+        self.header: HeaderLimit | None = None
+        self._calls: collections.deque[float] = collections.deque()
+        self._waiting: list[tuple[int, int]] = []
+        self.calls_total = 0
+        self.rate_limited = 0
+        self.waited_s = 0.0
+        self.max_calls_in_window = 0
+        """The most calls that ever started within one window: never above the limit then in force."""
+
+    def limit(self, now: float) -> int:
+        """Calls allowed in the window now (the header share applies until the broker's reset)."""
+        base = self.catchup_per_min if self.catching_up else self.budget_per_min
+        allowed = math.floor(base * self.window_s / 60.0)
+        if self.header is not None and now < self.header.until_monotonic:
+            allowed = min(allowed, self.header.calls_per_min)
+        return max(1, allowed)
+
+    def limit_for(self, priority: Priority, now: float) -> int:
+        total = self.limit(now)
+        if priority is Priority.RECONCILE:
+            return max(1, total - math.ceil(total * RECONCILE_RESERVE_SHARE))
+        return total
+
+    def calls_in_window(self, now: float) -> int:
+        while self._calls and self._calls[0] <= now - self.window_s:
+            self._calls.popleft()
+        return len(self._calls)
+
+    def enqueue(self, priority: Priority, seq: int) -> tuple[int, int]:
+        ticket = (int(priority), seq)
+        heapq.heappush(self._waiting, ticket)
+        return ticket
+
+    def withdraw(self, ticket: tuple[int, int]) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiting.remove(ticket)
+            heapq.heapify(self._waiting)
+
+    def try_spend(self, ticket: tuple[int, int], now: float) -> float:
+        """Take a slot for ``ticket`` (0.0) or say how long to wait before asking again (``inf``:
+        until another waiter moves; the caller is woken)."""
+        if not self._waiting or self._waiting[0] != ticket:
+            return math.inf
+        used = self.calls_in_window(now)
+        if used < self.limit_for(Priority(ticket[0]), now):
+            heapq.heappop(self._waiting)
+            self._calls.append(now)
+            self.calls_total += 1
+            self.max_calls_in_window = max(self.max_calls_in_window, used + 1)
+            return 0.0
+        # The oldest call leaving the window frees a slot (unless the limit dropped further).
+        return max(0.001, self._calls[0] + self.window_s - now) if self._calls else self.window_s
+
+    def observe_headers(self, headers: Mapping[str, str], now: float, now_epoch_s: float) -> None:
+        """Lower the limit to our share of what the account has left, until its reset."""
+        share = header_share(self.budget_per_min, headers.get("X-RateLimit-Limit"),
+                             headers.get("X-RateLimit-Remaining"), self.calls_in_window(now))
+        if share is None:
+            return
+        try:
+            reset_in_s = float(headers.get("X-RateLimit-Reset") or "") - now_epoch_s
+        except ValueError:
+            reset_in_s = self.window_s
+        reset_in_s = min(max(reset_in_s, 1.0), self.window_s)
+        self.header = HeaderLimit(share, now + reset_in_s)
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        """Heartbeat ``details.budget``: what the Health page shows."""
+        used, limit = self.calls_in_window(now), self.limit(now)
+        lowered = self.header is not None and now < self.header.until_monotonic and self.header.calls_per_min < (
+            math.floor(self.budget_per_min * self.window_s / 60.0))
+        return {"calls_per_min": used, "budget_per_min": limit, "headroom": max(0, limit - used),
+                "configured_per_min": self.budget_per_min, "catching_up": sorted(self.catching_up),
+                "lowered_by_broker": lowered, "rate_limited": self.rate_limited, "calls_total": self.calls_total,
+                "waiting": len(self._waiting), "waited_s": round(self.waited_s, 3),
+                "max_calls_in_window": self.max_calls_in_window}
+
+
+class RequestBudget:
+    """One destination's budget shared by every client of the process (see the module docstring)."""
+
+    def __init__(self, *, budget_per_min: float, catchup_per_min: float, window_s: float = WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = BudgetWindow(budget_per_min=budget_per_min, catchup_per_min=catchup_per_min, window_s=window_s)
+        self._clock = clock
+        self._seq = itertools.count()
+        # One event per waiting call, made in the caller's loop: the budget outlives any one loop.
+        self._wakers: set[asyncio.Event] = set()
+
+    def _wake_all(self) -> None:
+        for event in self._wakers:
+            event.set()
+
+    async def acquire(self, priority: Priority | None = None) -> None:
+        """Wait for a slot at ``priority`` (default: the task's :data:`request_priority`)."""
+        prio = request_priority.get() if priority is None else priority
+        started = self._clock()
+        ticket = self.window.enqueue(prio, next(self._seq))
+        woken = asyncio.Event()
+        self._wakers.add(woken)
+        try:
+            while (wait := self.window.try_spend(ticket, self._clock())) > 0:
+                woken.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), timeout=None if math.isinf(wait) else wait)
+        except BaseException:
+            self.window.withdraw(ticket)
+            raise
+        finally:
+            self._wakers.discard(woken)
+            self._wake_all()  # the next waiter may be at the head now
+        self.window.waited_s += self._clock() - started
+
+    @contextlib.contextmanager
+    def catching_up(self, reason: str) -> Iterator[None]:
+        """Raise the limit to the catch-up rate while this block runs (visible in the heartbeat)."""
+        self.window.catching_up.add(reason)
+        try:
+            yield
+        finally:
+            self.window.catching_up.discard(reason)
+
+    def observe(self, status: int, headers: Mapping[str, str]) -> None:
+        """Learn from one response: rate-limit headers, and a 429 (counted)."""
+        if status == 429:
+            self.window.rate_limited += 1
+        self.window.observe_headers(headers, self._clock(), time.time())
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.window.as_dict(self._clock())
+
+
+_SHARED: weakref.WeakValueDictionary[tuple[str, str], RequestBudget] = weakref.WeakValueDictionary()
+
+
+def shared_budget(slug: str, base_url: str, *, budget_per_min: float, catchup_per_min: float) -> RequestBudget:
+    """The process's budget for one destination (the ingester's and the manager's clients share it;
+    it lives while a client holds it)."""
+    key = (slug, base_url.rstrip("/"))
+    budget = _SHARED.get(key)
+    if budget is None:
+        budget = RequestBudget(budget_per_min=budget_per_min, catchup_per_min=catchup_per_min)
+        _SHARED[key] = budget
+    return budget
