@@ -29,6 +29,8 @@ class NavLink:
 
 NAV_LINKS: tuple[NavLink, ...] = (
     NavLink("Overview", "/"),
+    NavLink("Strategies", "/strategies", "partial"),
+    NavLink("Compare", "/compare"),
     NavLink("Activities", "/activities", "partial"),
     NavLink("Alerts", "/alerts", badge_id="alerts-badge"),
     NavLink("Health", "/health"),
