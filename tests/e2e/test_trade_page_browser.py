@@ -4,10 +4,10 @@ the trip are listed, at desktop width and at 390 px without overflowing the page
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from selenium.webdriver.support.ui import WebDriverWait
 
 from dashboard.app import create_app
 from tests.dashboard.real_seed import SPLIT_TRIP, seed_real
@@ -19,7 +19,7 @@ WAIT_S = 20  # liveness bound for waits (not a timing assertion)
 
 
 @pytest.fixture
-def app(e2e_db: E2EData):
+def app(e2e_db: E2EData) -> Iterator[Any]:
     seed_real(e2e_db.dsn, e2e_db.settings, "alpha_paper")
     dash_app = create_app(e2e_db.settings)
     yield dash_app
@@ -55,8 +55,7 @@ def test_trade_page_shows_formatted_lots_and_events(dash_duo: Any, app: Any) -> 
     assert "10-for-1 forward split" in events
 
     dash_duo.driver.set_window_size(390, 844)
-    WebDriverWait(dash_duo.driver, WAIT_S, poll_frequency=0.1).until(
-        lambda d: d.execute_script("return window.innerWidth") <= 390, "window did not narrow")
+    assert dash_duo.driver.execute_script("return window.innerWidth") <= 390
     # the tables scroll inside their own box: the page itself never gets wider than the phone
     page_width = dash_duo.driver.execute_script("return document.documentElement.scrollWidth")
     assert page_width <= 390
