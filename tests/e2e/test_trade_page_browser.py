@@ -54,9 +54,12 @@ def test_trade_page_shows_formatted_lots_and_events(dash_duo: Any, app: Any) -> 
     assert events.count("\tSPLIT\t") == 1  # under the old name, inside the holding time only
     assert "10-for-1 forward split" in events
 
-    dash_duo.driver.set_window_size(390, 844)
-    assert dash_duo.driver.execute_script("return window.innerWidth") <= 390
+    driver = dash_duo.driver
+    driver.set_window_size(390, 844)
+    driver.get(f"{dash_duo.server_url}/destination/alpha_paper/trade/{SPLIT_TRIP}")
+    dash_duo.wait_for_element("#trade-events-table", timeout=WAIT_S)
     # the tables scroll inside their own box: the page itself never gets wider than the phone
-    page_width = dash_duo.driver.execute_script("return document.documentElement.scrollWidth")
-    assert page_width <= 390
+    inner = driver.execute_script("return window.innerWidth")
+    scroll = driver.execute_script("return document.documentElement.scrollWidth")
+    assert scroll <= inner, f"page is {scroll}px wide in a {inner}px viewport"
     assert [e for e in dash_duo.get_logs() or [] if e.get("level") == "SEVERE"] == []
