@@ -133,6 +133,67 @@ def test_dark_theme_and_phone_width(stack: Stack, driver: Any, name: str, theme:
     assert overflow <= 0
 
 
+# The activities page keeps only the rows in view: two infinite-row-model grids, each drawing the rows of
+# its viewport plus AG Grid's rowBuffer (10) on either side; a table of every order is hundreds.
+MAX_ROWS_IN_DOM = 100
+
+
+def test_activities_page_holds_only_the_rows_in_view(stack: Stack, driver: Any) -> None:
+    # Arrange: the bot trades, so far more activities and orders are stored than a screen shows
+    slug = stack.slugs[0]
+    stored = _count_raw(stack, "activities", slug) + _count_raw(stack, "orders", slug)
+    driver.set_window_size(*DESKTOP)
+
+    # Act
+    problems = _look(driver, stack.web_url + "/activities")
+    rows = driver.execute_script("return document.querySelectorAll('tr, .ag-row').length")
+
+    # Assert
+    assert problems == []
+    assert stored > MAX_ROWS_IN_DOM
+    assert rows <= MAX_ROWS_IN_DOM, f"{rows} rows in the page's DOM (of {stored} stored)"
+
+
+def _count_raw(stack: Stack, table: str, slug: str) -> int:
+    return int(stack.query(f"SELECT count(*) FROM account_activities.{table} WHERE destination = %s", (slug,))[0][0])
+
+
+def test_activities_grid_labels_the_non_trade_activities(stack: Stack) -> None:
+    import requests
+
+    from dashboard.pages.activities import type_label
+
+    # Arrange: the simulator's history holds deposits, fees, dividends and the like next to the fills
+    slug = stack.slugs[0]
+    request = {"startRow": 0, "endRow": 100, "sortModel": [{"colId": "ts", "sort": "desc"}],
+               "filterModel": {"activity_type": {"filterType": "text", "type": "notEqual", "filter": "FILL"}}}
+    payload: dict[str, Any] = {"output": "act-grid.getRowsResponse",
+               "outputs": {"id": "act-grid", "property": "getRowsResponse"},
+               "inputs": [{"id": "act-grid", "property": "getRowsRequest", "value": request}],
+               "state": [{"id": "act-dest", "property": "value", "value": slug},
+                         {"id": "tz-choice", "property": "value", "value": "utc"},
+                         {"id": "browser-tz", "property": "data", "value": None}],
+               "changedPropIds": ["act-grid.getRowsRequest"]}
+
+    # Act
+    resp = requests.post(f"{stack.web_url}/_dash-update-component", json=payload, timeout=60)
+
+    # Assert: each row named in words, with the symbol, quantity, amount and description stored for it
+    assert resp.status_code == 200, resp.text[:500]
+    rows = resp.json()["response"]["act-grid"]["getRowsResponse"]["rowData"]
+    assert rows, "no non-trade activity in the grid"
+    stored = {r[0]: r[1:] for r in stack.query(
+        "SELECT activity_id, symbol, qty, net_amount, description FROM account_activities.activities "
+        "WHERE destination = %s AND activity_type <> 'FILL'", (slug,))}
+    for row in rows:
+        assert row.get("type_label") == type_label(row["activity_type"]), row
+        assert row["type_label"] != row["activity_type"] or row["activity_type"] == type_label(row["activity_type"])
+        symbol, qty, amount, description = stored[row["activity_id"]]
+        assert (row["symbol"], row["description"]) == (symbol, description)
+        assert (row["qty"], row["net_amount"]) == (None if qty is None else float(qty),
+                                                   None if amount is None else float(amount))
+
+
 def _card_equity(driver: Any, name: str) -> Decimal:
     text = driver.execute_script(
         "const card = [...document.querySelectorAll('.ch-dest-card')]"
