@@ -1,226 +1,275 @@
-"""Freshness as a trader sees it: a fill in the simulator → the row visible in the positions grid of an
-open destination page in headless Chromium. ``python -m bench e2e [--quick]``.
+"""Freshness as a trader sees it: a fill, and a price tick, in the simulator → visible in the positions
+grid of an open destination page in headless Chromium. ``python -m bench e2e [--quick]``: SSE and
+polling with one destination, and (full run only) SSE with 10 destinations trading at once.
 
-The whole stack runs through :mod:`bench.stack` (one destination, production intervals:
-``UI_SNAPSHOT_SEC`` = 0.5, ``FLUSH_INTERVAL_S`` = 0.25). A paced loop asks the simulator for
-``FILLS`` market fills at ``RATE_PER_S`` (``POST /admin/fill``, one share each, rotating over
-``SYMBOLS`` so every row stays in the grid's viewport). In the page, a ``MutationObserver`` on the
-``#dest-positions`` grid records ``(epoch ms, symbol, qty text)`` whenever a row's quantity cell
-changes. Fill *i* (symbol s, cumulative quantity q) is visible at the first observation of s with
-quantity >= q; its freshness is that time minus the simulator's ``filled_at`` (the simulator's clock
-is the wall clock at speed 1, the browser's ``performance.timeOrigin + now()`` the same clock).
+The whole stack runs through :mod:`bench.stack` (production intervals: ``UI_SNAPSHOT_SEC`` = 0.5,
+``FLUSH_INTERVAL_S`` = 0.25, ``REST_BUDGET_CALLS_PER_MIN`` = 20) with the simulator's bot trading
+(``BOT_RATE_PER_S``) on every account. A resting limit order far from the market on each of
+``SYMBOLS`` keeps the bot off them in the measured account, so only our fills move their quantity.
 
-Run twice: with SSE (the page re-asks on each ``pos_channel`` hint) and with ``DISABLE_SSE=true``
-(``dcc.Interval`` polling every ``UI_SNAPSHOT_SEC``). Where the time goes, per fill: simulator fill →
-``activities.ingested_at`` (ingester), → the row in ``open_trades_<slug>`` with the new quantity (seen
-by polling the table every 20 ms from this process: manager), → DOM (dashboard callbacks + browser).
+- **Fills**: a paced loop asks the simulator for ``FILLS`` market fills at ``RATE_PER_S``
+  (``POST /admin/fill``, one share each, rotating over ``SYMBOLS``). Fill *i* (symbol s, cumulative
+  quantity q) is visible at the first observation of s with quantity >= q; its freshness is that time
+  minus the simulator's ``filled_at`` (the simulator's clock is the wall clock at speed 1).
+- **Ticks**: then ``TICKS`` price moves at the same rate (``POST /admin/price`` pins a new price on one
+  of ``SYMBOLS``); the tick's time is its arrival on our own ZMQ subscriber; it is visible at the first
+  observation of the symbol's mark equal to the new price (the row's P&L is computed with it).
 
-Targets (issue 9): p95 <= 1.0 s with SSE; p95 <= poll interval + 0.5 s polling.
+Stages, per event: simulator → raw store (fills: the first of ``provisional_fills``/``activities``
+``ingested_at``; ticks: none, the manager holds marks in memory) → the row in ``open_trades_<slug>``
+(polled every 20 ms from this process: manager) → DOM (dashboard callbacks + browser: web).
+
+Also measured: REST calls per minute per destination (the ingester's heartbeat ``details.budget``:
+calls in the last 60 s at the end, and the most in any 60 s), 429s, and fills lost or duplicated
+against the simulator's ground truth (effective fills: REST + provisional, counted once each).
+
+Targets (issue 18): p95 <= 0.30 s over SSE for fills and ticks; polling p95 <= interval + 0.3 s;
+<= 20 REST calls/min/destination; 0 fills lost or duplicated.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import datetime
 from typing import Any
 
+import requests
+
+from bench.e2e_probe import OBSERVER_JS, PageLog, TablePoller, TickRecorder, chrome, rest_budget
 from bench.stack import Stack, StackConfig, percentiles
 
 RATE_PER_S = 5.0
-FILLS_FULL = 200
-FILLS_QUICK = 40
+FILLS_FULL, FILLS_QUICK = 200, 40
+TICKS_FULL, TICKS_QUICK = 200, 40
+BOT_RATE_PER_S = 2.0
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN")
 UI_SNAPSHOT_SEC = 0.5  # the production default (core.settings)
-TARGET_SSE_P95_S = 1.0
-TARGET_POLL_P95_S = UI_SNAPSHOT_SEC + 0.5
-SETTLE_S = 15.0  # after the last fill: how long to wait for stragglers before counting them lost
-
-CHROME_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1000")
-
-OBSERVER_JS = r"""
-const root = document.getElementById('dest-positions');
-if (!root) { return false; }
-window.__chObs = window.__chObs || [];
-const seen = {};
-function scan() {
-  const t = performance.timeOrigin + performance.now();
-  for (const row of root.querySelectorAll('.ag-center-cols-container .ag-row[row-id]')) {
-    const cell = row.querySelector('[col-id="qty"]');
-    if (!cell) { continue; }
-    const sym = row.getAttribute('row-id');
-    const q = cell.textContent.replace(/[,\s]/g, '').replace('\u2212', '-');
-    if (q && seen[sym] !== q) { seen[sym] = q; window.__chObs.push([t, sym, q]); }
-  }
-}
-new MutationObserver(scan).observe(root, {subtree: true, childList: true, characterData: true});
-scan();
-return true;
-"""
-
-DRAIN_JS = "const o = window.__chObs || []; window.__chObs = []; return o;"
-
-
-def chrome() -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = "/usr/bin/chromium"
-    for arg in CHROME_ARGS:
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+TARGET_SSE_P95_S = 0.30
+TARGET_POLL_P95_S = UI_SNAPSHOT_SEC + 0.3
+TARGET_REST_PER_MIN = 20
+SETTLE_S = 20.0  # after the last event: how long to wait for stragglers before counting them lost
 
 
 def _epoch(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
-class TablePoller:
-    """Polls ``open_trades_<slug>`` every ``period_s``: when did each (symbol, qty) first appear?"""
-
-    def __init__(self, dsn: str, slug: str, period_s: float = 0.02) -> None:
-        from core.db import connect
-        from core.destinations import open_trades_table
-
-        self.seen: list[tuple[float, str, float]] = []
-        self._last: dict[str, float] = {}
-        self._sql = f'SELECT symbol, qty FROM public."{open_trades_table(slug)}"'
-        self._period_s = period_s
-        self._stop = threading.Event()
-        self._conn = connect(dsn)
-        self._conn.autocommit = True
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._period_s):
-            with self._conn.cursor() as cur:
-                cur.execute(self._sql)
-                rows = cur.fetchall()
-            now = time.time()
-            for sym, qty in rows:
-                q = float(qty)
-                if self._last.get(sym) != q:
-                    self._last[sym] = q
-                    self.seen.append((now, sym, q))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self._conn.close()
+def _hold_symbols(stack: Stack) -> None:
+    """A buy limit at $1 per symbol: the bot leaves symbols with an open order alone."""
+    headers = {"APCA-API-KEY-ID": "PKBENCH00000000000", "APCA-API-SECRET-KEY": "bench-secret-000000"}
+    for sym in SYMBOLS:
+        requests.post(f"{stack.rest_url}/v2/orders", headers=headers, timeout=10, json={
+            "symbol": sym, "qty": "1", "side": "buy", "type": "limit", "limit_price": "1",
+            "time_in_force": "gtc"}).raise_for_status()
 
 
-def whatif_workers_args(fill_catchup_min_interval_s: float) -> tuple[str, ...]:
-    """``python`` arguments running ``python -m workers all`` with another ingester fill catch-up
-    interval (``IngesterOptions.fill_catchup_min_interval_s``, not a setting): for what-if runs."""
-    code = ("import functools, runpy, workers.ingester as m; "
-            "m.run_ingester = functools.partial(m.run_ingester, options=m.IngesterOptions("
-            f"fill_catchup_min_interval_s={fill_catchup_min_interval_s!r})); "
-            "import sys; sys.argv = ['workers', 'all']; runpy.run_module('workers', run_name='__main__')")
-    return ("-c", code)
+def _paced(n: int, rate_per_s: float, step: Any, page: PageLog) -> float:
+    t_start = time.monotonic()
+    for i in range(n):
+        due = t_start + i / rate_per_s
+        while (now := time.monotonic()) < due:
+            time.sleep(min(0.05, due - now))
+        step(i)
+        if i % 10 == 9:
+            page.drain()
+    return n / max(1e-9, time.monotonic() - t_start)
 
 
-def measure(sse: bool, fills: int, rate_per_s: float = RATE_PER_S,
-            workers_args: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """One run of the stack; returns freshness percentiles (seconds) and the stage breakdown."""
+def _fills(stack: Stack, account: str, n: int, rate_per_s: float, page: PageLog) -> tuple[list[dict[str, Any]], float]:
+    sent: list[dict[str, Any]] = []
+    cum = dict.fromkeys(SYMBOLS, 0)
+
+    def step(i: int) -> None:
+        sym = SYMBOLS[i % len(SYMBOLS)]
+        order = stack.admin("/fill", {"account": account, "symbol": sym, "side": "buy", "qty": "1"})
+        cum[sym] += 1
+        sent.append({"symbol": sym, "qty": cum[sym], "at": _epoch(order["filled_at"]), "order_id": order["id"]})
+
+    rate = _paced(n, rate_per_s, step, page)
+    try:
+        stack.wait_for(lambda: page.drain() >= 0 and all(
+            page.first(s, "qty", lambda v, q=q: v >= q) for s, q in cum.items() if q), SETTLE_S, "every fill visible", 0.25)
+    except TimeoutError:
+        pass  # counted as missing
+    return sent, rate
+
+
+def _ticks(stack: Stack, n: int, rate_per_s: float, page: PageLog) -> tuple[list[dict[str, Any]], float]:
+    sent: list[dict[str, Any]] = []
+
+    def step(i: int) -> None:
+        sym = SYMBOLS[i % len(SYMBOLS)]
+        price = round(100.0 + 10.0 * (i % len(SYMBOLS)) + 0.01 * (i + 1), 2)  # never repeats per symbol
+        sent.append({"symbol": sym, "price": price, "asked": time.time()})
+        stack.admin("/price", {"symbol": sym, "price": str(price)})
+
+    rate = _paced(n, rate_per_s, step, page)
+    last = {e["symbol"]: e["price"] for e in sent}
+    try:
+        stack.wait_for(lambda: page.drain() >= 0 and all(
+            page.first(s, "mark_price", lambda v, p=p: abs(v - p) < 0.005) for s, p in last.items()),
+            SETTLE_S, "every tick visible", 0.25)
+    except TimeoutError:
+        pass
+    for sym in SYMBOLS:
+        stack.admin("/price", {"symbol": sym, "price": None})
+    return sent, rate
+
+
+def _fill_truth(stack: Stack, account: str, slug: str) -> dict[str, int]:
+    """Fills of the measured account: the simulator's, the stored REST ones, the effective ones
+    (what the manager books), and the provisional ones still unconfirmed."""
+    truth = stack.admin(f"/ground-truth?account={account}")["accounts"][account]
+    want = sum(1 for a in truth["activities"] if a.get("activity_type") == "FILL")
+
+    def counts() -> tuple[int, int, int]:
+        (rest, effective, open_) = stack.query(
+            """SELECT (SELECT count(*) FROM account_activities.activities WHERE destination = %s AND activity_type = 'FILL'),
+                      (SELECT count(*) FROM account_activities.activities WHERE destination = %s AND activity_type = 'FILL'
+                              AND confirms IS NULL)
+                      + (SELECT count(*) FROM account_activities.provisional_fills WHERE destination = %s AND NOT superseded),
+                      (SELECT count(*) FROM account_activities.provisional_fills WHERE destination = %s
+                              AND confirmed_by IS NULL AND NOT superseded)""", (slug, slug, slug, slug))[0]
+        return int(rest), int(effective), int(open_)
+
+    try:  # confirmations trail at the budget's pace: wait for REST to hold every fill
+        stack.wait_for(lambda: counts()[0] >= want, 90, "every fill confirmed by REST", 1.0)
+    except TimeoutError:
+        pass
+    rest, effective, unconfirmed = counts()
+    return {"truth": want, "rest": rest, "effective": effective, "unconfirmed": unconfirmed}
+
+
+def measure(sse: bool, fills: int, ticks: int, *, destinations: int = 1, rate_per_s: float = RATE_PER_S,
+            bot_rate_per_s: float = BOT_RATE_PER_S) -> dict[str, Any]:
+    """One run of the stack: freshness percentiles (seconds), stage breakdown, REST use, fill counts."""
     env = {"UI_SNAPSHOT_SEC": str(UI_SNAPSHOT_SEC), "DISABLE_SSE": "false" if sse else "true"}
-    cfg = StackConfig(destinations=1, env=env)
-    if workers_args:
-        cfg = StackConfig(destinations=1, env=env, workers_args=workers_args)
+    cfg = StackConfig(destinations=destinations, env=env, bot_rate=bot_rate_per_s, sim_args=("--tick-ms", "100"))
     with Stack(cfg) as stack:
-        stack.wait_ready(60)
+        stack.wait_ready(90)
         slug, account = stack.slugs[0], stack.names[0]
+        _hold_symbols(stack)
         driver = chrome()
-        recorder = TablePoller(stack.dsn, slug)
+        table = TablePoller(stack.dsn, slug)
+        feed = TickRecorder(str(stack.sim_state["zmq_url"]))
+        page = PageLog(driver)
+        t0 = time.monotonic()
         try:
             driver.get(f"{stack.web_url}/destination/{slug}")
             stack.wait_for(lambda: driver.execute_script(OBSERVER_JS), 60, "positions grid in the page", 0.2)
             time.sleep(2.0)  # first render and the SSE connection settle
-            driver.execute_script(DRAIN_JS)
-            sent: list[dict[str, Any]] = []
-            cum: dict[str, int] = dict.fromkeys(SYMBOLS, 0)
-            observations: list[tuple[float, str, float]] = []
-            t_start = time.monotonic()
-            for i in range(fills):
-                due = t_start + i / rate_per_s
-                while (now := time.monotonic()) < due:
-                    time.sleep(min(0.05, due - now))
-                sym = SYMBOLS[i % len(SYMBOLS)]
-                order = stack.admin("/fill", {"account": account, "symbol": sym, "side": "buy", "qty": "1"})
-                cum[sym] += 1
-                sent.append({"symbol": sym, "qty": cum[sym], "filled_at": _epoch(order["filled_at"]),
-                             "order_id": order["id"]})
-                if i % 10 == 9:
-                    observations += [(t / 1000, s, float(q)) for t, s, q in driver.execute_script(DRAIN_JS)]
-            achieved_rate = fills / max(1e-9, time.monotonic() - t_start)
-
-            def all_seen() -> bool:
-                observations.extend((t / 1000, s, float(q)) for t, s, q in driver.execute_script(DRAIN_JS))
-                top = {}
-                for _, s, q in observations:
-                    top[s] = max(top.get(s, 0.0), q)
-                return all(top.get(s, 0.0) >= q for s, q in cum.items() if q)
-
-            try:
-                stack.wait_for(all_seen, SETTLE_S, "every fill visible", 0.25)
-            except TimeoutError:
-                pass  # counted as missing below
+            page.drain()
+            page.rows.clear()
+            sent_fills, fill_rate = _fills(stack, account, fills, rate_per_s, page)
+            sent_ticks, tick_rate = _ticks(stack, ticks, rate_per_s, page)
+            counts = _fill_truth(stack, account, slug)
+            budget = rest_budget(stack)
         finally:
-            recorder.close()
+            feed.close()
+            table.close()
             driver.quit()
+        minutes = (time.monotonic() - t0) / 60.0
         ingested = dict(stack.query(
-            "SELECT order_id::text, extract(epoch FROM min(ingested_at))::float8 FROM account_activities.activities "
-            "WHERE destination = %s AND activity_type = 'FILL' GROUP BY order_id", (slug,)))
+            """SELECT order_id::text, extract(epoch FROM min(ingested_at))::float8 FROM (
+                   SELECT order_id, ingested_at FROM account_activities.activities WHERE destination = %s
+                   UNION ALL SELECT order_id, ingested_at FROM account_activities.provisional_fills WHERE destination = %s
+               ) AS f GROUP BY order_id""", (slug, slug)))
         errors = {n: stack.error_lines(n) for n in ("simulator", "workers", "web")}
+    fills_r = _fill_latencies(sent_fills, page, table, ingested)
+    ticks_r = _tick_latencies(sent_ticks, page, table, feed)
+    return {"fills": fills_r, "ticks": ticks_r, "fill_rate_per_s": round(fill_rate, 2),
+            "tick_rate_per_s": round(tick_rate, 2), "counts": counts, "budget": budget, "minutes": minutes,
+            "log_errors": sum(len(v) for v in errors.values()),
+            "log_error_sample": [x for v in errors.values() for x in v][:3]}
 
-    latencies, ingest_s, manager_s, web_s = [], [], [], []
+
+def _fill_latencies(sent: list[dict[str, Any]], page: PageLog, table: TablePoller,
+                    ingested: dict[str, float]) -> dict[str, Any]:
+    total, ingest, manager, web = [], [], [], []
     missing = 0
-    table_seen = sorted(recorder.seen)
     for f in sent:
-        seen = next((t for t, s, q in sorted(observations) if s == f["symbol"] and q >= f["qty"]), None)
+        seen = page.first(f["symbol"], "qty", lambda v, q=f["qty"]: v >= q)
         if seen is None:
             missing += 1
             continue
-        latencies.append(seen - f["filled_at"])
+        total.append(seen - f["at"])
         t_ing = ingested.get(f["order_id"])
-        if t_ing is not None:
-            ingest_s.append(t_ing - f["filled_at"])
-            t_row = next((t for t, s, q in table_seen if s == f["symbol"] and q >= f["qty"]), None)
-            if t_row is not None:
-                manager_s.append(max(0.0, t_row - t_ing))
-                web_s.append(max(0.0, seen - t_row))
-    return {
-        "fills": fills, "rate_per_s": round(achieved_rate, 2), "missing": missing,
-        "freshness": percentiles(latencies), "stage_ingest": percentiles(ingest_s),
-        "stage_manager": percentiles(manager_s), "stage_web": percentiles(web_s),
-        "log_errors": sum(len(v) for v in errors.values()), "log_error_sample": [x for v in errors.values() for x in v][:3],
-    }
+        t_row = table.first(f["symbol"], "qty", lambda v, q=f["qty"]: v >= q)
+        if t_ing is not None and t_row is not None:
+            ingest.append(max(0.0, t_ing - f["at"]))
+            manager.append(max(0.0, t_row - t_ing))
+            web.append(max(0.0, seen - t_row))
+    return {"total": percentiles(total), "ingest": percentiles(ingest), "manager": percentiles(manager),
+            "web": percentiles(web), "missing": missing}
+
+
+def _tick_latencies(sent: list[dict[str, Any]], page: PageLog, table: TablePoller,
+                    feed: TickRecorder) -> dict[str, Any]:
+    total, manager, web = [], [], []
+    missing = 0
+    for k in sent:
+        def same(v: float, p: float = k["price"]) -> bool:
+            return abs(v - p) < 0.005
+
+        t_tick = feed.first(k["symbol"], k["price"], k["asked"] - 0.5) or k["asked"]
+        seen = page.first(k["symbol"], "mark_price", same)
+        t_row = table.first(k["symbol"], "mark_price", same)
+        if seen is None:
+            missing += 1  # a later tick of the symbol came before this one was drawn (conflated)
+            continue
+        total.append(max(0.0, seen - t_tick))
+        if t_row is not None:
+            manager.append(max(0.0, t_row - t_tick))
+            web.append(max(0.0, seen - t_row))
+    return {"total": percentiles(total), "manager": percentiles(manager), "web": percentiles(web),
+            "conflated": missing}
+
+
+def _rows(mode: str, r: dict[str, Any], destinations: int) -> list[dict[str, Any]]:
+    target = TARGET_SSE_P95_S if mode == "sse" else TARGET_POLL_P95_S
+    tag = f"{mode}_d{destinations}"
+    common = {"mode": mode, "destinations": destinations, "fill_rate_per_s": r["fill_rate_per_s"],
+              "bot_rate_per_s": BOT_RATE_PER_S}
+    rows: list[dict[str, Any]] = []
+    for kind in ("fills", "ticks"):
+        f = r[kind]["total"]
+        rows += [
+            {"name": f"e2e.{kind}_{tag}_p50_s", "value": round(f["p50"], 3), "unit": "s", "n": f["n"], **common},
+            {"name": f"e2e.{kind}_{tag}_p95_s", "value": round(f["p95"], 3), "unit": "s", "target": target,
+             "ok": f["p95"] <= target, **common},
+            {"name": f"e2e.{kind}_{tag}_max_s", "value": round(f["max"], 3), "unit": "s", **common},
+        ]
+        for stage in ("ingest", "manager", "web"):
+            if stage in r[kind]:
+                s = r[kind][stage]
+                rows.append({"name": f"e2e.{kind}_{tag}_stage_{stage}_p50_s", "value": round(s["p50"], 3), "unit": "s",
+                             "p95": round(s["p95"], 3), "n": s["n"], **common})
+    c = r["counts"]
+    lost = max(0, c["truth"] - c["effective"])
+    dup = max(0, c["effective"] - c["truth"])
+    rows += [
+        {"name": f"e2e.fills_{tag}_missing_on_page", "value": r["fills"]["missing"], "unit": "fills", "target": 0,
+         "ok": r["fills"]["missing"] == 0, **common},
+        {"name": f"e2e.fills_{tag}_lost_or_duplicated", "value": lost + dup, "unit": "fills", "target": 0,
+         "ok": lost + dup == 0, "lost": lost, "duplicated": dup, **c, **common},
+        {"name": f"e2e.ticks_{tag}_conflated", "value": r["ticks"]["conflated"], "unit": "ticks", **common},
+    ]
+    for slug, b in sorted(r["budget"].items()):
+        peak = b.get("max_calls_in_window", 0)
+        rows.append({"name": f"e2e.rest_{tag}_calls_per_min", "value": b.get("calls_per_min"), "unit": "calls/min",
+                     "destination": slug, "max_in_any_min": peak, "calls_total": b.get("calls_total"),
+                     "avg_per_min": round(b.get("calls_total", 0) / max(r["minutes"], 1e-9), 1),
+                     "budget_per_min": b.get("budget_per_min"), "rate_limited_429": b.get("rate_limited"),
+                     "target": TARGET_REST_PER_MIN, "ok": peak <= TARGET_REST_PER_MIN, **common})
+    rows.append({"name": f"e2e.{tag}_log_errors", "value": r["log_errors"], "unit": "lines",
+                 "sample": r["log_error_sample"], **common})
+    return rows
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
-    fills = FILLS_QUICK if quick else FILLS_FULL
+    fills, ticks = (FILLS_QUICK, TICKS_QUICK) if quick else (FILLS_FULL, TICKS_FULL)
     rows: list[dict[str, Any]] = []
-    for sse in (True, False):
-        mode = "sse" if sse else "poll"
-        target = TARGET_SSE_P95_S if sse else TARGET_POLL_P95_S
-        r = measure(sse, fills)
-        f = r["freshness"]
-        common = {"mode": mode, "fills": fills, "rate_per_s": r["rate_per_s"]}
-        rows += [
-            {"name": f"e2e.freshness_{mode}_p50_s", "value": round(f["p50"], 3), "unit": "s", **common},
-            {"name": f"e2e.freshness_{mode}_p95_s", "value": round(f["p95"], 3), "unit": "s", "target": target,
-             "ok": f["p95"] <= target, **common},
-            {"name": f"e2e.freshness_{mode}_max_s", "value": round(f["max"], 3), "unit": "s", **common},
-            {"name": f"e2e.freshness_{mode}_missing", "value": r["missing"], "unit": "fills", "target": 0,
-             "ok": r["missing"] == 0, **common},
-            {"name": f"e2e.freshness_{mode}_log_errors", "value": r["log_errors"], "unit": "lines",
-             "sample": r["log_error_sample"], **common},
-        ]
-        for stage in ("ingest", "manager", "web"):
-            s = r[f"stage_{stage}"]
-            rows.append({"name": f"e2e.{mode}_stage_{stage}_p50_s", "value": round(s["p50"], 3), "unit": "s",
-                         "p95": round(s["p95"], 3), "n": s["n"], **common})
+    plan = [("sse", 1), ("poll", 1)] + ([] if quick else [("sse", 10)])
+    for mode, destinations in plan:
+        rows += _rows(mode, measure(mode == "sse", fills, ticks, destinations=destinations), destinations)
     return rows

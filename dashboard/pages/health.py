@@ -74,10 +74,11 @@ def register(app: Dash) -> None:
                 html.Td(str(h["errors"])),
                 html.Td(feed, className=_feed_class(feed_age_s(h.get("details"), h["age_s"]),
                                                     rt.settings.price_stale_after_s)),
+                html.Td(budget_text(h.get("details")), className="small"),
                 html.Td(h["last_error"] or "", className="text-danger small"),
             ]))
         head = ["Destination", "Service", "State", "Heartbeat", f"Last event ({fmt.tz_label(tz)})", "Ingest lag",
-                "Rows", "Errors", "Price feed", "Last error"]
+                "Rows", "Errors", "Price feed", "REST budget", "Last error"]
         table = dbc.Table([html.Thead(html.Tr([html.Th(c) for c in head])), html.Tbody(body)], size="sm",
                           hover=True, responsive=True, className="mb-0")
         return summary, table
@@ -106,3 +107,18 @@ def _feed_text(details: Any, heartbeat_age_s: Any = None) -> str:
     if isinstance(stale, list):
         parts.append(f"stale: {', '.join(map(str, stale[:5]))}" if stale else "all fresh")
     return " · ".join(parts) or "—"
+
+
+def budget_text(details: Any) -> str:
+    """The destination's REST budget as its ingester reports it (ingester and manager share it):
+    calls in the last minute / the budget now, headroom, our 429s, and why it is raised or lowered."""
+    budget = details.get("budget") if isinstance(details, dict) else None
+    if not isinstance(budget, dict):
+        return "—"
+    parts = [f"{budget.get('calls_per_min', 0)}/{budget.get('budget_per_min', 0)} calls/min",
+             f"headroom {budget.get('headroom', 0)}", f"429s {budget.get('rate_limited', 0)}"]
+    if budget.get("catching_up"):
+        parts.append("catching up")
+    if budget.get("lowered_by_broker"):
+        parts.append("lowered by X-RateLimit-Remaining")
+    return " · ".join(parts)

@@ -12,9 +12,15 @@ REST contradicts: the runner rebuilds it from the effective rows (:func:`replace
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable
+import time
+from collections.abc import Container, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from core.records import ActivityRecord
+
+if TYPE_CHECKING:
+    from workers.manager.runner import DestinationRunner
 
 _REST_COLUMNS = ("seq, activity_id, ts, activity_type, symbol, side, qty, price, net_amount, "
                  "order_id::text AS order_id, parse_error, replaces, ingested_at, "
@@ -39,3 +45,21 @@ def effective_activities_sql(schema: str, where: str = "") -> str:
 def replaced_applied(acts: Iterable[ActivityRecord], applied: Container[str]) -> str | None:
     """The first provisional fill id that a REST fill in ``acts`` replaces and the book has applied."""
     return next((a.replaces for a in acts if a.replaces is not None and a.replaces in applied), None)
+
+
+async def rebuild_if_replaced(runner: DestinationRunner, acts: Sequence[ActivityRecord]) -> bool:
+    """Rebuild ``runner``'s book when REST replaced a provisional fill it applied; True when it did."""
+    replaced = replaced_applied(acts, runner.ledger.applied)
+    if replaced is None:
+        return False
+    runner.log.warning("dest=%s REST replaces provisional fill %s: rebuilding the book", runner.slug, replaced)
+    await runner.heal(full_rebuild=True)
+    return True
+
+
+async def show_fill_now(runner: DestinationRunner) -> None:
+    """A fill changed the book: write the open trades and NOTIFY now, not at the next flush or after
+    the NOTIFY window (``UI_SNAPSHOT_SEC``, which stays the limit for price ticks). Fills are rare
+    next to ticks; a busy flush (another one running) leaves it to the periodic one."""
+    runner.throttle.reopen()
+    await runner.flush(datetime.now(UTC), time.monotonic())

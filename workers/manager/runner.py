@@ -44,7 +44,7 @@ from workers.manager.options import (
     DestinationStats,
 )
 from workers.manager.port import BrokerPort
-from workers.manager.provisional import replaced_applied
+from workers.manager.provisional import rebuild_if_replaced, show_fill_now
 from workers.manager.reconcile import (
     CashCalibration,
     QtyCheck,
@@ -272,9 +272,7 @@ class DestinationRunner:
         self.stats.syncs += 1
         bulk = full or (initial and self.last_seq == 0)
         acts = await self.store.activities(after_seq=None if bulk else self.last_seq)
-        if (replaced := replaced_applied(acts, self.ledger.applied)) is not None:
-            self.log.warning("dest=%s REST replaces provisional fill %s: rebuilding the book", self.slug, replaced)
-            await self.heal(full_rebuild=True)
+        if await rebuild_if_replaced(self, acts):
             return None
         fresh = [a for a in acts if a.activity_id not in self.ledger.applied]
         if not fresh and not self.missing_orders:
@@ -335,6 +333,8 @@ class DestinationRunner:
             await self.refresh_legs()
         if news.latest or news.removed:
             await self.write_closed(news, bulk=bulk)
+        if changes.symbols and not bulk:
+            await show_fill_now(self)
 
     async def write_closed(self, news: bookkeeping.TripNews, *, bulk: bool) -> None:
         rows, refused = storable_trips(news.latest)
