@@ -118,7 +118,10 @@ def _ticks(stack: Stack, n: int, rate_per_s: float, page: PageLog) -> tuple[list
 
 def _fill_truth(stack: Stack, account: str, slug: str) -> dict[str, int]:
     """Fills of the measured account: the simulator's, the stored REST ones, the effective ones
-    (what the manager books), and the provisional ones still unconfirmed."""
+    (what the manager books), and the provisional ones still unconfirmed. The bot stops first, so
+    the truth is final; the stream's last fills reach the store within a second."""
+    stack.admin("/bot", {"rate": 0})
+    time.sleep(1.0)
     truth = stack.admin(f"/ground-truth?account={account}")["accounts"][account]
     want = sum(1 for a in truth["activities"] if a.get("activity_type") == "FILL")
 
@@ -133,7 +136,7 @@ def _fill_truth(stack: Stack, account: str, slug: str) -> dict[str, int]:
         return int(rest), int(effective), int(open_)
 
     try:  # confirmations trail at the budget's pace: wait for REST to hold every fill
-        stack.wait_for(lambda: counts()[0] >= want, 90, "every fill confirmed by REST", 1.0)
+        stack.wait_for(lambda: counts()[0] >= want and counts()[2] == 0, 90, "every fill confirmed by REST", 1.0)
     except TimeoutError:
         pass
     rest, effective, unconfirmed = counts()

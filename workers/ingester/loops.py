@@ -104,7 +104,8 @@ class Ingester:
         self._backfill_requested = asyncio.Event()
         self._backfill_reasons: set[str] = set()
         self._backfill_inflight: set[str] = set()
-        self._last_fill_catchup = 0.0
+        # As if one had just run: the start pass reads REST anyway, so the first fill waits its turn.
+        self._last_fill_catchup = time.monotonic()
         self._fill_catchup_timer: asyncio.TimerHandle | None = None
         self._random = random.Random()
 
