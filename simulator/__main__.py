@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zmq-url", default=DEFAULT_ZMQ_URL, help="PUB endpoint for the price feed ('none' disables it)")
     p.add_argument("--symbols", help="comma list SYMBOL[=PRICE]; default: " + ",".join(DEFAULT_UNIVERSE))
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second")
+    p.add_argument("--clock-offset-s", type=float, default=0.0,
+                   help="start the simulated clock this many seconds from the wall clock (negative: in the past); "
+                        "POST /admin/clock moves it forward")
     p.add_argument("--history-days", type=int, default=0, help="back-fill this many past NYSE sessions of activity")
     p.add_argument("--bot-rate", type=float, default=0.0, help="live bot orders per second across accounts (0 = off)")
     # The last of --always-open / --nyse-hours wins (a test fixture may default one, a test pass the other).
@@ -136,6 +139,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         accounts=accounts,
         seed=args.seed,
         speed=args.speed,
+        clock_offset_s=args.clock_offset_s,
         history_days=args.history_days,
         bot_rate=args.bot_rate,
         zmq_url=None if args.zmq_url.lower() == "none" else args.zmq_url,

@@ -6,7 +6,7 @@ file, or set with ``--admin-token`` / ``SIM_ADMIN_TOKEN``); no answer carries a 
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -44,6 +44,7 @@ class AdminApi:
         r.add_post("/admin/corporate-action", self.corporate_action)
         r.add_get("/admin/corporate-actions", self.corporate_actions)
         r.add_post("/admin/option-chain", self.option_chain)
+        r.add_post("/admin/clock", self.clock)
 
     def _account(self, ref: Any) -> Account:
         acct = self.engine.accounts.get(str(ref)) or self.engine.by_key.get(str(ref))
@@ -196,6 +197,21 @@ class AdminApi:
         s = self.sim.scheduler
         return as_json({"applied": s.applied, "pending": [{"at": rfc3339(p.at), "type": p.kind, "params": p.params}
                                                           for p in sorted(s.pending)]})
+
+    async def clock(self, request: web.Request) -> web.Response:
+        """``{"to": RFC 3339}`` or ``{"advance_s": N}`` moves the simulated clock forward; ``{"to": "wall"}``
+        back to the wall clock when it runs behind (``--clock-offset-s`` < 0)."""
+        body = await json_body(request)
+        now = self.sim.sim_now()
+        if body.get("to") == "wall":  # (a clock already there, to the drift of two clocks, stays)
+            target = max(now, datetime.now(UTC))
+        elif body.get("to"):
+            parsed = parse_time(str(body["to"]))
+            assert parsed is not None
+            target = parsed
+        else:
+            target = now + timedelta(seconds=float(dec(body.get("advance_s", 0), "advance_s")))
+        return as_json({"sim_time": rfc3339(self.sim.jump_clock(target)), "was": rfc3339(now)})
 
     async def option_chain(self, request: web.Request) -> web.Response:
         """List contracts on an underlying: ``{"underlying": "AAPL", "weeks": 2}`` (weeklies around the

@@ -62,6 +62,7 @@ class SimConfig:
     accounts: list[AccountSpec] = field(default_factory=list)
     seed: int = 0
     speed: float = 1.0
+    clock_offset_s: float = 0.0  # the simulated clock starts this far from the wall clock (negative: the past)
     history_days: int = 0
     bot_rate: float = 0.0
     zmq_url: str | None = None
@@ -102,7 +103,7 @@ class Simulator:
         self.faults = cfg.faults
         self.fault_rng = random.Random(f"faults:{cfg.seed}")
         self.admin_token = cfg.admin_token or secrets.token_urlsafe(24)
-        self._wall0 = time.time()
+        self._wall0 = time.time() + cfg.clock_offset_s
         self._mono0 = time.monotonic()
         styles = [spec.style or style_for(spec.name, i) for i, spec in enumerate(cfg.accounts)]
         universe = dict(cfg.symbols)
@@ -143,9 +144,19 @@ class Simulator:
 
     # ------------------------------------------------------------------ clock and views
     def sim_now(self) -> datetime:
-        """Wall clock at start, then running ``speed`` times faster."""
+        """Wall clock (plus ``clock_offset_s``) at start, then running ``speed`` times faster."""
         elapsed = (time.monotonic() - self._mono0) * self.cfg.speed
         return datetime.fromtimestamp(self._wall0 + elapsed, UTC)
+
+    def jump_clock(self, to: datetime) -> datetime:
+        """Move the simulated clock forward to ``to`` (a test that opens positions "yesterday" and lets
+        the corporate actions of "today" meet them). The tick loop then sees the midnights it crossed:
+        the day's fees are posted as at midnight. Never backwards: ids and activities stay in time order."""
+        now = self.sim_now()
+        if to < now:
+            raise OrderError(422, 42200000, f"the clock only moves forward (now {now.isoformat()})")
+        self._wall0 += (to - now).total_seconds()
+        return self.sim_now()
 
     def trades_crypto(self, acct: Account) -> bool:
         return acct.style == "crypto" or any("/" in s for s in acct.positions)

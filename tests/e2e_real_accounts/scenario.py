@@ -1,4 +1,9 @@
-"""One trading day that meets every event kind a real Alpaca account produces, on two accounts.
+"""Two trading days that meet every event kind a real Alpaca account produces, on two accounts.
+
+The simulator's clock starts a day behind (``--clock-offset-s``): positions are opened "yesterday",
+then the clock jumps to now (the broker posts yesterday's fees at that midnight) and today's corporate
+actions meet positions held overnight, as they do at Alpaca (which applies them before the open and
+dates them with the day only). Contracts bought yesterday expire today.
 
 Account A (``Bench 000``) ends flat in every event family, so its realized P&L is all in round trips;
 account B (``Bench 001``) holds through the same events, so its open positions show the broker's
@@ -23,6 +28,7 @@ from alpaca.trading.requests import MarketOrderRequest
 from bench.stack import Stack
 
 NY = ZoneInfo("America/New_York")
+CLOCK_OFFSET_S = -86_400.0  # the simulator starts yesterday
 ORDER_DEADLINE_S = 30.0  # liveness bound for one batch of market orders to fill (they fill on the next tick)
 
 PRICES: dict[str, str] = {
@@ -81,7 +87,7 @@ def _action(stack: Stack, scenario: Scenario, kind: str, **params: Any) -> None:
 
 
 def _option_chain(stack: Stack) -> Contracts:
-    today = datetime.now(NY).date().isoformat()
+    today = datetime.now(NY).date().isoformat()  # the wall clock's today: "tomorrow" for the simulator now
     opu = stack.admin("/option-chain", {"underlying": "OPU", "expiry": today, "strikes": ["90", "110"]})["contracts"]
     opv = stack.admin("/option-chain", {"underlying": "OPV", "expiry": today, "strikes": ["45"]})["contracts"]
     xsp = stack.admin("/option-chain", {"underlying": "XSP", "expiry": today, "strikes": ["510"]})["contracts"]
@@ -124,6 +130,12 @@ def run(stack: Stack) -> Scenario:
     _pin(stack, PRICES)
     s.contracts = c = _option_chain(stack)
     _open_books(stack, a, b, c)
+    stack.admin("/clock", {"to": "wall"})  # overnight: yesterday's FEEs and CFEEs are posted at midnight
+    deadline = time.monotonic() + ORDER_DEADLINE_S
+    while any(acct["accrued"] for acct in stack.admin("/ground-truth")["accounts"].values()):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the simulator did not post yesterday's fees after the clock moved")
+        time.sleep(0.05)
     _corporate_actions(stack, s)
     _pin(stack, {"NVDA": "110", "REV": "21.50", "NEWN": "55", "PAR": "92", "CHILD": "22", "ACQ": "82", "ACQB": "101",
                  "RNEW": "13"})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,6 +18,7 @@ import pytest
 from alpaca.trading.models import NonTradeActivity
 from alpaca.trading.requests import GetOptionContractsRequest
 
+from tests.simulator.conftest import wait_for
 from tests.simulator.test_alpaca_shapes import acts_of, broker_positions, buy
 from tests.simulator_fixtures import SimHandle, start_simulator
 
@@ -138,3 +139,24 @@ def test_an_unknown_future_type_books_its_cash_only_when_asked_for(sim: SimHandl
     [line] = acts_of(sim, 5, activity_types="ZZNEW")
     assert (line["net_amount"], line["status"]) == ("-12.34", "executed")
     assert cash_of(sim, 5) == cash - Decimal("12.34")
+
+
+def test_a_clock_started_yesterday_jumps_to_today_and_posts_yesterdays_fees_at_midnight(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    handle = start_simulator(tmp_path_factory.mktemp("clock"), accounts=1, seed=3,
+                             extra_args=["--clock-offset-s", "-86400", "--symbols", "AAPL=200,BTC/USD=60000"])
+    try:
+        today = datetime.now(NY).date()
+        buy(handle, 0, "BTC/USD", "0.1")
+        [fill] = acts_of(handle, 0, activity_types="FILL")
+        assert datetime.fromisoformat(fill["transaction_time"].replace("Z", "+00:00")).astimezone(NY).date() < today
+        assert acts_of(handle, 0, activity_types="CFEE") == []
+        with pytest.raises(Exception, match="422"):
+            handle.admin("/clock", {"advance_s": -60})
+        moved = handle.admin("/clock", {"to": "wall"})
+        assert datetime.fromisoformat(moved["sim_time"].replace("Z", "+00:00")).astimezone(NY).date() == today
+        [fee] = wait_for(lambda: acts_of(handle, 0, activity_types="CFEE"), "yesterday's coin fee, posted at midnight")
+        assert fee["date"] == (today - timedelta(days=1)).isoformat()  # dated its trade day, posted at midnight
+        assert Decimal(fee["qty"]) == Decimal("-0.00025")
+    finally:
+        handle.stop()
