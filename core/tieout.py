@@ -445,14 +445,20 @@ def _dominant(*groups: Sequence[Difference]) -> Cause:
 # --- past days ---------------------------------------------------------------------------------------
 def unposted_by_type(broker_days: Sequence[BrokerDay], book_days: Mapping[date, BookDay]) -> dict[str, Decimal]:
     """Per activity type, what the broker's history moved over its days beyond the book's activities
-    of those days (postings the book has not ingested); only the types that differ."""
-    days = {d.day for d in broker_days}
-    types = {t for d in broker_days for t in d.cashflow} | {t for b in book_days.values() if b.day in days
-                                                            for t in b.flows}
+    over the same window (postings the book has not ingested); only the types that differ.
+
+    The book's side counts every day it is given, not only the broker's days: a fee dated a day the
+    broker has no point for (before the account's first point, a holiday) still matches its posting.
+    """
+    first = min((d.day for d in broker_days), default=None)
+    if first is None:
+        return {}
+    books = [b for b in book_days.values() if b.day >= first - timedelta(days=7)]
+    types = {t for d in broker_days for t in d.cashflow} | {t for b in books for t in b.flows}
     out: dict[str, Decimal] = {}
     for t in sorted(types):
         broker = sum((d.cashflow.get(t, ZERO) for d in broker_days), ZERO)
-        book = sum((b.flows.get(t, ZERO) for b in book_days.values() if b.day in days), ZERO)
+        book = sum((b.flows.get(t, ZERO) for b in books), ZERO)
         if broker != book:
             out[t] = broker - book
     return out
@@ -549,7 +555,10 @@ def tie_out(*, now: datetime, book_positions: Sequence[BookPosition], broker_pos
     positions = compare_positions(book_positions, broker_positions, now=now, pending=pending,
                                   corporate_symbols=corporate_symbols, avg_cost=avg_cost or {}, tolerances=tol)
     unposted = unposted_by_type(broker_days, days_book)
-    unposted = {t: v for t, v in unposted.items() if is_late_posting(t) and abs(v) > 0}
+    # Only where the broker moved more of that kind than the book (a fee the book lacks), never the
+    # reverse (a posting the book dates just before the broker's window).
+    broker_total = {t: sum((d.cashflow.get(t, ZERO) for d in broker_days), ZERO) for t in unposted}
+    unposted = {t: v for t, v in unposted.items() if is_late_posting(t) and v * broker_total[t] > 0}
     equity_book = book_equity(book_positions, book_cash)
     account = compare_account(book_cash=book_cash, broker_cash=broker_cash, equity_book=equity_book,
                               broker_equity=broker_equity, pending=pending, unposted=unposted, positions=positions,
@@ -569,8 +578,9 @@ def tie_out(*, now: datetime, book_positions: Sequence[BookPosition], broker_pos
 
 def _repair_since(diffs: Sequence[Difference], days: Sequence[DayTieOut], pending: Sequence[PendingFill],
                   broker_days: Sequence[BrokerDay], tol: Tolerances) -> datetime | None:
-    """From the oldest thing missing: an unbooked fill's time, else the window's first day (a late
-    posting is dated on or before the day the broker posted it, so the whole window is re-read)."""
+    """From the oldest thing missing: an unbooked fill's time, else a week before the window's first
+    day (a late posting is dated on or before the day the broker posted it, the same margin
+    :func:`unposted_by_type` gives the book)."""
     wanted = [d for d in [*diffs, *(x for day in days for x in day.differences)]
               if d.open and d.cause in MISSING_DATA_CAUSES and abs(d.amount_usd) > _tolerance(d, tol)]
     if not wanted:
@@ -581,4 +591,4 @@ def _repair_since(diffs: Sequence[Difference], days: Sequence[DayTieOut], pendin
     start = first or min((d.day for d in wanted if d.day is not None), default=None)
     if start is None:
         return None
-    return datetime.combine(start, datetime.min.time(), NEW_YORK).astimezone(UTC)
+    return datetime.combine(start - timedelta(days=7), datetime.min.time(), NEW_YORK).astimezone(UTC)

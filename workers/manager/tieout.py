@@ -9,7 +9,7 @@ second time), :func:`core.tieout.tie_out`, and one row per destination-day in ``
 The repair path: when an open difference is caused by missing raw data, a ``ch_backfill_requests``
 row is written and the ingester's own backfill (:meth:`workers.ingester.loops.Ingester.backfill`:
 idempotent upserts, checkpoints only move forward) re-reads that window; the next pass shows the
-result. One request per destination at a time, and none again within ``REPAIR_COOLDOWN_S``.
+result. One request per destination at a time, and none again within ``REPAIR_COOLDOWN_PASSES`` intervals.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from core.tieout import (
     tie_out,
 )
 from workers.alpaca import BrokerPosition, PortfolioHistory
+from workers.alpaca.budget import Priority, spending
 from workers.errors import describe
 from workers.manager.port import BrokerPort
 from workers.manager.provisional import effective_activities_sql
@@ -57,8 +58,9 @@ log = logging.getLogger("workers.manager.tieout")
 
 TIEOUT_TICK_S = 1.0
 """How often the loop looks for a destination that is due (each is due every ``TIEOUT_INTERVAL_S``)."""
-REPAIR_COOLDOWN_S = 600.0
-"""A destination's next repair backfill waits this long after the last one (bounds the REST cost)."""
+REPAIR_COOLDOWN_PASSES = 2
+"""A destination's next repair backfill waits this many tie-out intervals after the last one closed
+(600 s at the default interval: bounds the REST cost of a cause that a backfill cannot repair)."""
 CALLS_PER_PASS = 3
 """REST calls one tie-out pass makes (positions, account, portfolio history)."""
 TIEOUT_CHANNEL = "ch_tieout"
@@ -251,7 +253,7 @@ async def store(pool: asyncpg.Pool, slug: str, report: TieOut, tol: Tolerances) 
 
 
 # --- repair ------------------------------------------------------------------------------------------
-async def repair_due(pool: asyncpg.Pool, slug: str, cooldown_s: float = REPAIR_COOLDOWN_S) -> bool:
+async def repair_due(pool: asyncpg.Pool, slug: str, cooldown_s: float) -> bool:
     """No request open for ``slug`` and none closed within the cooldown."""
     row = await pool.fetchrow(
         """SELECT count(*) FILTER (WHERE done_at IS NULL) AS open,
@@ -270,7 +272,8 @@ async def request_and_run_backfill(pool: asyncpg.Pool, settings: Settings, dest:
            VALUES ($1, $2, $3, now()) RETURNING id""", dest.slug, since, reason[:500])
     ingester = Ingester(settings=settings, destination=dest, pool=pool, since=since)
     try:
-        rows = await ingester.backfill(since=since)
+        with spending(Priority.GAP_REPAIR):  # the destination's REST budget serves a repair first
+            rows = await ingester.backfill(since=since)
     except Exception as exc:  # recorded on the request; the next pass after the cooldown asks again
         await pool.execute("UPDATE public.ch_backfill_requests SET done_at = now(), error = $2 WHERE id = $1",
                            request_id, describe(exc, 300))
@@ -328,7 +331,8 @@ class TieoutLoop:
         if self.last.get(dest.slug) != report.status:
             log.info("dest=%s tie-out %s", dest.slug, report.status.value)
             self.last[dest.slug] = report.status
-        if report.repair_since is not None and await repair_due(m.pool, dest.slug):
+        if report.repair_since is not None and await repair_due(m.pool, dest.slug,
+                                                                 REPAIR_COOLDOWN_PASSES * m.settings.tieout_interval_s):
             self.repairs += 1
             rows = await request_and_run_backfill(m.pool, m.settings, dest, since=report.repair_since,
                                                   reason=repair_reason(report))
