@@ -58,7 +58,8 @@ def test_custom_account_schema(settings: Settings) -> None:
     assert "public.schema_migrations" in _tables(conn)
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw_data'")
-        assert cur.fetchone()[0] == 5
+        # orders, order_events, activities, checkpoints, heartbeats, provisional_fills (migration 8)
+        assert cur.fetchone()[0] == 6
     conn.close()
 
 
