@@ -71,14 +71,13 @@ def layout(slug: str | None = None, trade_id: str | None = None, **_: Any) -> An
             html.Div(contract_label(trade["symbol"]), id="trade-instrument", className="text-body-secondary mb-3"),
             html.Div(id="trade-kpis", className="ch-kpi-grid mb-3"),
             section("Price path", dcc.Graph(id="trade-path", config=GRAPH_CONFIG, style=graph_style("trade-path"))),
-            dbc.Row([
-                dbc.Col(section("Fills", html.Div(id="trade-fills")), lg=6),
-                dbc.Col(section("FIFO lots", html.Div(id="trade-lots")), lg=6),
-            ]),
+            # full width: a lot has nine columns, two of them times, and must read without scrolling
+            section("FIFO lots", html.Div(id="trade-lots")),
             section("Corporate actions and option events", html.Div(id="trade-events"),
                     html.Small("Splits, name changes, mergers, spinoffs, expiries, exercises, assignments and fees "
                                "in the asset that touched this trade's lots or its symbols while it was held.",
                                className="text-body-secondary")),
+            section("Fills", html.Div(id="trade-fills")),
             section("Orders", html.Div(id="trade-orders")),
         ]
     )
@@ -102,8 +101,9 @@ def _cell(col: str, v: Any, tz: str) -> Any:
         tone = tone_of(number) if col != "fees" else None
         return html.Td(fmt.money(number, sign=col != "fees"),
                        className=f"text-end text-nowrap{' text-' + tone if tone else ''}")
-    elif col.endswith("_id") and len(str(v)) > ID_SHOWN_CHARS:
-        return html.Td(html.Span(str(v)[:ID_SHOWN_CHARS] + "…", title=str(v)), className="font-monospace small")
+    elif col.endswith("_id"):
+        shown = str(v) if len(str(v)) <= ID_SHOWN_CHARS else str(v)[:ID_SHOWN_CHARS] + "…"
+        return html.Td(html.Span(shown, title=str(v)), className="font-monospace small text-nowrap")
     else:
         text = str(v)
     return html.Td(text, className="text-end text-nowrap" if numeric else "text-nowrap" if col in TIME_COLUMNS
@@ -120,7 +120,8 @@ def _table(rows: list[dict[str, Any]], tz: str, empty: str, columns: tuple[str, 
     body = [html.Tr([_cell(c, r.get(c), tz) for c in cols]) for r in rows]
     numeric = QTY_COLUMNS | PRICE_COLUMNS | MONEY_COLUMNS
     header = html.Thead(html.Tr([html.Th(LABELS.get(c, c.replace("_", " ").capitalize()),
-                                         className="text-end" if c in numeric else None) for c in cols]))
+                                         className="text-end text-nowrap" if c in numeric else "text-nowrap")
+                                 for c in cols]))
     return dbc.Table([header, html.Tbody(body)], size="sm", responsive=True, hover=True, className="mb-0",
                      id=table_id or "")
 
@@ -179,7 +180,6 @@ def register(app: Dash) -> None:
         Output("trade-fills", "children"),
         Output("trade-lots", "children"),
         Output("trade-orders", "children"),
-        Output("trade-events", "children"),
         Input("trade-key", "data"),
         Input("theme-store", "data"),
         Input("tz-choice", "value"),
@@ -188,12 +188,12 @@ def register(app: Dash) -> None:
     )
     def render(key: dict[str, str] | None, theme: str, tz_choice: str, browser_tz: str | None, _k: Any) -> Any:
         if not key:
-            return (no_update,) * 6
+            return (no_update,) * 5
         m = model()
         tz = resolve_tz(tz_choice, browser_tz)
         t = m.trade(key["slug"], key["trade_id"])
         if t is None:
-            return (no_update,) * 6
+            return (no_update,) * 5
         fills = _as_list(t.get("fills"))
         lots = _as_list(t.get("lots"))
         orders = m.trade_orders(key["slug"], [str(t.get("entry_order_id") or ""), str(t.get("exit_order_id") or "")])
@@ -208,7 +208,7 @@ def register(app: Dash) -> None:
             kpi("Fees", fmt.money(_f(t.get("fees")))),
             kpi("Return", fmt.pct(_points_to_fraction(_f(t.get("return_pct"))), sign=True),
                 tone=tone_of(_f(t.get("return_pct")))),
-            kpi("Quantity", fmt.num(_f(t.get("qty")), 4)),
+            kpi("Quantity", fmt.qty(_f(t.get("qty")))),
             kpi("Entry", fmt.num(_f(t.get("entry_price"))), sub=fmt.local_time(t.get("entry_time"), tz)),
             kpi("Exit", fmt.num(_f(t.get("exit_price"))), sub=fmt.local_time(t.get("exit_time"), tz)),
             kpi("Held", fmt.duration(_f(t.get("holding_s")))),
@@ -238,5 +238,18 @@ def register(app: Dash) -> None:
         fig = figures.trade_path(points, levels, theme, tz_label=fmt.tz_label(tz), path=path)
         return (cards, fig, _table(fills, tz, "No fills recorded for this round trip.", table_id="trade-fills-table"),
                 _table(lots, tz, "No lot detail recorded.", LOT_COLUMNS, table_id="trade-lots-table"),
-                _table(orders, tz, "No matching orders ingested.", table_id="trade-orders-table"),
-                _events_table(key["slug"], t, tz))
+                _table(orders, tz, "No matching orders ingested.", table_id="trade-orders-table"))
+
+    # its own callback: the events read the raw activities, and a slow or failing read there must not
+    # hold back (or blank) the trade's figures, path, fills and lots
+    @app.callback(
+        Output("trade-events", "children"),
+        Input("trade-key", "data"),
+        Input("tz-choice", "value"),
+        Input("browser-tz", "data"),
+    )
+    def events(key: dict[str, str] | None, tz_choice: str, browser_tz: str | None) -> Any:
+        t = model().trade(key["slug"], key["trade_id"]) if key else None
+        if t is None or key is None:
+            return no_update
+        return _events_table(key["slug"], t, resolve_tz(tz_choice, browser_tz))

@@ -137,22 +137,27 @@ def test_trade_events(model: ReadModel, trade_id: str, expected: list[str]) -> N
     assert labels.get("NC", "Name change") == "Name change"
 
 
-def _trade_page(app: Dash, trade_id: str) -> dict[str, Any]:
-    client = app.server.test_client()
-    key = {"slug": SLUG, "trade_id": trade_id}
-    outputs = ["trade-kpis.children", "trade-path.figure", "trade-fills.children", "trade-lots.children",
-               "trade-orders.children", "trade-events.children"]
-    payload = {"output": ".." + "...".join(outputs) + "..",
-               "outputs": [{"id": o.split(".")[0], "property": o.split(".")[1]} for o in outputs],
-               "inputs": [{"id": "trade-key", "property": "data", "value": key},
-                          {"id": "theme-store", "property": "data", "value": "light"},
-                          {"id": "tz-choice", "property": "value", "value": "utc"},
-                          {"id": "browser-tz", "property": "data", "value": None}],
-               "state": [{"id": "trade-key", "property": "data", "value": key}],
-               "changedPropIds": ["trade-key.data"]}
+def _post(client: Any, outputs: list[str], inputs: list[dict[str, Any]], state: list[dict[str, Any]]
+          ) -> dict[str, Any]:
+    payload = {"output": outputs[0] if len(outputs) == 1 else ".." + "...".join(outputs) + "..",
+               "outputs": [{"id": o.split(".")[0], "property": o.split(".")[1]} for o in outputs]
+               if len(outputs) > 1 else {"id": outputs[0].split(".")[0], "property": outputs[0].split(".")[1]},
+               "inputs": inputs, "state": state, "changedPropIds": ["trade-key.data"]}
     response = client.post("/_dash-update-component", json=payload)
     assert response.status_code == 200, response.data[:500]
     return dict(response.get_json()["response"])
+
+
+def _trade_page(app: Dash, trade_id: str) -> dict[str, Any]:
+    """What the trade page's two callbacks draw for one trip."""
+    client = app.server.test_client()
+    key: dict[str, Any] = {"id": "trade-key", "property": "data", "value": {"slug": SLUG, "trade_id": trade_id}}
+    zone: list[dict[str, Any]] = [{"id": "tz-choice", "property": "value", "value": "utc"},
+            {"id": "browser-tz", "property": "data", "value": None}]
+    out = _post(client, ["trade-kpis.children", "trade-path.figure", "trade-fills.children", "trade-lots.children",
+                         "trade-orders.children"],
+                [key, {"id": "theme-store", "property": "data", "value": "light"}, *zone], [key])
+    return out | _post(client, ["trade-events.children"], [key, *zone], [])
 
 
 def _texts(node: Any) -> list[str]:
