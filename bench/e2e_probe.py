@@ -162,7 +162,15 @@ def rest_budget(stack: Any) -> dict[str, dict[str, Any]]:
     rows = stack.query("SELECT destination, details::text FROM account_activities.heartbeats WHERE service = 'ingester'")
     out = {}
     for slug, details in rows:
-        budget = (json.loads(details or "{}") or {}).get("budget")
+        d = json.loads(details or "{}") or {}
+        budget = d.get("budget")
         if budget:
             out[slug] = budget
+        elif isinstance(d.get("broker"), dict):  # a tree before issue 18: the ingester's own calls only
+            out[slug] = {"calls_total": d["broker"].get("requests", 0), "rate_limited": d["broker"].get("rate_limited")}
     return out
+
+
+def has_provisional(stack: Any) -> bool:
+    """Whether the stack's schema has ``provisional_fills`` (the tree under test predates issue 18 if not)."""
+    return bool(stack.query("SELECT to_regclass('account_activities.provisional_fills') IS NOT NULL")[0][0])
