@@ -147,11 +147,24 @@ def _fill_truth(stack: Stack, account: str, slug: str) -> dict[str, int]:
     return {"truth": want, "rest": rest, "effective": effective, "unconfirmed": unconfirmed}
 
 
+def whatif_workers_args(fill_catchup_min_interval_s: float) -> tuple[str, ...]:
+    """``python`` arguments running ``python -m workers all`` with another ingester fill catch-up
+    interval (``IngesterOptions.fill_catchup_min_interval_s``, not a setting): for what-if runs."""
+    code = ("import functools, runpy, workers.ingester as m; "
+            "m.run_ingester = functools.partial(m.run_ingester, options=m.IngesterOptions("
+            f"fill_catchup_min_interval_s={fill_catchup_min_interval_s!r})); "
+            "import sys; sys.argv = ['workers', 'all']; runpy.run_module('workers', run_name='__main__')")
+    return ("-c", code)
+
+
 def measure(sse: bool, fills: int, ticks: int, *, destinations: int = 1, rate_per_s: float = RATE_PER_S,
-            bot_rate_per_s: float = BOT_RATE_PER_S) -> dict[str, Any]:
-    """One run of the stack: freshness percentiles (seconds), stage breakdown, REST use, fill counts."""
-    env = {"UI_SNAPSHOT_SEC": str(UI_SNAPSHOT_SEC), "DISABLE_SSE": "false" if sse else "true"}
-    cfg = StackConfig(destinations=destinations, env=env, sim_args=("--tick-ms", "100"))
+            bot_rate_per_s: float = BOT_RATE_PER_S, env: dict[str, str] | None = None,
+            workers_args: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """One run of the stack: freshness percentiles (seconds), stage breakdown, REST use, fill counts.
+    ``env`` adds settings for the workers and the web process (what-if runs, e.g. ``UI_SNAPSHOT_SEC``)."""
+    env = {"UI_SNAPSHOT_SEC": str(UI_SNAPSHOT_SEC), "DISABLE_SSE": "false" if sse else "true", **(env or {})}
+    cfg = StackConfig(destinations=destinations, env=env, sim_args=("--tick-ms", "100"),
+                      **({"workers_args": workers_args} if workers_args else {}))
     with Stack(cfg) as stack:
         stack.wait_ready(90)
         slug, account = stack.slugs[0], stack.names[0]
