@@ -164,7 +164,7 @@ def measure(sse: bool, fills: int, ticks: int, *, destinations: int = 1, rate_pe
     ``env`` adds settings for the workers and the web process (what-if runs, e.g. ``UI_SNAPSHOT_SEC``)."""
     env = {"UI_SNAPSHOT_SEC": str(UI_SNAPSHOT_SEC), "DISABLE_SSE": "false" if sse else "true", **(env or {})}
     cfg = StackConfig(destinations=destinations, env=env, sim_args=("--tick-ms", "100"),
-                      **({"workers_args": workers_args} if workers_args else {}))
+                      workers_args=workers_args or StackConfig().workers_args)
     with Stack(cfg) as stack:
         stack.wait_ready(90)
         slug, account = stack.slugs[0], stack.names[0]
