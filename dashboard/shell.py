@@ -33,6 +33,7 @@ NAV_LINKS: tuple[NavLink, ...] = (
     NavLink("Compare", "/compare"),
     NavLink("Activities", "/activities", "partial"),
     NavLink("Alerts", "/alerts", badge_id="alerts-badge"),
+    NavLink("Reconciliation", "/reconciliation"),
     NavLink("Health", "/health"),
 )
 

@@ -6,11 +6,22 @@ from __future__ import annotations
 import dash
 from dash import Dash
 
-from dashboard.pages import activities, alerts, compare, destination, health, overview, strategies, strategy, trade
+from dashboard.pages import (
+    activities,
+    alerts,
+    compare,
+    destination,
+    health,
+    overview,
+    reconciliation,
+    strategies,
+    strategy,
+    trade,
+)
 
 # the trade page first: Dash matches path templates in registry order and "/destination/<slug>"
 # would otherwise swallow "/destination/<slug>/trade/<id>"
-PAGES = (trade, overview, destination, strategies, strategy, compare, activities, alerts, health)
+PAGES = (trade, overview, destination, strategies, strategy, compare, activities, alerts, reconciliation, health)
 
 
 def register_all(app: Dash) -> None:

@@ -28,6 +28,7 @@ from dashboard.pages.destination_view import (
     relayout_window,
     secondary_sections,
 )
+from dashboard.pages.reconciliation import trust_badge
 
 PATH_TEMPLATE = "/destination/<slug>"
 DEFER_MS = 100  # after the primary content is drawn and the browser is idle (see the clientside callback)
@@ -93,7 +94,7 @@ def layout(slug: str | None = None, **_: Any) -> Any:
                 [
                     html.Div(
                         [
-                            html.H4([dest.name, badge], className="mb-0"),
+                            html.H4([dest.name, badge, trust_badge(dest.slug, link=True)], className="mb-0"),
                             html.Small(f"{dest.slug} · key {dest.masked_key or '—'}",
                                        className="text-body-secondary"),
                         ]

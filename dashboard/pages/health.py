@@ -10,6 +10,7 @@ from dash import Dash, Input, Output, dcc, html
 from dashboard.components import fmt
 from dashboard.context import model, resolve_tz, runtime
 from dashboard.heartbeats import HEARTBEAT_OK_FACTOR, HEARTBEAT_WARN_FACTOR, feed_age_s, status_colour
+from dashboard.pages import reconciliation
 from dashboard.pages.common import empty_state, section
 
 PATH = "/health"
@@ -23,6 +24,7 @@ def layout(**_: Any) -> Any:
             html.H4("Health", className="mb-3"),
             html.Div(id="health-summary", className="mb-3"),
             section("Workers", html.Div(id="health-table")),
+            reconciliation.health_row(),
         ]
     )
 

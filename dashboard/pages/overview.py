@@ -17,6 +17,7 @@ from dashboard import analytics
 from dashboard.components import figures, fmt
 from dashboard.context import model, resolve_tz, runtime
 from dashboard.pages.common import graph, no_destinations, poll_interval_ms, section, tone_of
+from dashboard.pages.reconciliation import trust_badge
 from dashboard.queries import DestinationRow, Versions, f8
 
 PATH = "/"
@@ -121,7 +122,7 @@ def _card(dest: DestinationRow, values: dict[str, Any], health: tuple[str, str])
                     dbc.CardHeader(
                         html.Div(
                             [
-                                html.Span(dest.name, className="fw-semibold"),
+                                html.Span([dest.name, trust_badge(dest.slug)], className="fw-semibold"),
                                 html.Span([html.Span(className=f"ch-dot bg-{colour} me-1"), health_text],
                                           className="small text-body-secondary", title="worker heartbeat age"),
                             ],
