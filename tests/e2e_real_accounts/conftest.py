@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -115,9 +116,11 @@ def _wait_ingested(stack: Stack, accounts: list[Account]) -> None:
         missing = {a.name: _store_rows(stack, a) for a in accounts}
     for acct in accounts:
         if missing[acct.name]:
-            kinds = sorted({a["activity_type"] for a in acct.activities if a["id"] in missing[acct.name]})
-            acct.caught_up += (f"the ingester never stored {len(missing[acct.name])} broker activities "
-                               f"({', '.join(kinds)}); ")
+            gone = Counter(f"{a['activity_type']} dated {a.get('date') or a.get('transaction_time', '')[:10]}"
+                           f"{' (date-only)' if 'transaction_time' not in a else ''}"
+                           for a in acct.activities if a["id"] in missing[acct.name])
+            acct.caught_up += (f"the ingester never stored {len(missing[acct.name])} broker activities: "
+                               + ", ".join(f"{n} x {what}" for what, n in sorted(gone.items())) + "; ")
 
 
 def _manager_seq(stack: Stack, acct: Account) -> int:
