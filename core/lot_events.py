@@ -141,7 +141,10 @@ def _split(ev: Split, book_for: BookFor, allow_short: bool) -> None:
 
 def _cash_in_lieu(ev: CashInLieu, book_for: BookFor, allow_short: bool) -> None:
     sb = book_for(ev.symbol)
-    _close(sb, ev, ev.qty, ev.cash / (ev.qty * sb.multiplier))
+    # the fraction at the split's own precision: a remainder given to more digits (2500 / 30 shares)
+    # must not leave a sliver of a share the broker no longer holds
+    qty = ev.qty.quantize(QTY_QUANTUM) or ev.qty
+    _close(sb, ev, qty, ev.cash / (qty * sb.multiplier))
 
 
 def _symbol_change(ev: SymbolChange, book_for: BookFor, allow_short: bool) -> None:

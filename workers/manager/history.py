@@ -20,6 +20,7 @@ from core.records import ActivityRecord
 from core.schema import quote_ident
 from core.settings import Settings
 from core.snapshots import DrawdownTracker, EquitySnapshot, SnapshotSource, missing_boundaries
+from workers.manager.interpret import replay_reader
 from workers.manager.port import default_market_open
 from workers.manager.store import ACTIVITY_COLUMNS, Store, activity_of, storable_snapshots
 from workers.progress import ProgressBar
@@ -88,7 +89,8 @@ async def rebuild_equity(settings: Settings, destination: Destination, *, since:
         table = f"public.{quote_ident(equity_table(slug))}"
         max_excess = await equity_pool.fetchval(f"SELECT max(equity - net_deposits) FROM {table} WHERE ts < $1", start)
         replay = EquityReplay(baseline_deposit=destination.initial_deposit or ZERO,
-                              tracker=DrawdownTracker(max_excess), source=SnapshotSource.REBUILD)
+                              tracker=DrawdownTracker(max_excess), source=SnapshotSource.REBUILD,
+                              read=replay_reader)
         snaps = replay_points(acts, points, replay)
         async with equity_pool.acquire() as conn, conn.transaction():
             await conn.execute(f"DELETE FROM {table} WHERE ts >= $1", start)
@@ -137,7 +139,8 @@ async def refill_snapshots(settings: Settings, destination: Destination, *, sinc
         max_excess = await equity_pool.fetchval(f"SELECT max(equity - net_deposits) FROM {table} WHERE ts < $1",
                                                 points[0])
         replay = EquityReplay(baseline_deposit=destination.initial_deposit or ZERO,
-                              tracker=DrawdownTracker(max_excess), source=SnapshotSource.REFILL)
+                              tracker=DrawdownTracker(max_excess), source=SnapshotSource.REFILL,
+                              read=replay_reader)
         snaps = replay_points(acts, points, replay)
         bar = ProgressBar(f"refill-snapshots {slug}", len(snaps), enabled=progress)
         written = await _insert(Store(pool, settings.account_schema, slug, series_pool=series), snaps, bar)

@@ -21,8 +21,9 @@ from datetime import datetime
 from typing import Any
 
 from core.corporate_actions import LotEvent, StockTransfer
+from core.equity_replay import ReadActivities
 from core.income import CashEntry
-from core.ledger import LedgerEntry, cash_entry_effect, fill_entry, transfer_entry, zero_entry
+from core.ledger import CashLedger, LedgerEntry, cash_entry_effect, fill_entry, transfer_entry, zero_entry
 from core.records import ActivityRecord, Fill
 from workers.alpaca.activities import is_paired_code, parse_activities, unpaired_lines
 from workers.manager.book import Skipped, triage
@@ -145,3 +146,15 @@ class PairWait:
         """Forget every line that is no longer waiting."""
         keep = set(held)
         self.first_seen = {i: t for i, t in self.first_seen.items() if i in keep}
+
+
+def replay_reader(acts: Sequence[ActivityRecord]) -> ReadActivities:
+    """:func:`interpret` as :class:`core.equity_replay.EquityReplay` reads a chunk of stored activities
+    (every line of a day arrives in one chunk, so nothing waits)."""
+    read = interpret(acts)
+    return ReadActivities(fills=read.fills, events=read.events, entries=read.entries, skipped=len(read.skipped))
+
+
+def book_ledger(ledger: CashLedger, read: Interpretation) -> int:
+    """Book every entry of ``read`` once (the ledger refuses an id it has seen); the number newly booked."""
+    return sum(1 for entry, ts in read.entries if ledger.book(entry, ts))

@@ -28,6 +28,8 @@ BAR_DRAIN_TIMEOUT_S = 2.0
 PAIR_WAIT_S = 30.0
 """A split's, name change's or merger's line without its partner waits this long for it (the ingester may
 commit the lines of one corporate action apart); then it is booked alone."""
+RESTAMP_SETTLE_S = 2.0
+"""The newest snapshot is re-stamped once activities dated before it stop arriving for this long (a backfill)."""
 LEADING_EDGE_WAIT_MAX_S = 1.0
 """The leading-edge loop re-reads the feed list at least this often (a take-over may add a feed)."""
 STALL_FACTOR = 10
@@ -51,6 +53,8 @@ class DestinationStats(Counters):
     pos_notifies: int = 0
     closed_notifies: int = 0
     snapshots: int = 0
+    restamps: int = 0
+    """The newest snapshot re-stamped because activities dated before it arrived after it."""
     gap_snapshots: int = 0
     syncs: int = 0
     reconciles: int = 0

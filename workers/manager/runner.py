@@ -22,16 +22,16 @@ from core.destinations import Destination, closed_channel, pos_channel
 from core.errors import InvalidInput
 from core.exit_legs import Legs, select_legs
 from core.fifo import FifoBook
-from core.ledger import ZERO, CashLedger, ledger_entry
-from core.records import ActivityRecord, Fill, OpenPosition, OrderMeta
+from core.ledger import ZERO, CashLedger
+from core.records import ActivityRecord, OpenPosition, OrderMeta
 from core.snapshots import DrawdownTracker, EquitySnapshot, SnapshotSource, due_points, make_snapshot
 from core.valuation import AccountValue, Mark, OpenTradeRow, PriceSource, account_value, value_positions
 from workers.errors import ErrorKind, classify, describe
-from workers.heartbeat import write_heartbeat
 from workers.manager import book as bookkeeping
 from workers.manager import checkpoint
+from workers.manager import interpret as interpretation
 from workers.manager.context import RunnerContext
-from workers.manager.health import heartbeat_details, runner_intervals_s, stall_reason
+from workers.manager.health import runner_intervals_s, stall_reason, write_runner_heartbeat
 from workers.manager.loops import keep_running
 from workers.manager.marks import choose_marks, newly_stale, tick_time
 from workers.manager.options import (
@@ -40,7 +40,8 @@ from workers.manager.options import (
     CHECKPOINT_MAX_LOOP_SHARE,
     LATE_SNAPSHOTS_MAX,
     NOTIFY_IDS_MAX,
-    SERVICE,
+    PAIR_WAIT_S,
+    RESTAMP_SETTLE_S,
     DestinationStats,
 )
 from workers.manager.port import BrokerPort
@@ -53,7 +54,7 @@ from workers.manager.reconcile import (
     check_quantities,
     read_positions,
 )
-from workers.manager.seed import gap_points, seed_points
+from workers.manager.seeding import refill_gap, seed_from_history
 from workers.manager.store import Store, bad_open_row, storable_snapshots, storable_trips
 from workers.manager.throttle import Throttle
 from workers.notify import encode_payload
@@ -118,6 +119,12 @@ class DestinationRunner:
         self.started_mono = time.monotonic()
         self.last_fill_at: datetime | None = None
         self.write_lock = asyncio.Lock()
+        self.waiting = interpretation.PairWait(PAIR_WAIT_S)
+        self.stamped_ts: datetime | None = None
+        """The newest instant this runner stamped."""
+        self.restamp: float | None = None
+        """When (monotonic s) activities dated before ``stamped_ts`` were last booked, until re-stamped."""
+        self.rebuild_wanted = False
 
     # --- small public surface the process uses ----------------------------------------------------
     @property
@@ -278,49 +285,55 @@ class DestinationRunner:
         if not fresh and not self.missing_orders:
             self.last_seq = bookkeeping.newest_seq(acts, self.last_seq)
             return None
-        triage = bookkeeping.triage(fresh)
-        for skipped in triage.skipped:
+        read = await self._interpret(fresh, bulk=bulk)
+        for skipped in read.skipped:
             self.ledger.skip(skipped.activity_id)
             self.stats.activities_skipped += 1
             if not skipped.expected:
                 self.log.warning("dest=%s activity %s skipped: %s", self.slug, skipped.activity_id, skipped.reason)
-        wanted = bookkeeping.orders_wanted(triage.fills, self.orders, self.missing_orders)
+        wanted = bookkeeping.orders_wanted(read.fills, self.orders, self.missing_orders)
         orders, unusable = await self.store.orders(None if bulk else wanted)
         for why in unusable:
             self.log.warning("dest=%s order %s unusable", self.slug, why)
         for o in orders:
             self.orders[o.order_id] = o
         self.missing_orders = bookkeeping.still_missing(wanted, self.orders, self.missing_orders, bulk=bulk)
-        changes = self._apply(list(triage.fills), orders)
-        self._book_cash(fresh)
-        self.stats.fills_applied += len(triage.fills)
-        if triage.fills:
-            self.last_fill_at = max(f.ts for f in triage.fills)
-        self.last_seq = bookkeeping.newest_seq(acts, self.last_seq)
+        applied = bookkeeping.apply_all(self.book, list(read.fills), orders, list(read.events))
+        if applied.error is not None:
+            self.record_error("fifo apply", applied.error)
+        self.rebuild_wanted |= applied.event_refused
+        changes = applied.changes
+        self.stats.activities_applied += interpretation.book_ledger(self.ledger, read)
+        if self.stamped_ts is not None and any(ts <= self.stamped_ts for _, ts in read.entries):
+            self.restamp = time.monotonic()
+        self.stats.activities_unknown += len(read.unknown)
+        self.stats.fills_applied += len(read.fills)
+        self.stats.lot_events += len(read.events)
+        if read.fills:
+            self.last_fill_at = max(f.ts for f in read.fills)
+        self.last_seq = bookkeeping.cursor(acts, self.last_seq, held=read.held)
         self.book_changed_since_checkpoint = True
         await self._after_book_update(changes, bulk=initial)
+        if (read.regrouped or self.rebuild_wanted) and not bulk:
+            self.log.warning("dest=%s lines %s booked alone now have their pair: rebuilding the book", self.slug,
+                             ", ".join(read.regrouped[:3]) or "(event conflict)")
+            self.rebuild_wanted = False
+            await self.heal(full_rebuild=True)
         return changes
 
-    def _apply(self, fills: list[Fill], orders: list[OrderMeta]) -> bookkeeping.BookChanges:
-        try:
-            return bookkeeping.BookChanges.of(self.book.apply(fills, orders))
-        except InvalidInput as exc:  # a fill id reused with other content: keep the first, report
-            self.record_error("fifo apply", exc)
-        changes = bookkeeping.BookChanges()
-        for i, f in enumerate(fills):
-            try:
-                update = self.book.apply([f], orders if i == 0 else ())
-            except InvalidInput:
-                continue
-            changes = changes.merged(bookkeeping.BookChanges.of(update))
-        return changes
-
-    def _book_cash(self, fresh: Sequence[ActivityRecord]) -> None:
-        for act in fresh:
-            entry = ledger_entry(act.activity_id, act.activity_type, side=act.side, qty=act.qty, price=act.price,
-                                 net_amount=act.net_amount)
-            if self.ledger.book(entry, act.ts):
-                self.stats.activities_applied += 1
+    async def _interpret(self, fresh: list[ActivityRecord], *, bulk: bool) -> interpretation.Interpretation:
+        """Fills, lot events and ledger entries of ``fresh``; a split's or merger's line waits (at most
+        ``PAIR_WAIT_S``) for its partner, read with the other lines of its day from the store."""
+        paired = interpretation.paired_days(fresh)
+        context: list[ActivityRecord] = []
+        if paired and not bulk:
+            days = {a.ts.date() for a in paired}
+            context = [a for a in await self.store.lines_of_days(days) if a.activity_id in self.ledger.applied]
+        read = interpretation.interpret(fresh, context=context, may_wait=self.waiting.may_wait(paired))
+        self.waiting.settle(read.held)
+        if read.problems:
+            self.log.info("dest=%s %d activities not applied to lots: %s", self.slug, len(read.problems), read.problems[0])
+        return read
 
     async def _after_book_update(self, changes: bookkeeping.BookChanges, *, bulk: bool) -> None:
         news = bookkeeping.tally_trips(changes, self.trip_pl, self.realized_closed)
@@ -455,6 +468,13 @@ class DestinationRunner:
                             market_open=self.ctx.market_open, max_points=LATE_SNAPSHOTS_MAX)
         if points:
             self.stats.snapshots += await self.snapshot(points, now_mono_ns, SnapshotSource.LIVE)
+        elif self.restamp is not None and now_mono_ns / 1e9 - self.restamp >= RESTAMP_SETTLE_S and (
+                (stamped := self.stamped_ts) is not None and stamped == self.last_snapshot_ts and stamped < now):
+            # activities dated before our newest point came after it was stamped (a backfill at start, fees
+            # posted at day end): it is re-stamped, and "now" (what live views build on) gets a point of its own
+            self.restamp = None
+            self.stats.restamps += await self.snapshot([stamped, now], now_mono_ns, SnapshotSource.LIVE,
+                                                       replace=True)
 
     async def write_open(self, rows: list[OpenTradeRow], notify: bool, *, keep: Sequence[str] = ()) -> None:
         """Replace the open trades with ``rows`` (checked by :meth:`valuation`); ``keep``'s rows stay as stored."""
@@ -479,55 +499,31 @@ class DestinationRunner:
         self.pending_notify_ids.clear()
         self.stats.pos_notifies += 1
 
-    async def snapshot(self, points: Sequence[datetime], now_mono_ns: int, source: SnapshotSource) -> int:
-        """Stamp ``points`` with the current valuation; the rows inserted."""
+    async def snapshot(self, points: Sequence[datetime], now_mono_ns: int, source: SnapshotSource, *,
+                       replace: bool = False) -> int:
+        """Stamp ``points`` with the current valuation; the rows written."""
         _, value, _ = self.valuation(now_mono_ns)
         snaps = [make_snapshot(ts, cash=value.cash, market_values=value.market_values,
                                unrealized_pl=value.unrealized_pl, realized_pl=value.realized_pl,
                                net_deposits=value.net_deposits, tracker=self.tracker, source=source) for ts in points]
-        inserted = await self.write_equity(snaps)
-        self.last_snapshot_ts = points[-1]
+        inserted = await self.write_equity(snaps, replace=replace)
+        self.last_snapshot_ts = self.stamped_ts = points[-1]
         return inserted
 
-    async def write_equity(self, snaps: Sequence[EquitySnapshot]) -> int:
+    async def write_equity(self, snaps: Sequence[EquitySnapshot], *, replace: bool = False) -> int:
         rows, refused = storable_snapshots(snaps)
         if refused:
             self._refused("equity", refused)
         async with self.write_lock:
-            return await self.store.write_equity(rows)
+            return await self.store.write_equity(rows, replace=replace)
 
     async def _refill_gap(self, now: datetime) -> None:
-        """After a take-over or restart: the grid instants missed while nobody owned the destination.
-
-        Valued with the current book and marks (no price history is stored): exact for cash and
-        deposits, approximate for market value when prices moved during the gap.
-        """
-        assert self.last_snapshot_ts is not None
-        points = gap_points(self.last_snapshot_ts, now, snapshot_sec=self.settings.snapshot_sec,
-                            market_open=self.ctx.market_open)
-        if not points:
-            return
-        inserted = await self.snapshot(points, time.monotonic_ns(), SnapshotSource.GAP)
-        self.stats.gap_snapshots += inserted
-        self.log.info("dest=%s refilled %d missed snapshots", self.slug, inserted)
+        """After a take-over or restart: the grid instants missed while nobody owned the destination."""
+        await refill_gap(self, now)
 
     async def _seed_equity(self) -> None:
         """First run: the broker's daily portfolio history, so the curve starts on the first day."""
-        if self.broker is None:
-            return
-        history = await self.broker.get_portfolio_history(period="1A", timeframe="1D")
-        first_deposit = min((t for t, _ in self.ledger.deposit_events), default=None)
-        first_entry = min((p.entry_time for p in self.positions.values()), default=None)
-        tracker = DrawdownTracker()
-        baseline = self.deposit_baseline
-        snaps = seed_points(history, now=datetime.now(UTC), tracker=tracker,
-                            deposits_until=lambda ts: self.ledger.deposits_until(ts, baseline),
-                            initial_deposit=self.dest.initial_deposit, deposit_baseline=baseline,
-                            first_seen=first_deposit or first_entry)
-        if snaps:
-            await self.write_equity(snaps)
-            self.tracker.absorb(tracker)
-            self.log.info("dest=%s seeded %d equity points from portfolio history", self.slug, len(snaps))
+        await seed_from_history(self)
 
     # --- the broker ------------------------------------------------------------------------------
     async def reconcile(self) -> None:
@@ -590,11 +586,4 @@ class DestinationRunner:
 
     async def heartbeat(self, *, state: str = "running") -> None:
         """Write this destination's heartbeat row; ``stalled`` (with the reason) when a loop makes no progress."""
-        self.stats.heartbeats += 1
-        stalled = self.stall_reason(time.monotonic()) if state == "running" else None
-        lag = (datetime.now(UTC) - self.last_snapshot_ts).total_seconds() if self.last_snapshot_ts else None
-        await write_heartbeat(self.ctx.pool, self.settings.account_schema, self.slug, SERVICE,
-                              state="stalled" if stalled else state, last_event_at=self.last_fill_at, lag_s=lag,
-                              rows_ingested=self.stats.fills_applied, errors=self.stats.errors,
-                              last_error=f"stalled: {stalled}" if stalled else self.stats.last_error,
-                              details=heartbeat_details(self, stalled))
+        await write_runner_heartbeat(self, state)

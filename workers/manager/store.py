@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -55,7 +55,10 @@ EQUITY_COLS: Columns = (
 # The predicate of the partial index ``orders_working_by_symbol`` (migration 4), whatever the order.
 WORKING_FILTER = ", ".join(f"'{s}'" for s in sorted(TERMINAL_ORDER_STATUSES))
 ACTIVITY_COLUMNS = ("seq, activity_id, ts, activity_type, symbol, side, qty, price, net_amount, "
-                    "order_id::text AS order_id, parse_error")
+                    "order_id::text AS order_id, parse_error, "
+                    # the broker JSON of non-fills only: corporate actions and option events need its
+                    # fields; fills (nearly every row) are read from their typed columns
+                    "CASE WHEN activity_type IN ('FILL', 'PARTIAL_FILL') THEN NULL ELSE raw::text END AS raw")
 
 
 def _numeric_names(cols: Columns) -> tuple[str, ...]:
@@ -117,23 +120,32 @@ def closed_trades_sql(slug: str) -> str:
         SELECT closed_version FROM v"""
 
 
-def equity_insert_sql(slug: str) -> str:
-    """Insert snapshots (an existing instant is left alone); returns rows inserted. For a time-series
-    database of its own, where ``ch_versions`` is not: the version is bumped in the primary one after."""
+def _on_conflict(replace: bool) -> str:
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c, _ in EQUITY_COLS[1:])
+    return f"DO UPDATE SET {sets}" if replace else "DO NOTHING"
+
+
+def equity_insert_sql(slug: str, *, replace: bool = False) -> str:
+    """Insert snapshots (an existing instant is left alone, or with ``replace`` re-stamped); returns rows
+    written. For a time-series database of its own, where ``ch_versions`` is not: the version is bumped in
+    the primary one after."""
     table = f"public.{quote_ident(equity_table(slug))}"
     names = ", ".join(c for c, _ in EQUITY_COLS)
     return f"""WITH src AS ({_unnest(EQUITY_COLS)}),
-        ins AS (INSERT INTO {table} ({names}) SELECT {names} FROM src ON CONFLICT (ts) DO NOTHING RETURNING 1)
+        ins AS (INSERT INTO {table} ({names}) SELECT {names} FROM src ON CONFLICT (ts) {_on_conflict(replace)}
+                RETURNING 1)
         SELECT count(*) AS inserted FROM ins"""
 
 
-def equity_sql(slug: str) -> str:
-    """Insert snapshots (an existing instant is left alone), bump ``equity_version``; returns rows inserted."""
+def equity_sql(slug: str, *, replace: bool = False) -> str:
+    """Insert snapshots (an existing instant is left alone, or with ``replace`` re-stamped), bump
+    ``equity_version``; returns rows written."""
     table = f"public.{quote_ident(equity_table(slug))}"
     n = len(EQUITY_COLS)
     names = ", ".join(c for c, _ in EQUITY_COLS)
     return f"""WITH src AS ({_unnest(EQUITY_COLS)}),
-        ins AS (INSERT INTO {table} ({names}) SELECT {names} FROM src ON CONFLICT (ts) DO NOTHING RETURNING 1),
+        ins AS (INSERT INTO {table} ({names}) SELECT {names} FROM src ON CONFLICT (ts) {_on_conflict(replace)}
+                RETURNING 1),
         v AS (UPDATE public.ch_versions SET equity_version = equity_version + 1, updated_at = now()
               WHERE slug = ${n + 1} AND EXISTS (SELECT 1 FROM ins) RETURNING 1)
         SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM v) AS bumped"""
@@ -199,11 +211,21 @@ def storable_snapshots(snaps: Iterable[EquitySnapshot]) -> tuple[list[dict[str, 
     return good, refused
 
 
+def _raw_json(raw: Any) -> Any:
+    """The broker payload a non-fill row was read with (``ACTIVITY_COLUMNS`` sends it as text)."""
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None
+    return raw
+
+
 def activity_of(r: asyncpg.Record) -> ActivityRecord:
     return ActivityRecord(seq=r["seq"], activity_id=r["activity_id"], ts=r["ts"], activity_type=r["activity_type"] or "",
                           symbol=r["symbol"], side=r["side"], qty=r["qty"], price=r["price"],
                           net_amount=r["net_amount"], order_id=r["order_id"], parse_error=r["parse_error"],
-                          replaces=r.get("replaces"))
+                          replaces=r.get("replaces"), raw=_raw_json(r.get("raw")))
 
 
 # --- reads -------------------------------------------------------------------------------------
@@ -242,6 +264,20 @@ class Store:
                 effective_activities_sql(self.schema, "seq > $2 AND (seq > $3 OR ingested_at > now() - "
                                                       "make_interval(secs => $4))"),
                 self.slug, max(0, after_seq - OVERLAP_SEQ), after_seq, float(RECENT_INGEST_S))
+        return [activity_of(r) for r in rows]
+
+    async def lines_of_days(self, days: Iterable[date]) -> list[ActivityRecord]:
+        """The non-fill activities stored around these New York dates (a day either side: a date-only
+        row may be stored at UTC midnight), to pair a split's or merger's lines ingested apart."""
+        wanted = sorted(set(days))
+        if not wanted:
+            return []
+        start = datetime.combine(wanted[0] - timedelta(days=1), time(0), UTC)
+        end = datetime.combine(wanted[-1] + timedelta(days=2), time(0), UTC)
+        rows = await self.pool.fetch(
+            f"""SELECT {ACTIVITY_COLUMNS} FROM {self.schema}.activities
+                WHERE destination = $1 AND ts >= $2 AND ts < $3 AND activity_type NOT IN ('FILL', 'PARTIAL_FILL')
+                ORDER BY seq""", self.slug, start, end)
         return [activity_of(r) for r in rows]
 
     async def orders(self, order_ids: Iterable[str] | None) -> tuple[list[OrderMeta], list[str]]:
@@ -323,17 +359,20 @@ class Store:
             version = int(got) if got is not None else version
         return version
 
-    async def write_equity(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Insert snapshot rows (an instant already stored is kept); the number inserted."""
+    async def write_equity(self, rows: Sequence[Mapping[str, Any]], *, replace: bool = False) -> int:
+        """Insert snapshot rows (an instant already stored is kept, or with ``replace`` re-stamped); the
+        number written."""
         if not rows:
             return 0
         if self.series_pool is not None:  # rows first, then the version a reader polls for
-            inserted = int(await self.series_pool.fetchval(equity_insert_sql(self.slug), *columns(rows, EQUITY_COLS)))
+            sql = equity_insert_sql(self.slug, replace=replace)
+            inserted = int(await self.series_pool.fetchval(sql, *columns(rows, EQUITY_COLS)))
             if inserted:
                 await self.pool.execute("UPDATE public.ch_versions SET equity_version = equity_version + 1, "
                                         "updated_at = now() WHERE slug = $1", self.slug)
             return inserted
-        record = await self.pool.fetchrow(self._equity_sql, *columns(rows, EQUITY_COLS), self.slug)
+        sql = equity_sql(self.slug, replace=True) if replace else self._equity_sql
+        record = await self.pool.fetchrow(sql, *columns(rows, EQUITY_COLS), self.slug)
         return int(record["inserted"]) if record is not None else 0
 
     async def notify(self, channel: str, payloads: Sequence[str]) -> None:
