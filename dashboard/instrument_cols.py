@@ -66,30 +66,36 @@ def instrument_specs(symbol_column: str = "symbol") -> dict[str, tuple[str, str]
 
     ``kind`` is a :class:`dashboard.grid_sql.ColumnKind` value (this module does not import
     grid_sql, which imports it). Every expression is a ``CASE`` (evaluated in order, unlike ``AND``),
-    so the casts and ``make_date`` only ever see a symbol that matched the strict OCC pattern.
+    so the casts and ``make_date`` only ever see a symbol that matched the strict OCC pattern, whose
+    month is 01-12.
     """
-    s = f"upper({quote_ident(symbol_column)})"
-    occ = f"{s} ~ '{_OCC}'"
-    yy, mm, dd = (f"substring({s} from '([0-9]{{2}})[0-9]{{{n}}}[CP][0-9]{{8}}$')::int" for n in (4, 2, 0))
+    raw = quote_ident(symbol_column)
+    s = f"upper({raw})"
+    # Cost: one regular expression per row and column at most (a 100k-row sort evaluates it 100k
+    # times), none for a symbol without a digit (every equity and crypto pair): once the strict OCC
+    # pattern matched, every part sits at a fixed distance from the end of the symbol.
+    no_digit = f"{raw} !~ '[0-9]'"  # cheaper than translate(), which costs as much as the OCC pattern
+    n = f"length({s})"
+    yy, mm, dd = (f"substr({s}, {n} - {k}, 2)::int" for k in (14, 12, 10))
     first = f"make_date(2000 + {yy}, {mm}, 1)"
     # a day past the month's end (230231) is no date: core.instruments refuses it, so does this
     valid_day = f"{dd} <= extract(day FROM {first} + interval '1 month' - interval '1 day')"
-    strike_milli = f"substring({s} from '([0-9]{{8}})$')::numeric"
-    valid = f"{occ} THEN CASE WHEN {valid_day} AND {strike_milli} > 0"
+    strike_milli = f"right({s}, 8)::numeric"
 
-    def option_only(expr: str) -> str:
-        return f"CASE WHEN {valid} THEN {expr} END END"
+    def option_only(expr: str, otherwise: str = "NULL") -> str:
+        return (f"CASE WHEN {no_digit} THEN {otherwise} WHEN {s} ~ '{_OCC}' THEN CASE WHEN {valid_day} "
+                f"AND {strike_milli} > 0 THEN {expr} END END")
 
-    blank = f"coalesce(btrim({s}), '') = ''"
-    asset_class = (f"CASE WHEN {blank} THEN NULL WHEN position('/' IN {s}) > 0 THEN 'crypto' "
-                   f"WHEN {s} ~ '{_OCC_LIKE}' THEN 'us_option' ELSE 'us_equity' END")
-    multiplier = (f"CASE WHEN {blank} THEN NULL WHEN position('/' IN {s}) > 0 THEN CASE WHEN {s} ~ '^[^/]+/[^/]+$' "
-                  f"THEN 1 END WHEN {s} ~ '{_OCC_LIKE}' THEN CASE WHEN {valid} THEN 100 END END ELSE 1 END")
+    blank = f"coalesce(btrim({raw}), '') = ''"
+    asset_class = (f"CASE WHEN {blank} THEN NULL WHEN position('/' IN {raw}) > 0 THEN 'crypto' "
+                   f"WHEN {no_digit} THEN 'us_equity' WHEN {s} ~ '{_OCC_LIKE}' THEN 'us_option' ELSE 'us_equity' END")
+    multiplier = (f"CASE WHEN {blank} THEN NULL WHEN position('/' IN {raw}) > 0 THEN CASE WHEN {raw} ~ '^[^/]+/[^/]+$' "
+                  f"THEN 1 END WHEN {no_digit} THEN 1 WHEN {s} ~ '{_OCC_LIKE}' THEN {option_only('100')} ELSE 1 END")
     return {
         "asset_class": (asset_class, "text"),
-        "underlying": (option_only(f"substring({s} from '^(.*)[0-9]{{6}}[CP][0-9]{{8}}$')"), "text"),
+        "underlying": (option_only(f"left({s}, {n} - 15)"), "text"),
         "expiry": (option_only(f"{first} + ({dd} - 1)"), "date"),
-        "right": (option_only(f"CASE WHEN {s} ~ 'C[0-9]{{8}}$' THEN 'call' ELSE 'put' END"), "text"),
+        "right": (option_only(f"CASE substr({s}, {n} - 8, 1) WHEN 'C' THEN 'call' ELSE 'put' END"), "text"),
         "strike": (option_only(f"{strike_milli} / 1000"), "number"),
         "multiplier": (multiplier, "number"),
     }
