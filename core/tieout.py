@@ -469,13 +469,14 @@ def compare_days(broker_days: Sequence[BrokerDay], book_days: Mapping[date, Book
     """Every broker day before ``today`` that the book has a figure for, oldest first."""
     ordered = sorted(broker_days, key=lambda d: d.day)
     unposted = unposted_by_type(ordered, book_days)
+    shifted = _shifted_days(ordered, book_days)
     out: list[DayTieOut] = []
     prev_broker: BrokerDay | None = None
     prev_book: BookDay | None = None
     shift = ZERO  # cumulative late-posting difference (broker - book) through the day
     for bd in ordered:
         book = book_days.get(bd.day)
-        diffs = _day_cash(bd, book, unposted, tolerances)
+        diffs = _day_cash(bd, book, unposted, shifted)
         shift += sum((d.amount_usd for d in diffs if d.subject and is_late_posting(d.subject)), ZERO)
         if bd.day < today and book is not None:
             diffs += _day_equity(bd, book, prev_broker, prev_book, shift=shift, pending=pending,
@@ -486,8 +487,29 @@ def compare_days(broker_days: Sequence[BrokerDay], book_days: Mapping[date, Book
     return out
 
 
+def _shifted_days(ordered: Sequence[BrokerDay], book_days: Mapping[date, BookDay]) -> set[tuple[str, date]]:
+    """``(type, day)`` whose difference a neighbouring day's cancels: the running difference of that
+    type leaves zero and comes back (a posting the book dates one day and the broker buckets in
+    another, e.g. an evening deposit after the broker's end-of-day point)."""
+    out: set[tuple[str, date]] = set()
+    types = {t for d in ordered for t in d.cashflow} | {t for b in book_days.values() for t in b.flows}
+    for t in types:
+        running, group = ZERO, []
+        for bd in ordered:
+            book = book_days.get(bd.day)
+            diff = bd.cashflow.get(t, ZERO) - (book.flows.get(t, ZERO) if book is not None else ZERO)
+            if not diff and not running:
+                continue
+            running += diff
+            group.append(bd.day)
+            if not running:
+                out.update((t, day) for day in group)
+                group = []
+    return out
+
+
 def _day_cash(bd: BrokerDay, book: BookDay | None, unposted: Mapping[str, Decimal],
-              tolerances: Tolerances) -> list[Difference]:
+              shifted: set[tuple[str, date]]) -> list[Difference]:
     flows = book.flows if book is not None else {}
     out: list[Difference] = []
     for t in sorted(set(bd.cashflow) | set(flows)):
@@ -496,9 +518,9 @@ def _day_cash(bd: BrokerDay, book: BookDay | None, unposted: Mapping[str, Decima
             continue
         missing = unposted.get(t, ZERO)
         late = is_late_posting(t)
-        if not missing:
-            cause = Cause.POSTED_LATER if late else Cause.UNEXPLAINED
-            is_open, why = False, "dated another day than the broker posted it (the window's totals agree)"
+        if not missing or (t, bd.day) in shifted:
+            cause = Cause.POSTED_LATER
+            is_open, why = False, "dated another day than the broker's point holds it (the days net to zero)"
         elif late and missing * (broker - mine) > 0:
             cause, is_open, why = Cause.POSTED_LATER, True, "posted by the broker, not ingested yet"
         else:

@@ -241,3 +241,24 @@ def test_status_ignores_settled_and_tiny_differences() -> None:
     small = Difference(scope=Scope.POSITION_VALUE, subject="A", amount_usd=D("0.01"), cause=Cause.UNEXPLAINED)
     settled = Difference(scope=Scope.CASH, subject="", amount_usd=D(50), cause=Cause.UNEXPLAINED, open=False)
     assert status_of([small, settled], tol) is Status.TIED_OUT
+
+
+def test_a_deposit_the_broker_buckets_on_the_next_day_is_a_settled_shift() -> None:
+    # an evening deposit: the book dates it Monday, the broker's Tuesday point holds it
+    mon, tue = date(2026, 3, 2), date(2026, 3, 3)
+    days = [BrokerDay(day=mon, equity=D(100)), BrokerDay(day=tue, equity=D(10100), cashflow={"CSD": D(10000)})]
+    books = {mon: BookDay(day=mon, equity=D(100), flows={"CSD": D(10000)}), tue: BookDay(day=tue, equity=D(10100))}
+    result = tie_out(now=NOW, book_positions=[], broker_positions=[], book_cash=D(0), broker_cash=D(0),
+                     broker_equity=D(0), broker_days=days, book_days=books)
+    assert [d.status for d in result.days] == [Status.TIED_OUT, Status.TIED_OUT]
+    assert [(x.cause, x.open) for d in result.days for x in d.differences] == [(Cause.POSTED_LATER, False)] * 2
+
+
+def test_a_deposit_missing_from_the_book_is_unexplained_on_its_day() -> None:
+    mon = date(2026, 3, 2)
+    days = [BrokerDay(day=mon, equity=D(10100), cashflow={"CSD": D(10000)})]
+    books = {mon: BookDay(day=mon, equity=D(10100))}
+    result = tie_out(now=NOW, book_positions=[], broker_positions=[], book_cash=D(0), broker_cash=D(0),
+                     broker_equity=D(0), broker_days=days, book_days=books)
+    assert [(x.cause, x.open) for x in result.days[0].differences] == [(Cause.UNEXPLAINED, True)]
+    assert result.days[0].status is Status.DRIFT
