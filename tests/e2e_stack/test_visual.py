@@ -210,9 +210,6 @@ def _broker_equity(stack: Stack, index: int) -> Decimal:
     return Decimal(str(client.get_account().equity))
 
 
-# Known defect, open in issue 15: the manager does not yet feed lot events and option multipliers into the
-# book, so on the live stack the headline can disagree with the broker's equity. Remove the mark once it does.
-@pytest.mark.xfail(reason="live book not yet wired to lot events/multipliers (issue 15)", strict=False)
 def test_overview_equity_is_cash_plus_the_live_marks(stack: Stack, driver: Any) -> None:
     # Arrange: the bot rests; a position of our own whose price we then move, long after the last snapshot
     stack.admin("/bot", {"rate": 0})
