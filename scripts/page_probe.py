@@ -11,7 +11,8 @@ sentences, one per defect:
 - every time axis (titled ``Time, …``/``Date, …``, or of type ``date``) is a date axis whose range lies
   within its data's dates, and those dates are plausible (not nanoseconds read as milliseconds);
 - no card overlaps another card and every chart is drawn inside its own card;
-- no text of a chart (ticks, cell texts, legend, annotations) is drawn over another, or under 8 px;
+- no text of a chart (ticks, cell texts, legend, annotations) is drawn over another, or under 8 px, and
+  no axis repeats a tick label (``7%, 7%, 7%``: too few decimals for its range);
 - no visible text reads ``NaN``, ``Infinity``, ``undefined``, ``None`` or a number in scientific notation;
 - every money figure has the page's one format: sign, ``$``, thousands separators (``−$1,000.00``).
 """
@@ -63,11 +64,14 @@ const charts = [...document.querySelectorAll('.js-plotly-plot')].filter(visible)
     return {name: k, type: ax.type, title: ((ax.title || {}).text || ''), range: ax.range || null,
             visible: ax.visible !== false, first: xs.length ? xs[0] : null, xs: ax.type === 'date' ? xs : []};
   });
+  // every axis's tick labels as plotly computed them (the same text twice reads as a wrong scale)
+  const ticks = Object.keys(layout).filter(k => /^[xy]axis\\d*$/.test(k)).filter(k => layout[k].visible !== false)
+      .map(k => ({name: k, texts: (layout[k]._vals || []).map(v => v.text).filter(t => t != null && t !== '')}));
   // the texts plotly drew (ticks, cell texts, legend, annotations), not the hover layer's
   const texts = [...p.querySelectorAll('svg text')].filter(visible).filter(t => !t.closest('.hoverlayer'))
       .filter(t => t.textContent.trim()).slice(0, 400)
       .map(t => ({text: t.textContent.trim().slice(0, 40), box: box(t), px: parseFloat(getComputedStyle(t).fontSize)}));
-  return {id: graph ? graph.id : '', card: card ? label(card) : null, texts: texts,
+  return {id: graph ? graph.id : '', card: card ? label(card) : null, texts: texts, ticks: ticks,
           card_box: card ? box(card) : null, svg_box: svg ? box(svg) : null,
           points: data.reduce((n, t) => n + values(t.x).length + values(t.y).length + values(t.z).length, 0),
           traces: data.length, axes: axes};
@@ -193,6 +197,12 @@ def _chart_text_problems(chart: dict[str, Any]) -> list[str]:
                 out.append(f"chart #{chart['id']}: text {a['text']!r} {_fmt_box(a['box'])} overlaps "
                            f"{b['text']!r} {_fmt_box(b['box'])}")
     out = out[:MAX_TEXT_PROBLEMS_PER_CHART]
+    for axis in chart.get("ticks") or []:
+        labels = [str(t) for t in axis["texts"]]
+        repeated = sorted({a for a, b in zip(labels, labels[1:], strict=False) if a == b})
+        if repeated:
+            out.append(f"chart #{chart['id']} {axis['name']} repeats tick labels {repeated} "
+                       f"(ticks: {', '.join(labels)[:120]})")
     small = [t for t in texts if t["px"] and t["px"] < MIN_CHART_TEXT_PX]
     if small:
         out.append(f"chart #{chart['id']}: {len(small)} texts smaller than {MIN_CHART_TEXT_PX:.0f} px "

@@ -208,12 +208,16 @@ def monthly_heatmap(table: pd.DataFrame, theme: str | None) -> go.Figure:
 
 def _quarter_ticks(idx: pd.DatetimeIndex, week: np.ndarray) -> tuple[list[int], list[str]]:
     """The calendar's week columns where a quarter starts, labelled ``Jan 2026``, ``Apr``, ``Jul``, ``Oct``
-    (a quarter is ~13 columns, ~65 px on a phone: room for the label; a month would not be)."""
-    vals, texts = [], []
+    (a quarter is ~13 columns, ~65 px on a phone: room for the label; a month would not be); the first
+    label carries the year too (``Jul 2026``)."""
+    vals: list[int] = []
+    texts: list[str] = []
     for k, day in enumerate(idx):
         if day.day <= 7 and day.month in (1, 4, 7, 10) and (k == 0 or idx[k - 1].month != day.month):
             vals.append(int(week[k]))
-            texts.append(f"Jan {day.year}" if day.month == 1 else MONTHS[day.month - 1])
+            # the year on January's label, and on the first label of a calendar that starts later
+            named = day.month == 1 or not texts
+            texts.append(f"{MONTHS[day.month - 1]} {day.year}" if named else MONTHS[day.month - 1])
     return vals, texts
 
 
@@ -260,7 +264,8 @@ def rolling(x: Sequence[object], sharpe: Sequence[float], vol: Sequence[float], 
     fig.add_trace(go.Scatter(x=x, y=vol, name=f"Rolling volatility ({window}d)", line={"color": MUTED}),
                   secondary_y=True)
     fig.update_yaxes(title_text="Sharpe", secondary_y=False)
-    fig.update_yaxes(title_text="Volatility", tickformat=".0%", secondary_y=True)
+    # one decimal: a volatility that moves within a point would read "7%, 7%, 7%" in whole percents
+    fig.update_yaxes(title_text="Volatility", tickformat=".1%", showgrid=False, secondary_y=True)
     fig.update_xaxes(title_text=f"Date, {tz_label}", type="date")
     return _base(fig, theme, height=PANEL_HEIGHT_PX)
 
@@ -285,6 +290,8 @@ def aggregate(x: Sequence[object], equity: Sequence[float], index: Sequence[floa
     fig.add_trace(go.Scatter(x=x, y=index, name="Growth of $1 (cash-flow neutral)", line={"color": UP, "dash": "dot"},
                              hovertemplate="%{y:.3f}<extra>Growth of $1</extra>"), secondary_y=True)
     fig.update_yaxes(**MONEY_TICKS, secondary_y=False)
+    # the growth of $1 in dollars and cents ($1.04); its own grid would cross the equity's
+    fig.update_yaxes(tickformat="$,.2f", showgrid=False, secondary_y=True)
     fig.update_xaxes(title_text=f"Date, {tz_label}", type="date", rangeselector=range_selector(theme, y=1.15))
     return _base(fig, theme, height=AGGREGATE_HEIGHT_PX)
 

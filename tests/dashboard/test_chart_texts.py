@@ -53,6 +53,12 @@ def test_calendar_marks_the_quarters_with_the_year_on_january() -> None:
     assert list(fig["layout"]["xaxis"]["ticktext"]) == ["Jan 2026", "Apr", "Jul", "Oct"]
 
 
+def test_a_calendar_starting_mid_year_names_the_year_on_its_first_label() -> None:
+    days = pd.bdate_range("2026-06-01", "2026-11-30")
+    fig = figures.daily_calendar(pd.Series(1.0, index=days), None).to_plotly_json()
+    assert list(fig["layout"]["xaxis"]["ticktext"]) == ["Jul 2026", "Oct"]
+
+
 @pytest.fixture(scope="module")
 def chrome() -> Iterator[Any]:
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
@@ -125,3 +131,32 @@ def test_trade_level_labels_do_not_overlap(chrome: Any, tmp_path: Path, entry: f
     labels = " ".join(t["text"] for t in page.data["charts"][0]["texts"])
     for name, value in levels.items():
         assert f"{name} {value:,.2f}" in labels
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("width_px", [PHONE_CARD_PX, DESKTOP_CARD_PX])
+@pytest.mark.parametrize("name", ["rolling", "aggregate"])
+def test_secondary_axes_read_in_their_units_without_repeated_ticks(chrome: Any, tmp_path: Path, name: str,
+                                                                   width_px: int) -> None:
+    # Arrange: a volatility within one point (7.0-7.9 %), a growth of $1 within a few cents
+    x = [str(d.date()) for d in pd.bdate_range("2026-06-01", periods=120)]
+    wave = np.sin(np.linspace(0, 6, len(x)))
+    if name == "rolling":
+        fig = figures.rolling(x, list(1 + wave), list(0.0745 + 0.004 * wave), window=63, tz_label="New York",
+                              theme=None)
+        height = figures.PANEL_HEIGHT_PX
+    else:
+        fig = figures.aggregate(x, list(300_000 + 20_000 * wave), list(1.01 + 0.05 * wave), tz_label="New York",
+                                theme=None)
+        height = figures.AGGREGATE_HEIGHT_PX
+
+    # Act
+    page = _draw(chrome, tmp_path, figures.plain(fig), width_px, height)
+
+    # Assert: no repeated tick labels, and the growth of $1 reads in the page's money format
+    assert page_probe.problems(page) == []
+    (chart,) = page.data["charts"]
+    right = next(a["texts"] for a in chart["ticks"] if a["name"] == "yaxis2")
+    assert right
+    if name == "aggregate":
+        assert all(t.startswith("$") for t in right), right
