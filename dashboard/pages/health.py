@@ -108,6 +108,10 @@ def _feed_text(details: Any, heartbeat_age_s: Any = None) -> str:
     stale = details.get("stale_symbols")
     if isinstance(stale, list):
         parts.append(f"stale: {', '.join(map(str, stale[:5]))}" if stale else "all fresh")
+    stats = details.get("stats")
+    unknown = stats.get("activities_unknown") if isinstance(stats, dict) else None
+    if unknown:  # booked as cash, but a type Alpaca does not document: worth a look
+        parts.append(f"⚠ {int(unknown):,} activities of an unknown type")
     return " · ".join(parts) or "—"
 
 

@@ -10,6 +10,7 @@ realized P&L (against a cash ledger computed here, independently of the book) an
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from core.equity_replay import EquityReplay, replay_points
 from core.settings import Settings
 from core.snapshots import SnapshotSource
 from core.valuation import Mark, PriceSource
+from dashboard.pages.health import _feed_text
 from tests.workers.test_manager_support import ScriptedBroker, destination, migrate_db
 from workers.alpaca import BrokerPosition
 from workers.alpaca.parse import parse_activity
@@ -262,6 +264,20 @@ async def test_canceled_deposit_changes_nothing_and_unknown_type_books_its_cash(
     assert (world.runner.ledger.cash, world.runner.ledger.net_deposits) == (D("2512.34"), D(2500))
     assert world.runner.stats.activities_unknown == 1
     assert world.runner.stats.activities_skipped == 0
+
+
+async def test_unknown_types_are_counted_in_the_heartbeat_and_flagged_on_the_health_page(world: World) -> None:
+    # Arrange
+    await world.ingest(world.nta("2026-02-03", "ZZNEW", "12.34"), world.nta("2026-02-04", "ZZOTHER", "-1"))
+    await world.runner.sync_activities(initial=True)
+
+    # Act
+    await world.runner.heartbeat()
+    details = await world.pool.fetchval("SELECT details FROM account_activities.heartbeats WHERE service = 'manager'")
+
+    # Assert
+    assert json.loads(details)["stats"]["activities_unknown"] == 2
+    assert "2 activities of an unknown type" in _feed_text(json.loads(details))
 
 
 async def test_snapshot_and_replay_agree_with_the_live_book_through_events(world: World) -> None:
