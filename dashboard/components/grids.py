@@ -16,6 +16,7 @@ DURATION = {
     "function": "params.value == null ? '' : (params.value < 3600 ? Math.round(params.value / 60) + 'm' : "
     "(params.value < 86400 ? (params.value / 3600).toFixed(1) + 'h' : (params.value / 86400).toFixed(1) + 'd'))"
 }
+OCC_WIDTH_PX = 150  # an option's OCC symbol (AAPL240719C00150000) in full
 # labels that are substrings of the stored values, so the server-side text filter finds what the cell shows
 ASSET_CLASS = {"function": "params.value == null ? '' : ({us_equity: 'Equity', us_option: 'Option', "
                            "crypto: 'Crypto'}[params.value] || params.value)"}
@@ -46,10 +47,11 @@ def contract_columns(base: tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
     ``base``: the (text, number, date) filter settings of a server-side grid; none for a client one.
     """
     text, number, day = base or ({}, {"type": "rightAligned"}, {})
+    pad = 0 if base else 25  # a client grid's headers carry a filter icon beside the name
     return [
-        _col("underlying", "Underlying", text, width=105),
+        _col("underlying", "Underlying", text, width=105 + pad),
         _col("expiry", "Expiry", day, width=115),
-        _col("right", "Right", text, valueFormatter=RIGHT, width=80),
+        _col("right", "Right", text, valueFormatter=RIGHT, width=80 + pad),
         _col("strike", "Strike", number, valueFormatter=PRICE, width=95),
         _col("multiplier", "Mult.", number, valueFormatter=MULTIPLIER, width=80,
              headerTooltip="Units of the underlying per contract (100 for an option)"),
@@ -59,7 +61,7 @@ def contract_columns(base: tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
 def closed_columns(tz_label: str) -> list[dict[str, Any]]:
     return [
         _col("trade_id", "Trade", _TEXT, cellClass="ch-link", pinned="left", width=120),
-        _col("symbol", "Symbol", _TEXT, width=100),
+        _col("symbol", "Symbol", _TEXT, width=OCC_WIDTH_PX, tooltipField="symbol"),
         _col("asset_class", "Class", _TEXT, valueFormatter=ASSET_CLASS, width=90),
         _col("direction", "Dir", _TEXT, width=85),
         _col("qty", "Qty", _NUM, valueFormatter=QTY, width=95),
@@ -84,7 +86,7 @@ def open_columns(tz_label: str) -> list[dict[str, Any]]:
         ]
     }
     return [
-        {"field": "symbol", "headerName": "Symbol", "pinned": "left", "width": 100},
+        {"field": "symbol", "headerName": "Symbol", "pinned": "left", "width": OCC_WIDTH_PX, "tooltipField": "symbol"},
         {"field": "asset_class", "headerName": "Class", "valueFormatter": ASSET_CLASS, "width": 90},
         {"field": "side", "headerName": "Side", "width": 80},
         {"field": "qty", "headerName": "Qty", "type": "rightAligned", "valueFormatter": QTY, "width": 90},
