@@ -44,11 +44,18 @@ class Account:
     closed_rows: list[dict[str, Any]] = field(default_factory=list)
     equity_row: dict[str, Any] | None = None
     raw_rows: list[dict[str, Any]] = field(default_factory=list)
+    manager: dict[str, Any] = field(default_factory=dict)  # the manager heartbeat's details
     caught_up: str = ""  # empty, or what did not converge (shown in every failure)
 
     @property
     def ledger(self) -> Any:
         return build_ledger(self.activities)
+
+    @property
+    def unstored(self) -> list[dict[str, Any]]:
+        """Broker activities the ingester never stored."""
+        stored = {r["activity_id"] for r in self.raw_rows}
+        return [a for a in self.activities if a["id"] not in stored]
 
 
 @dataclass(slots=True)
@@ -119,8 +126,11 @@ def _wait_ingested(stack: Stack, accounts: list[Account]) -> None:
             gone = Counter(f"{a['activity_type']} dated {a.get('date') or a.get('transaction_time', '')[:10]}"
                            f"{' (date-only)' if 'transaction_time' not in a else ''}"
                            for a in acct.activities if a["id"] in missing[acct.name])
+            cash = sum((Decimal(a.get("net_amount") or "0") for a in acct.activities
+                        if a["id"] in missing[acct.name] and a["activity_type"] != "FILL"), Decimal(0))
             acct.caught_up += (f"the ingester never stored {len(missing[acct.name])} broker activities: "
-                               + ", ".join(f"{n} x {what}" for what, n in sorted(gone.items())) + "; ")
+                               + ", ".join(f"{n} x {what}" for what, n in sorted(gone.items()))
+                               + f" (their cash: {cash}); ")
 
 
 def _manager_seq(stack: Stack, acct: Account) -> int:
@@ -138,6 +148,13 @@ def _newest_line_seq(acct: Account) -> int:
     """The newest stored non-fill line (a REST fill may only confirm the stream's provisional one,
     which the manager books under its own seq, so fills are left to the stability check)."""
     return max((int(r["seq"]) for r in acct.raw_rows if r["activity_type"] != "FILL"), default=0)
+
+
+def _manager_details(stack: Stack, acct: Account) -> dict[str, Any]:
+    rows = _rows(stack, "SELECT details FROM account_activities.heartbeats WHERE service = 'manager' "
+                        "AND destination IN (%s, %s) ORDER BY updated_at DESC LIMIT 1",
+                 (_destination_key(stack, acct), acct.slug))
+    return dict(rows[0]["details"] or {}) if rows and isinstance(rows[0]["details"], dict) else {}
 
 
 def _settled(stack: Stack, acct: Account, state: dict[str, Any]) -> bool:
@@ -195,6 +212,7 @@ def world() -> Iterator[World]:
         _wait_settled(stack, accounts)
         for acct in accounts:
             _load_broker(acct)  # prices are pinned: the broker's marks are those the product last saw
+            acct.manager = _manager_details(stack, acct)
         yield World(stack, done, accounts[0], accounts[1])
         for name in ("simulator", "workers"):
             errors = stack.error_lines(name)

@@ -60,6 +60,7 @@ class BrokerPosition:
     cost_basis: Decimal
     avg_entry_price: Decimal
     market_value: Decimal
+    current_price: Decimal
 
 
 class Broker:
@@ -91,7 +92,7 @@ class Broker:
         for p in self.get("/v2/positions"):
             sym = canonical(p["symbol"], p.get("asset_class"))
             out[sym] = BrokerPosition(sym, Decimal(p["qty"]), Decimal(p["cost_basis"]), Decimal(p["avg_entry_price"]),
-                                      Decimal(p["market_value"]))
+                                      Decimal(p["market_value"]), Decimal(p["current_price"]))
         return out
 
     def account(self) -> dict[str, Any]:
@@ -162,6 +163,20 @@ def realized(ledger: dict[str, SymbolLedger], family: Iterable[str], positions: 
         led = ledger.get(sym, SymbolLedger())
         held = positions.get(sym)
         total += led.trading_cash + led.asset_fee_cost + (held.cost_basis if held is not None else Decimal(0))
+    return total
+
+
+def value_of_lines(lines: Iterable[dict[str, Any]], positions: dict[str, BrokerPosition]) -> Decimal:
+    """What a set of non-trade lines is worth to equity now: their cash plus the units they moved at
+    today's mark (to tell how much of an equity difference lines that never reached the book explain)."""
+    total = Decimal(0)
+    for line in lines:
+        if line["activity_type"] == "FILL" or line.get("status", "executed") != "executed":
+            continue
+        total += Decimal(line.get("net_amount") or "0")
+        sym = _line_symbol(line)
+        if line.get("qty") and sym in positions and line["activity_type"] not in INCOME_TYPES:
+            total += Decimal(line["qty"]) * positions[sym].current_price * multiplier(sym)
     return total
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.e2e_real_accounts.conftest import Account, World, money
-from tests.e2e_real_accounts.ledger import CENT, executed_deposits, fee_lines, realized
+from tests.e2e_real_accounts.ledger import CENT, executed_deposits, fee_lines, realized, value_of_lines
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -68,8 +68,24 @@ def check_equity(acct: Account) -> list[str]:
         return [f"{acct.name}: no equity snapshot (broker equity {broker})"]
     got = money(acct.equity_row["equity"])
     if abs(got - broker) > CENT:
+        missing = value_of_lines(acct.unstored, acct.positions)
+        why = (f"; the lines never stored are worth {missing.quantize(CENT)}"
+               f"{' (all of it)' if abs(got - broker + missing) <= CENT else ''}") if acct.unstored else ""
         return [f"{acct.name}: equity {got} in equity_full at {acct.equity_row['ts']:%H:%M:%S}, broker {broker} "
-                f"(off by {(got - broker).quantize(CENT)})"]
+                f"(off by {(got - broker).quantize(CENT)}{why})"]
+    return []
+
+
+def check_cash_ledger(acct: Account) -> list[str]:
+    """The manager's own cash ledger equals the broker's cash: the calibration offset it applies
+    (broker cash − booked cash, heartbeat ``cash_offset``) is zero, so no line's cash was dropped."""
+    offset = acct.manager.get("cash_offset")
+    if offset is None:
+        return [f"{acct.name}: the manager heartbeat carries no cash_offset"]
+    if abs(Decimal(str(offset))) > CENT:
+        missing = value_of_lines((a for a in acct.unstored if not a.get("qty")), {})
+        why = " = the cash of lines never stored" if abs(Decimal(str(offset)) - missing) <= CENT else ""
+        return [f"{acct.name}: the manager's cash ledger is {offset} off the broker's cash (calibrated away){why}"]
     return []
 
 
@@ -110,6 +126,9 @@ KINDS: dict[str, tuple[list[str], list[str], list[tuple[str, str | None]]]] = {
 }
 
 
+CASH_KINDS = frozenset({"reverse_split_cash_in_lieu", "cash_merger", "stock_and_cash_merger", "dividend_with_withholding"})
+
+
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_equity_event_books_match_the_broker(world: World, kind: str) -> None:
     fam_a, fam_b, stored = KINDS[kind]
@@ -129,6 +148,8 @@ def test_equity_event_books_match_the_broker(world: World, kind: str) -> None:
             problems.append(f"{world.b.name}: SHRT open as {row['side']!r}, the broker's position is short")
     if kind == "dividend_with_withholding" and any(r["symbol"] == "DIVY" for r in world.a.closed_rows):
         problems.append(f"{world.a.name}: a dividend closed a DIVY round trip")
+    if kind in CASH_KINDS:  # the event's own cash (cash in lieu, merger cash, dividend, withholding) booked
+        problems += check_cash_ledger(world.a)
     problems += check_equity(world.a) + (check_equity(world.b) if fam_b else [])
     verdict(world, problems, world.a, world.b)
 
@@ -198,7 +219,7 @@ def test_regulatory_fees_posted_at_the_end_of_the_day_reach_the_round_trips(worl
         got = sum((money(r["fees"]) for r in trips), Decimal(0))
         if abs(got - charged) > CENT:
             problems.append(f"{a.name} {sym}: round-trip fees {got}, the broker charged {charged} (REG+TAF)")
-    problems += check_equity(a)
+    problems += check_cash_ledger(a) + check_equity(a)
     verdict(world, problems, a)
 
 
@@ -212,7 +233,7 @@ def test_a_canceled_activity_changes_neither_cash_nor_deposits(world: World) -> 
     if a.equity_row is None or money(a.equity_row["net_deposits"]) != deposits:
         got = None if a.equity_row is None else a.equity_row["net_deposits"]
         problems.append(f"{a.name}: net deposits {got} in equity_full, executed deposits at the broker {deposits}")
-    problems += check_equity(a)
+    problems += check_cash_ledger(a) + check_equity(a)
     verdict(world, problems, a)
 
 
@@ -221,7 +242,7 @@ def test_an_unknown_future_activity_type_still_books_its_cash(world: World) -> N
     problems: list[str] = []
     if not any(r["activity_type"] == "ZZNEW" for r in a.raw_rows):
         problems.append(f"{a.name}: the ZZNEW activity is not stored")
-    problems += check_equity(a)
+    problems += check_cash_ledger(a) + check_equity(a)
     verdict(world, problems, a)
 
 
