@@ -319,6 +319,11 @@ def run(quick: bool) -> list[dict[str, Any]]:
             # cold = a fresh browser (no cached JS bundles); warm = the same browser again
             out.extend(first_render(app, browsers=3 if quick else 5))
             out.extend(callbacks(create_app(settings, start_listener=False), runs))
+            from bench import dashboard_strategies  # issue 20: 10 strategies over the same 100,000 trades
+
+            dashboard_strategies.prepare(dsn, settings, SLUG)
+            out.extend(dashboard_strategies.callbacks(create_app(settings, start_listener=False), SLUG, runs,
+                                                      _Caller, _measure))
         finally:
             app.server.extensions["coldharbour"].model.dispose()
     for row in out:

@@ -153,6 +153,14 @@ def pages(url: str) -> list[Shot]:
         if trade_id:
             shots.append(Shot("trade", f"{href}/trade/{trade_id}"))
             break
+    # the strategies, the first strategy's page and the comparison (issue 20)
+    with contextlib.closing(browser(*DESKTOP)) as driver:
+        driver.get(url + "/strategies")
+        page_probe.settle(driver)
+        strategy = driver.execute_script(
+            "const a = document.querySelector('a[href^=\"/strategy/\"]'); return a && a.getAttribute('href');")
+    shots += [Shot("strategies", "/strategies"), *([Shot("strategy", strategy)] if strategy else []),
+              Shot("compare", "/compare")]
     return [*shots, Shot("activities", "/activities"), Shot("health", "/health")]
 
 

@@ -19,7 +19,6 @@ PALETTE = ("#3b7dd8", "#2e9e5b", "#d6892f", "#8e5bd6", "#d64545", "#2aa7a7", "#a
 BENCH_COLOUR = "#8a94a6"
 GROWTH_HEIGHT_PX = 420
 COMPARE_HEIGHT_PX = 380
-DATE_LABEL = "Date (New York sessions)"
 
 
 def _dates(index: pd.Index) -> list[str]:
@@ -33,7 +32,8 @@ def _dates(index: pd.Index) -> list[str]:
 def _layout(fig: go.Figure, theme: str | None, height: int) -> go.Figure:
     fig.update_layout(template=figures.template(theme), height=height, margin={"l": 55, "r": 15, "t": 30, "b": 35},
                       paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",
-                      legend={"orientation": "h", "y": -0.18, "x": 0}, hovermode="x unified", uirevision="keep")
+                      legend={"orientation": "h", "y": -0.1, "x": 0, "yanchor": "top"}, hovermode="x unified",
+                      uirevision="keep")
     return fig
 
 
@@ -67,7 +67,8 @@ def growth_figure(growth: pd.Series, cum_pnl: pd.Series, bench_growth: pd.Series
     fig.update_yaxes(title_text="P&L", tickformat="$,.0f", row=1, col=1, secondary_y=True, showgrid=False)
     fig.update_yaxes(tickformat=".0%", row=2, col=1)
     fig.update_xaxes(type="date", row=1, col=1)
-    fig.update_xaxes(type="date", title_text=DATE_LABEL, row=2, col=1)
+    # no axis title: at 390 px it collides with the rotated dates and the legend (the section says New York days)
+    fig.update_xaxes(type="date", row=2, col=1)
     return figures.plain(_layout(fig, theme, GROWTH_HEIGHT_PX))
 
 
@@ -86,7 +87,7 @@ def compare_figure(curves: Sequence[tuple[str, pd.Series]], theme: str | None) -
         fig.add_trace(go.Scatter(x=_dates(growth.index), y=growth.to_numpy(), name=label, line=line,
                                  hovertemplate="%{y:.4f}<extra>" + label.replace("<", "") + "</extra>"))
     fig.update_yaxes(title_text="Growth of $1", tickformat=".2f")
-    fig.update_xaxes(type="date", title_text=DATE_LABEL)
+    fig.update_xaxes(type="date")
     return figures.plain(_layout(fig, theme, COMPARE_HEIGHT_PX))
 
 

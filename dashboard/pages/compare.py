@@ -130,7 +130,7 @@ def layout(items: str | None = None, **_: Any) -> Any:
                     xs=12, md=3, className="mb-2"),
         ]),
         section("Metrics", html.Div(id="cmp-table")),
-        section("Growth of $1 (cash-flow neutral)",
+        section("Growth of $1 (cash-flow neutral, New York days)",
                 dcc.Loading(dcc.Graph(id="cmp-growth", config=GRAPH_CONFIG, style={"height": f"{COMPARE_HEIGHT_PX}px"}),
                             type="dot", delay_show=400)),
         html.Small("Destinations: time-weighted returns of the account; strategies: P&L on gross exposure. "

@@ -26,6 +26,8 @@ from dashboard.queries import ReadModel
 
 PATH_TEMPLATE = "/strategy/<key>"
 TITLE = "Strategy"
+ALL = "*"
+"""The destination selector's "every destination" choice (never a slug: slugs are [a-z0-9_])."""
 GRID_MAX_ROWS = 500
 """Newest round trips sent to the grid (the CSV export has all of them): keeps a callback under 300 KB."""
 
@@ -70,9 +72,11 @@ def benchmark_for(m: ReadModel, dests: list[str], chosen: str | None) -> str | N
     return counts.most_common(1)[0][0] if counts else sq.benchmark_of(m, "")
 
 
-def _rows(frame: pd.DataFrame, columns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _rows(frame: pd.DataFrame, columns: list[dict[str, Any]], names: dict[str, str]) -> list[dict[str, Any]]:
     fields = [c["field"] for c in columns]
     out = frame[[f for f in fields if f in frame.columns]].copy()
+    if "destination" in out.columns:
+        out["destination"] = out["destination"].map(lambda s: names.get(s, s))
     for col in ("entry_time", "exit_time"):
         if col in out.columns:
             out[col] = pd.DatetimeIndex(out[col]).strftime("%Y-%m-%d %H:%M:%S")
@@ -88,6 +92,8 @@ def view(m: ReadModel, name: str, destination: str | None, show_bench: bool, the
     """Everything the page draws for one selection, memoised per the server's versions."""
     slugs = [d.slug for d in m.destinations()]
     token = version_token(m)
+
+    names = {d.slug: d.name for d in m.destinations()}
 
     def compute() -> dict[str, Any]:
         closed, held, book = sq.book_for(m, slugs, name, destination)
@@ -105,8 +111,9 @@ def view(m: ReadModel, name: str, destination: str | None, show_bench: bool, the
         return {
             "kpis": kpi_row(values, bench, symbol),
             "figure": growth_figure(growth, cum, bench_growth, rel_dd, bench_label=symbol or "", theme=theme),
-            "trades": _rows(closed.iloc[::-1].head(GRID_MAX_ROWS), TRADE_COLUMNS),
-            "open": _rows(held, OPEN_COLUMNS),
+            "trades": _rows(closed.iloc[::-1].head(GRID_MAX_ROWS), TRADE_COLUMNS, names),
+            "open": _rows(held, OPEN_COLUMNS, names),
+            "destinations": dests,
             "status": f"{len(closed):,} round trips" + (f", newest {GRID_MAX_ROWS} shown" if len(closed) > GRID_MAX_ROWS else ""),
             "bench_note": f"Benchmark: {symbol}" if symbol else "No benchmark",
         }
@@ -126,8 +133,8 @@ def layout(key: str | None = None, **_: Any) -> Any:
     _tz, _btz, theme = view_prefs()
     first = view(m, found.name, None, True, theme)
     names = {d.slug: d.name for d in dests}
-    trades_in = sorted({r["destination"] for r in first["trades"]} | {r["destination"] for r in first["open"]})
-    options = [{"label": "All destinations", "value": ""}] + [{"label": names.get(s, s), "value": s} for s in trades_in]
+    trades_in = first["destinations"]
+    options = [{"label": "All destinations", "value": ALL}] + [{"label": names.get(s, s), "value": s} for s in trades_in]
     return html.Div([
         dcc.Store(id="strat-name", data=found.name),
         dcc.Store(id="strat-token", data=version_token(m)),
@@ -136,14 +143,14 @@ def layout(key: str | None = None, **_: Any) -> Any:
             html.Div([html.H4(found.name, className="mb-0"),
                       html.Small(first["bench_note"], id="strat-bench-note", className="text-body-secondary")]),
             html.Div([
-                dbc.Select(id="strat-dest", options=options, value="", size="sm", style={"minWidth": "11rem"}),
+                dbc.Select(id="strat-dest", options=options, value=ALL, size="sm", style={"minWidth": "11rem"}),
                 dbc.Switch(id="strat-bench", label="Benchmark", value=True, className="mb-0 text-nowrap"),
                 html.A("CSV", id="strat-export-csv", href=f"/strategy/{found.key}/trades.csv",
                        download=f"{found.key}_trades.csv", className="btn btn-sm btn-outline-secondary"),
             ], className="d-flex align-items-center gap-2 flex-wrap"),
         ], className="d-flex justify-content-between align-items-start gap-2 mb-3 flex-wrap"),
         html.Div(first["kpis"], id="strat-kpis", className="ch-kpi-grid mb-3"),
-        section("Growth of $1 and drawdown",
+        section("Growth of $1 and drawdown (New York business days)",
                 dcc.Loading(dcc.Graph(id="strat-growth", figure=first["figure"], config=GRAPH_CONFIG,
                                       style={"height": f"{GROWTH_HEIGHT_PX}px"}), type="dot", delay_show=400)),
         section("Open positions", grids.client_grid("strat-open", OPEN_COLUMNS, row_id="symbol", height="220px",
@@ -172,7 +179,7 @@ def register(app: Dash) -> None:
         token = version_token(m)
         if ctx.triggered_id == "strat-tick" and token == held:
             raise PreventUpdate  # nothing new: an empty 204, nothing redrawn
-        destination = dest or None
+        destination = dest if dest and dest != ALL else None
         if destination is not None and m.destination(destination) is None:
             raise PreventUpdate  # a slug the client made up
         try:

@@ -88,12 +88,15 @@ def test_strategy_callback_narrows_to_a_destination(sapp: Dash, seeded: Seeded) 
     body = resp.get_json()["response"]
     rows = body["strat-trades"]["rowData"]
     assert rows
-    assert {r["destination"] for r in rows} == {slug}
+    assert {r["destination"] for r in rows} == {"Alpha Paper"}  # the destination's name, as everywhere
     assert body["strat-bench-note"]["children"] == "No benchmark"
     assert f"destination={slug}" in body["strat-export-csv"]["href"]
     # an idle tick with the same versions: nothing is sent again
     idle = _strat_call(client, slug, False, "strat-tick.n_intervals", body["strat-token"]["data"])
     assert idle.status_code == 204
+    every = _strat_call(client, "*", True, "strat-dest.value").get_json()["response"]
+    assert {r["destination"] for r in every["strat-trades"]["rowData"]} == {"Alpha Paper", "Beta Momentum"}
+    assert every["strat-bench-note"]["children"] == "Benchmark: SPY"
     # a slug the client made up is refused without a query
     assert _strat_call(client, "nope", True, "strat-dest.value").status_code == 204
 
