@@ -336,7 +336,8 @@ class OptionCashSettlement(_EventBase):
 class AssetFee(_EventBase):
     """A fee taken in the asset (crypto ``CFEE``): ``qty`` units leave the long position (oldest
     lots first) at their cost, and that cost is a fee of the round trip, not a trading loss. A fee
-    larger than the position takes only what is held."""
+    larger than the position (posted after the day's sales) takes the rest as a short at price 0, as the
+    broker's position goes below zero until the next buy covers it."""
 
     kind: ClassVar[EventKind] = EventKind.ASSET_FEE
     event_id: str

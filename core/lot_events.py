@@ -234,8 +234,15 @@ def _cash_settlement(ev: OptionCashSettlement, book_for: BookFor, allow_short: b
 
 def _asset_fee(ev: AssetFee, book_for: BookFor, allow_short: bool) -> None:
     sb = book_for(ev.symbol)
-    if sb.pos > 0:  # a fee in the asset can only come out of units held
+    held = sb.pos if sb.pos > 0 else ZERO
+    if held:  # units held leave at their cost: the fee of their round trip
         _close(sb, ev, ev.qty, None, is_fee=True)
+    excess = ev.qty - held
+    if excess > 0:
+        # The fee is posted after the day's sales sold the units it is taken from: the broker's position
+        # goes below zero by the rest (and the next buy covers it). A short at price 0: covering it
+        # costs what the fee took.
+        run_fills(sb, [EventFill(f"{ev.event_id}:excess", ev.ts, sb.symbol, Side.SELL, excess, ZERO)], True)
 
 
 def _transfer(ev: StockTransfer, book_for: BookFor, allow_short: bool) -> None:

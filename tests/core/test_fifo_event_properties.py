@@ -157,8 +157,7 @@ def _ledger(fills: list[Fill], events: list[LotEvent]) -> D:
             cash += sign * item.cash * take / item.qty  # received on a long, paid on a short
             pos[item.symbol] = held - sign * take
         elif isinstance(item, AssetFee):
-            if held > 0:
-                pos[item.symbol] = held - min(item.qty, held)  # units leave, no cash: the cost is the fee
+            pos[item.symbol] = held - item.qty  # units leave (beyond those held: a short), no cash
         elif isinstance(item, SymbolChange):
             pos[item.new_symbol] = pos.get(item.new_symbol, D(0)) + held
             pos[item.symbol] = D(0)

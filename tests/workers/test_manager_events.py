@@ -318,3 +318,16 @@ async def test_snapshot_and_replay_agree_with_the_live_book_through_events(world
     assert (replayed.cash, replayed.realized_pl, replay.book.open_positions().keys()) == (
         cash_ledger, world.runner.realized_closed + sum((p.realized_pl for p in world.runner.positions.values()),
                                                         D(0)), world.runner.positions.keys())
+
+
+async def test_an_external_trade_is_a_fill(world: World) -> None:
+    # Arrange: EXTRD ("External trade booked to the account") with a fill's fields
+    extrd = {**world.fill("2026-02-05T15:00:00Z", "MSFT", "buy", "3", "400"), "activity_type": "EXTRD"}
+    await world.ingest(world.nta("2026-02-01", "CSD", "2000"), extrd)
+
+    # Act
+    await world.runner.sync_activities(initial=True)
+
+    # Assert
+    assert _position(world, "MSFT") == (D(3), D(1200))
+    assert world.runner.ledger.cash == D(800)

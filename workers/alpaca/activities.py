@@ -286,12 +286,14 @@ def parse_activities(items: Iterable[Mapping[str, Any]]) -> ParsedActivities:
         if status_effect(item.get("status")) is StatusEffect.IGNORE:
             continue
         if effect_of(code).lots is LotEffect.FILL and item.get("transaction_time"):
-            record = parse_activity(item)
-            if record.parse_error is not None:
-                problems.append(f"{record.activity_id}: {record.parse_error}")
-            else:
+            record = parse_activity({**item, "activity_type": "FILL"})  # EXTRD reads as a fill
+            if record.parse_error is None:
                 fills.append(record.to_fill())
-            continue
+                continue
+            if code == "FILL":
+                problems.append(f"{record.activity_id}: {record.parse_error}")
+                continue
+            # an external trade without what a fill needs (no order id…): its cash still counts
         line = read_line(item)
         if isinstance(line, str):
             problems.append(line)

@@ -98,15 +98,19 @@ def interpret(fresh: Sequence[ActivityRecord], *, context: Iterable[ActivityReco
     parsed = parse_activities([*context_items, *(v for k, v in items.items() if k not in held)])
     booked = fresh_ids - held
     cash = [c for c in parsed.cash if c.entry_id in booked]
-    entries: list[tuple[LedgerEntry, datetime]] = [(fill_entry(f), f.ts) for f in sorted_fills.fills]
+    fills = (*sorted_fills.fills, *(f for f in parsed.fills if f.fill_id in booked))  # EXTRD
+    entries: list[tuple[LedgerEntry, datetime]] = [(fill_entry(f), f.ts) for f in fills]
     by_id = {c.entry_id: c for c in cash}
     transfers = {e.event_id: e for e in parsed.events if isinstance(e, StockTransfer)}
     unreadable = {p.split(": ", 1)[0] for p in parsed.problems}
     skipped = list(sorted_fills.skipped)
+    fill_ids = {f.fill_id for f in fills}
     for a in others:
         if a.activity_id not in booked:
             continue
         entry = by_id.get(a.activity_id)
+        if a.activity_id in fill_ids:
+            continue
         if entry is not None:
             entries.append((cash_entry_effect(entry), entry.ts))
         elif a.activity_id in transfers:
@@ -115,7 +119,7 @@ def interpret(fresh: Sequence[ActivityRecord], *, context: Iterable[ActivityReco
             skipped.append(Skipped(activity_id=a.activity_id, reason="activity not readable"))
         else:  # canceled, a memo, or a line whose effect is all in the lots
             entries.append((zero_entry(a.activity_id), a.ts))
-    return Interpretation(fills=sorted_fills.fills, events=parsed.events, entries=tuple(entries), cash=tuple(cash),
+    return Interpretation(fills=fills, events=parsed.events, entries=tuple(entries), cash=tuple(cash),
                           skipped=tuple(skipped), unknown=tuple(i for i in parsed.unknown if i in booked),
                           problems=parsed.problems, held=tuple(sorted(held)), regrouped=tuple(sorted(regrouped)))
 
