@@ -300,6 +300,10 @@ class AlertService:
                         await write_heartbeat(pool, self.settings.account_schema, dest.slug, SERVICE, state="stopped")
             await session.close()
             await self._locks.close()
+            # the reports lock has its own connection: closing it hands the reports to a standby now, and
+            # leaves no socket for the garbage collector (whose ResourceWarning, raised inside a later
+            # ast.parse, trips CPython 3.11.7's "AST constructor recursion depth mismatch")
+            await self._report_lock.close()
             if self._series_pool is not None:
                 await self._series_pool.close()
             await pool.close()
