@@ -12,7 +12,8 @@ sentences, one per defect:
   within its data's dates, and those dates are plausible (not nanoseconds read as milliseconds);
 - no card overlaps another card and every chart is drawn inside its own card;
 - no text of a chart (ticks, cell texts, legend, annotations) is drawn over another, or under 8 px, and
-  no axis repeats a tick label (``7%, 7%, 7%``: too few decimals for its range);
+  no axis repeats a tick label (``7%, 7%, 7%``: too few decimals for its range), and neither the legend nor
+  the range buttons cover the plot area or each other;
 - no visible text reads ``NaN``, ``Infinity``, ``undefined``, ``None`` or a number in scientific notation;
 - every money figure has the page's one format: sign, ``$``, thousands separators (``−$1,000.00``).
 """
@@ -67,11 +68,15 @@ const charts = [...document.querySelectorAll('.js-plotly-plot')].filter(visible)
   // every axis's tick labels as plotly computed them (the same text twice reads as a wrong scale)
   const ticks = Object.keys(layout).filter(k => /^[xy]axis\\d*$/.test(k)).filter(k => layout[k].visible !== false)
       .map(k => ({name: k, texts: (layout[k]._vals || []).map(v => v.text).filter(t => t != null && t !== '')}));
+  // the legend and the range buttons sit around the plot area, never on it (nor on each other)
+  const overlays = [['legend', p.querySelector('.legend')], ['range buttons', p.querySelector('.rangeselector')]]
+      .filter(([, e]) => e && visible(e)).map(([name, e]) => ({name: name, box: box(e)}));
+  const plotAreas = [...p.querySelectorAll('.nsewdrag')].filter(visible).map(box);
   // the texts plotly drew (ticks, cell texts, legend, annotations), not the hover layer's
   const texts = [...p.querySelectorAll('svg text')].filter(visible).filter(t => !t.closest('.hoverlayer'))
       .filter(t => t.textContent.trim()).slice(0, 400)
       .map(t => ({text: t.textContent.trim().slice(0, 40), box: box(t), px: parseFloat(getComputedStyle(t).fontSize)}));
-  return {id: graph ? graph.id : '', card: card ? label(card) : null, texts: texts, ticks: ticks,
+  return {id: graph ? graph.id : '', card: card ? label(card) : null, texts: texts, ticks: ticks, overlays: overlays, plot_areas: plotAreas,
           card_box: card ? box(card) : null, svg_box: svg ? box(svg) : null,
           points: data.reduce((n, t) => n + values(t.x).length + values(t.y).length + values(t.z).length, 0),
           traces: data.length, axes: axes};
@@ -197,6 +202,12 @@ def _chart_text_problems(chart: dict[str, Any]) -> list[str]:
                 out.append(f"chart #{chart['id']}: text {a['text']!r} {_fmt_box(a['box'])} overlaps "
                            f"{b['text']!r} {_fmt_box(b['box'])}")
     out = out[:MAX_TEXT_PROBLEMS_PER_CHART]
+    overlays = chart.get("overlays") or []
+    for k, overlay in enumerate(overlays):
+        if any(_intersects(overlay["box"], area) for area in chart.get("plot_areas") or []):
+            out.append(f"chart #{chart['id']}: {overlay['name']} {_fmt_box(overlay['box'])} drawn over the plot area")
+        out += [f"chart #{chart['id']}: {overlay['name']} drawn over the {other['name']}"
+                for other in overlays[k + 1:] if _intersects(overlay["box"], other["box"])]
     for axis in chart.get("ticks") or []:
         labels = [str(t) for t in axis["texts"]]
         repeated = sorted({a for a, b in zip(labels, labels[1:], strict=False) if a == b})

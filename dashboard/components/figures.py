@@ -77,13 +77,26 @@ def range_selector(theme: str | None, *, y: float) -> dict[str, object]:
             "font": {"color": "#e6e6e6" if dark else "#333333", "size": 11}}
 
 
+LEGEND_ROW_PX = 36  # the top margin a one-row legend takes (29 px drawn, with its padding)
+RANGE_BUTTONS_PX = 28  # the range buttons' row, above the legend's
+
+
+def _above_legend(fig: go.Figure, height_px: int, bottom_px: int) -> float:
+    """The range buttons' ``y`` (plot fraction) for a row just above the legend, and the top margin for both."""
+    top_px = LEGEND_ROW_PX + RANGE_BUTTONS_PX
+    fig.update_layout(margin={"t": top_px})
+    plot_px = max(1, height_px - top_px - bottom_px)
+    return 1 + (LEGEND_ROW_PX - 4) / plot_px
+
+
 def _base(fig: go.Figure, theme: str | None, *, height: int | None = None) -> go.Figure:
     fig.update_layout(
         template=template(theme),
-        margin={"l": 50, "r": 15, "t": 30, "b": 30},
+        margin={"l": 50, "r": 15, "t": LEGEND_ROW_PX, "b": 30},
         paper_bgcolor="rgba(0,0,0,0)",
         plot_bgcolor="rgba(0,0,0,0)",
-        legend={"orientation": "h", "y": 1.08, "x": 0},
+        # one row in the top margin, its bottom on the plot's top edge: over the plot it hid the data
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
         hovermode="x unified",
         uirevision="keep",  # keep zoom across live refreshes
     )
@@ -160,7 +173,7 @@ def equity_underwater(
     fig.update_yaxes(title_text="Equity", **MONEY_TICKS, row=1, col=1)
     fig.update_yaxes(title_text="Drawdown", tickformat=".0%", row=2, col=1)
     _base(fig, theme, height=EQUITY_HEIGHT_PX)
-    fig.update_layout(legend={"y": -0.15})
+    fig.update_layout(legend={"y": -0.15, "yanchor": "top"})
     return fig
 
 
@@ -259,9 +272,10 @@ def bars(labels: Sequence[str], values: Sequence[float], title: str, theme: str 
 def rolling(x: Sequence[object], sharpe: Sequence[float], vol: Sequence[float], *, window: int, tz_label: str,
             theme: str | None) -> go.Figure:
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Scatter(x=x, y=sharpe, name=f"Rolling Sharpe ({window}d)", line={"color": ACCENT}),
+    # legend names short enough for one row in a phone's card (two rows would cover the plot's top)
+    fig.add_trace(go.Scatter(x=x, y=sharpe, name=f"Sharpe ({window}d)", line={"color": ACCENT}),
                   secondary_y=False)
-    fig.add_trace(go.Scatter(x=x, y=vol, name=f"Rolling volatility ({window}d)", line={"color": MUTED}),
+    fig.add_trace(go.Scatter(x=x, y=vol, name=f"Volatility ({window}d)", line={"color": MUTED}),
                   secondary_y=True)
     fig.update_yaxes(title_text="Sharpe", secondary_y=False)
     # one decimal: a volatility that moves within a point would read "7%, 7%, 7%" in whole percents
@@ -287,13 +301,16 @@ def aggregate(x: Sequence[object], equity: Sequence[float], index: Sequence[floa
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(go.Scatter(x=x, y=equity, name="Total equity", line={"color": ACCENT},
                              hovertemplate="%{y:$,.0f}<extra>Total equity</extra>"), secondary_y=False)
-    fig.add_trace(go.Scatter(x=x, y=index, name="Growth of $1 (cash-flow neutral)", line={"color": UP, "dash": "dot"},
-                             hovertemplate="%{y:.3f}<extra>Growth of $1</extra>"), secondary_y=True)
+    fig.add_trace(go.Scatter(x=x, y=index, name="Growth of $1", line={"color": UP, "dash": "dot"},
+                             hovertemplate="%{y:$.3f}<extra>Growth of $1 (cash-flow neutral)</extra>"),
+                  secondary_y=True)
     fig.update_yaxes(**MONEY_TICKS, secondary_y=False)
     # the growth of $1 in dollars and cents ($1.04); its own grid would cross the equity's
     fig.update_yaxes(tickformat="$,.2f", showgrid=False, secondary_y=True)
-    fig.update_xaxes(title_text=f"Date, {tz_label}", type="date", rangeselector=range_selector(theme, y=1.15))
-    return _base(fig, theme, height=AGGREGATE_HEIGHT_PX)
+    _base(fig, theme, height=AGGREGATE_HEIGHT_PX)
+    buttons_y = _above_legend(fig, AGGREGATE_HEIGHT_PX, 50)  # the date ticks and the axis title below
+    fig.update_xaxes(title_text=f"Date, {tz_label}", type="date", rangeselector=range_selector(theme, y=buttons_y))
+    return fig
 
 
 LEVEL_LABEL_SPAN = 0.08  # level labels closer than this share of the price span share one line

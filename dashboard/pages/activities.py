@@ -49,6 +49,13 @@ _SHORT_LABELS = {
 }
 
 
+# A person looking for a dividend or a split should not page through a bot's fills: the choice sets
+# the grid's own filter on the code (so the floating filter shows it, and the server applies it).
+KIND_OPTIONS = [{"label": "All", "value": "all"}, {"label": "Fills", "value": "fills"},
+                {"label": "Everything but fills (cash, fees, dividends, corporate actions, options)",
+                 "value": "other"}]
+
+
 def type_label(code: str) -> str:
     """What a person calls an activity type (``DIV`` -> ``Dividend``); an unknown code as it is."""
     if code in _SHORT_LABELS:
@@ -135,7 +142,7 @@ def _number(field: str, header: str, width: int, formatter: dict[str, str], **ex
 
 
 def _time(field: str, header: str, **extra: Any) -> dict[str, Any]:
-    return {"field": field, "headerName": header, "width": 175, "filter": "agDateColumnFilter",
+    return {"field": field, "headerName": header, "width": 200, "filter": "agDateColumnFilter",
             "filterParams": {"buttons": ["reset"], "maxNumConditions": 1}, **extra}
 
 
@@ -199,8 +206,12 @@ def layout(slug: str | None = None, **_: Any) -> Any:
                 className="align-items-center g-2 mb-3",
             ),
             section("Account activities (fills, deposits, fees, dividends, corporate actions…)",
-                    html.Small("Filter any column in the row under the headers; filtering and sorting run on the "
-                               "server.", className="text-body-secondary d-block mb-2"),
+                    html.Div(
+                        [dbc.RadioItems(id="act-kind", options=KIND_OPTIONS, value="all", inline=True,
+                                        className="small"),
+                         html.Small("Filter any column in the row under the headers; filtering and sorting run on "
+                                    "the server.", className="text-body-secondary")],
+                        className="d-flex flex-wrap align-items-center column-gap-3 mb-2"),
                     grids.infinite_grid("act-grid", activity_columns(label), height="420px", block_size=BLOCK_ROWS),
                     right=html.Small(f"activity version {version}", id="act-status",
                                      className="text-body-secondary")),
@@ -269,6 +280,20 @@ def register(app: Dash) -> None:
             return model().grid_block(("act-orders", slug, v, (search or "").strip()), table, request, tz)
         except grid_sql.GridRequestError as exc:
             abort(400, str(exc))
+
+    app.clientside_callback(  # type: ignore[no-untyped-call]
+        """async function(kind) {
+            const api = await dash_ag_grid.getApiAsync('act-grid');
+            const code = {filterType: 'text', filter: 'FILL', type: kind === 'fills' ? 'equals' : 'notEqual'};
+            const model = Object.assign({}, api.getFilterModel() || {});
+            if (kind === 'all') { delete model.activity_type; } else { model.activity_type = code; }
+            api.setFilterModel(model);
+            return window.dash_clientside.no_update;
+        }""",
+        Output("act-kind", "id"),
+        Input("act-kind", "value"),
+        prevent_initial_call=True,
+    )
 
     # A new version re-asks both grids' blocks in view REFRESH_MIN_S apart at most (one asked for
     # sooner is held and done once, when that is up): SSE hints arrive with every ingested batch,

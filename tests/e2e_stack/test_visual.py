@@ -154,6 +154,31 @@ def test_activities_page_holds_only_the_rows_in_view(stack: Stack, driver: Any) 
     assert rows <= MAX_ROWS_IN_DOM, f"{rows} rows in the page's DOM (of {stored} stored)"
 
 
+def test_activities_page_shows_the_non_trade_activities_in_words(stack: Stack, driver: Any) -> None:
+    from dashboard.pages.activities import type_label
+
+    # Arrange: the newest activities are the bot's fills
+    driver.set_window_size(*DESKTOP)
+    driver.get(stack.web_url + "/activities")
+    page_probe.settle(driver)
+    cells = ("return [...document.querySelectorAll('#act-grid .ag-center-cols-container .ag-row')]"
+             ".map(r => [...r.querySelectorAll('.ag-cell')].map(c => [c.getAttribute('col-id'), c.innerText]))"
+             ".map(Object.fromEntries);")
+
+    # Act: everything but fills
+    driver.execute_script("document.querySelectorAll('#act-kind input')[2].click();")
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: (rows := d.execute_script(cells)) and all(r.get("activity_type") != "FILL" for r in rows))
+    rows = driver.execute_script(cells)
+    problems = _look_here(driver)
+
+    # Assert: each row's type in words, next to its code
+    assert problems == []
+    assert rows
+    assert all(r["type_label"] == type_label(r["activity_type"]) for r in rows), rows[:3]
+    assert any(r["type_label"] != r["activity_type"] for r in rows)
+
+
 def _count_raw(stack: Stack, table: str, slug: str) -> int:
     return int(stack.query(f"SELECT count(*) FROM account_activities.{table} WHERE destination = %s", (slug,))[0][0])
 
