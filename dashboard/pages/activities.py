@@ -205,7 +205,7 @@ def layout(slug: str | None = None, **_: Any) -> Any:
                 ],
                 className="align-items-center g-2 mb-3",
             ),
-            section("Account activities (fills, deposits, fees, dividends, corporate actions…)",
+            section("Account activities",
                     html.Div(
                         [dbc.RadioItems(id="act-kind", options=KIND_OPTIONS, value="all", inline=True,
                                         className="small"),
@@ -214,7 +214,7 @@ def layout(slug: str | None = None, **_: Any) -> Any:
                         className="d-flex flex-wrap align-items-center column-gap-3 mb-2"),
                     grids.infinite_grid("act-grid", activity_columns(label), height="420px", block_size=BLOCK_ROWS),
                     right=html.Small(f"activity version {version}", id="act-status",
-                                     className="text-body-secondary")),
+                                     className="text-body-secondary d-none d-md-inline")),
             section("Orders",
                     dbc.Input(id="act-search", placeholder="Search symbol, status, order id…", type="search",
                               debounce=True, size="sm", className="mb-2", maxLength=ORDER_SEARCH_MAX_CHARS),
