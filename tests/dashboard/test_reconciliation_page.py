@@ -49,7 +49,7 @@ def _update(client: Any, output: str, outputs: Any, inputs: list[dict[str, Any]]
 def render(client: Any, slug: str, day: str | None) -> dict[str, Any]:
     outputs = [{"id": "recon-now", "property": "children"}, {"id": "recon-calendar", "property": "children"},
                {"id": "recon-day-detail", "property": "children"}, {"id": "recon-export", "property": "href"}]
-    inputs = [{"id": "recon-tick", "property": "n_intervals", "value": 0},
+    inputs: list[dict[str, Any]] = [{"id": "recon-tick", "property": "n_intervals", "value": 0},
               {"id": "recon-destination", "property": "value", "value": slug},
               {"id": "recon-day", "property": "data", "value": day}]
     return dict(_update(client, "..recon-now.children...recon-calendar.children...recon-day-detail.children..."

@@ -67,7 +67,7 @@ def wait_status(stack: Stack, status: str, since: datetime, cause: str | None = 
         return None
 
     try:
-        return stack.wait_for(found, WAIT_S, f"tie-out {status} {cause or ''}", poll_s=0.2)
+        return dict(stack.wait_for(found, WAIT_S, f"tie-out {status} {cause or ''}", poll_s=0.2))
     except Exception:
         print("latest rows:", now_rows(stack, since)[-3:])
         print(stack.log_tail("workers"))
