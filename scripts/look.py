@@ -214,8 +214,15 @@ def copy_to_docs(out: Path, shots: list[Shot]) -> list[Path]:
     return copied
 
 
+def _stop_on_sigterm(signum: int, _frame: Any) -> None:
+    """``timeout`` or a CI runner ends the look with SIGTERM: exit through the ``finally`` that stops the demo
+    (Python's default for SIGTERM ends the process at once and leaves the demo running)."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     root = PROJECT_ROOT / ".coldharbour" / "look"
     out = (args.out or root / stamp).resolve()
