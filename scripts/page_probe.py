@@ -83,7 +83,11 @@ const charts = [...document.querySelectorAll('.js-plotly-plot')].filter(visible)
 });
 const svgText = [...document.querySelectorAll('.js-plotly-plot svg text')].filter(visible)
     .map(t => t.textContent);
-return {url: location.pathname, cards: cards, charts: charts, text: document.body.innerText, svg_text: svgText};
+// the broker's own words (an activity's description) are shown as they came: not the page's formats
+const verbatim = [...document.querySelectorAll('.ag-cell[col-id="description"]')].map(e => e.innerText)
+    .filter(t => t);
+return {url: location.pathname, cards: cards, charts: charts, text: document.body.innerText, svg_text: svgText,
+        verbatim: verbatim};
 """
 
 BAD_WORDS = re.compile(r"\b(NaN|Infinity|undefined|None)\b")
@@ -227,7 +231,10 @@ def _fmt_box(b: dict[str, float]) -> str:
 
 def _text_problems(data: dict[str, Any]) -> list[str]:
     out = []
-    texts = [("page text", data["text"])] + [("chart text", t) for t in data["svg_text"]]
+    page_text = str(data["text"])
+    for quoted in data.get("verbatim") or []:
+        page_text = page_text.replace(quoted, "")
+    texts = [("page text", page_text)] + [("chart text", t) for t in data["svg_text"]]
     seen: set[str] = set()
     for where, text in texts:
         for pattern, what in ((BAD_WORDS, "reads"), (SCIENTIFIC, "has scientific notation")):

@@ -100,6 +100,8 @@ def _base(fig: go.Figure, theme: str | None, *, height: int | None = None) -> go
         hovermode="x unified",
         uirevision="keep",  # keep zoom across live refreshes
     )
+    # a tick label wider than the room at an axis's end (a date under the y ticks) is left out, not overlapped
+    fig.update_xaxes(ticklabeloverflow="hide past domain")
     if height:
         fig.update_layout(height=height)
     return fig
