@@ -73,6 +73,9 @@ class ReportsApi:
         for part in (q.get("activity_types") or q.get("activity_type") or "").split(","):
             if part.strip():
                 types.add(part.strip().upper())
+        category = q.get("category")
+        if category not in (None, "trade_activity", "non_trade_activity"):
+            raise OrderError(422, 40010001, "category must be trade_activity or non_trade_activity")
         direction = q.get("direction", "desc")
         if direction not in ("asc", "desc"):
             raise OrderError(422, 40010001, "direction must be asc or desc")
@@ -101,6 +104,8 @@ class ReportsApi:
         for i in indices:
             a = acts[i]
             if types and a.type not in types:
+                continue
+            if category is not None and (a.type == "FILL") != (category == "trade_activity"):
                 continue
             if after and a.ts <= after or until and a.ts >= until:
                 continue

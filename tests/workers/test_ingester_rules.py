@@ -252,3 +252,16 @@ def test_fill_catchup_wait(last: float, now: float, wait: float) -> None:
 )
 def test_commit_head_start_is_the_90th_percentile(durations: list[float], expected: float) -> None:
     assert commit_head_start_s(durations) == expected
+
+
+@pytest.mark.parametrize(("now", "lookback_days", "expected"), [
+    # 22:00 in New York on 1 Dec (03:00 UTC on the 2nd): New York's day is the 1st
+    (datetime(2026, 12, 2, 3, 0, tzinfo=UTC), 4, datetime(2026, 11, 27, 5, 0, tzinfo=UTC)),
+    # summer time: New York midnight is 04:00 UTC
+    (datetime(2026, 7, 10, 12, 0, tzinfo=UTC), 1, datetime(2026, 7, 9, 4, 0, tzinfo=UTC)),
+])
+def test_the_dated_sweep_starts_at_new_york_midnight_days_back(now: datetime, lookback_days: int,
+                                                               expected: datetime) -> None:
+    from workers.ingester.rules import dated_sweep_start
+
+    assert dated_sweep_start(now, lookback_days=lookback_days) == expected

@@ -229,8 +229,10 @@ class BrokerClient:
         direction: str = "asc",
         page_size: int = ACTIVITIES_PAGE_SIZE,
         activity_types: list[str] | None = None,
+        category: str | None = None,
     ) -> list[ActivityRecord]:
-        """One page of ``/v2/account/activities`` (all types unless ``activity_types``)."""
+        """One page of ``/v2/account/activities`` (all types unless ``activity_types`` or ``category``,
+        Alpaca's ``trade_activity`` / ``non_trade_activity``)."""
         params = {
             "after": after,
             "until": until,
@@ -238,6 +240,7 @@ class BrokerClient:
             "direction": direction,
             "page_size": page_size,
             "activity_types": ",".join(activity_types) if activity_types else None,
+            "category": category,
         }
         data = await self._request("GET", "/v2/account/activities", params)
         if not isinstance(data, list):
@@ -251,11 +254,13 @@ class BrokerClient:
         until: datetime | date | None = None,
         page_token: str | None = None,
         page_size: int = ACTIVITIES_PAGE_SIZE,
+        category: str | None = None,
     ) -> AsyncIterator[list[ActivityRecord]]:
         """Pages of activities, oldest first (``direction=asc``, ``page_token`` = last id), until a short page."""
         token = page_token
         while True:
-            page = await self.get_activities(after=since, until=until, page_token=token, page_size=page_size)
+            page = await self.get_activities(after=since, until=until, page_token=token, page_size=page_size,
+                                             category=category)
             if page:
                 yield page
             ids = [row.activity_id for row in page if not is_malformed_id(row.activity_id)]

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from core.records import ActivityRecord
 
 ACTIVITIES_PAGE_SIZE = 100
+NON_TRADE_CATEGORY = "non_trade_activity"  # ``category`` of /v2/account/activities: every type but FILL
 ORDERS_PAGE_LIMIT = 500
 
 TERMINAL_ORDER_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "replaced", "done_for_day"})

@@ -36,7 +36,7 @@ from workers.alpaca import (
     TradeUpdatesStream,
 )
 from workers.alpaca.budget import Priority, request_priority, spending
-from workers.alpaca.wire import ACTIVITIES_PAGE_SIZE, activity_time
+from workers.alpaca.wire import ACTIVITIES_PAGE_SIZE, NON_TRADE_CATEGORY, activity_time
 from workers.backoff import BackoffPolicy
 from workers.errors import ErrorKind, describe
 from workers.heartbeat import write_heartbeat
@@ -315,12 +315,24 @@ class Ingester:
             if progress is not None:
                 progress(read, activity_time(page[-1]))
         if not activities_only:
+            read += await self._sweep_dated_activities(started, until)
             read += await self._backfill_orders(start_for(STREAM_ORDERS), until, progress)
         self.last_backfill_at = datetime.now(UTC)
         self.counters.backfills += 1
         if self.auth_failed and self.stream_connected:
             self.auth_failed = False
         self.log.debug("backfill done: %d rows read since %s", read, act_since.isoformat())
+        return read
+
+    async def _sweep_dated_activities(self, now: datetime, until: datetime | None) -> int:
+        """Store the non-trade activities of the last few New York days (the cursor does not move):
+        the late-posted, date-only ones the time cursor has already passed."""
+        since = rules.dated_sweep_start(now, lookback_days=self.options.dated_lookback_days)
+        read = 0
+        async for page in self.broker.iter_activities(since, until=until, category=NON_TRADE_CATEGORY):
+            read += len(page)
+            self.writer.add_activities(page)
+            await self.writer.flush()
         return read
 
     async def _backfill_orders(self, since: datetime, until: datetime | None, progress: ProgressCallback | None) -> int:

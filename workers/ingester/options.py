@@ -47,6 +47,10 @@ class IngesterOptions:
     # The periodic pass while the stream stays up (a reconnect re-reads overlap_s): late-posted
     # activities land within a minute; at 5 fills/s 300 s would be 15 pages a pass.
     reconcile_overlap_s: float = 60.0
+    # Every pass that is not a fill confirmation also re-reads the non-trade activities dated since
+    # New York midnight this many days ago (Alpaca posts fees and some dividends after their date,
+    # behind the cursor). Usually one page: one REST call a pass.
+    dated_lookback_days: int = 4
     stream_stale_after_s: float = 90.0
     stream_ping_interval_s: float = 10.0
     request_timeout_s: float = 10.0

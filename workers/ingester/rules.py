@@ -19,7 +19,7 @@ from decimal import Decimal
 from core.records import ActivityRecord
 from workers.alpaca.budget import Priority
 from workers.alpaca.records import OrderEventRow, OrderRow
-from workers.alpaca.wire import ORDER_STATUS_RANK, activity_time, is_epoch_stand_in, is_malformed_id
+from workers.alpaca.wire import NEW_YORK, ORDER_STATUS_RANK, activity_time, is_epoch_stand_in, is_malformed_id
 from workers.ingester.options import STREAM_ACTIVITIES, STREAM_ORDERS, STREAM_TRADE_UPDATES, IngestState
 from workers.ingester.provisional import ProvisionalFill
 
@@ -199,6 +199,15 @@ def backfill_start(stream: str, checkpoints: Mapping[str, Checkpoint], *, since:
     if cp is None or cp.last_ts is None:
         return default_start
     return cp.last_ts - timedelta(seconds=overlap_s)
+
+
+def dated_sweep_start(now: datetime, *, lookback_days: int) -> datetime:
+    """Where the sweep for late-posted, date-only activities starts: New York midnight ``lookback_days``
+    days before today's. Alpaca posts regulatory fees, crypto fees and some dividends after the day
+    they are dated (at that day's midnight), so they land behind any time cursor; the weekend and a
+    holiday are why the default looks back more than one day."""
+    today = now.astimezone(NEW_YORK).date() - timedelta(days=lookback_days)
+    return datetime(today.year, today.month, today.day, tzinfo=NEW_YORK).astimezone(UTC)
 
 
 def backfill_priority(reasons: Set[str]) -> Priority:
