@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import flask
+import pandas as pd
 from dash import Dash
 
 from dashboard import strategy_queries as sq
@@ -71,12 +72,15 @@ def register_exports(app: Dash) -> None:
         if found is None or (destination is not None and m.destination(destination) is None):
             return flask.Response("unknown strategy or destination\n", status=404, mimetype="text/plain")
         closed, _held, _book = sq.book_for(m, [d.slug for d in m.destinations()], found.name, destination)
-        frame = closed.copy()
+        frame = closed.reindex(columns=list(TRADE_FIELDS)).copy()
         for col in ("entry_time", "exit_time"):
-            frame[col] = [t.isoformat() for t in frame[col]]
-        frame = frame.astype(object).where(frame.notna(), None)
-        rows = frame.reindex(columns=list(TRADE_FIELDS)).itertuples(index=False, name=None)
-        return _csv(TRADE_FIELDS, rows, f"{found.key}_trades.csv")
+            frame[col] = pd.DatetimeIndex(frame[col]).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+        for col in ("trade_id", "strategy", "destination", "symbol", "direction", "exit_reason"):
+            frame[col] = frame[col].map(lambda v: neutralise(v) if isinstance(v, str) else v)
+        body = frame.to_csv(index=False, lineterminator="\r\n", float_format=None)
+        return flask.Response(body, mimetype="text/csv",
+                              headers={"Content-Disposition": f'attachment; filename="{found.key}_trades.csv"',
+                                       "Cache-Control": "no-store"})
 
     def comparison() -> flask.Response:
         from dashboard.pages.compare import COLUMNS, MAX_ITEMS, compare_rows

@@ -16,6 +16,9 @@
   so an early close or a UTC/local stamp cannot move a day.
 
 Everything is memoised per the server's data versions and the published rules (docs/strategies.md).
+The large objects (each destination's attributed round trips, the order attribution, the books) are
+held per process (:func:`local_memo`) like the equity series, not in the shared cache: pickling a
+100,000-row frame in and out of it on every hit would cost more than the callback's whole budget.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ import io
 import json
 import logging
 import math
-from collections.abc import Sequence
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -44,7 +50,10 @@ if TYPE_CHECKING:
     from dashboard.queries import ReadModel
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 NY = "America/New_York"
+LOCAL_MAX_ENTRIES = {"frames": 24, "views": 256}
+"""Per-process LRU sizes: frames (a destination's round trips, ~20 MB per 100,000) and drawn views."""
 CONFIG_TTL_S = 30
 BENCHMARK_TTL_S = 300
 TRADE_COLUMNS = ("trade_id", "symbol", "direction", "qty", "entry_price", "exit_price", "gross_pl", "fees", "net_pl",
@@ -62,6 +71,43 @@ class StrategyKey:
 
 def strategy_key(name: str) -> str:
     return slugify(name) or "s_" + hashlib.blake2b(name.encode(), digest_size=4).hexdigest()
+
+
+# ----------------------------------------------------------------------------- per-process memo
+
+
+class _Local:
+    """One model's per-process LRU memos (keys hold the server's versions, so nothing is ever stale)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entries: dict[str, OrderedDict[Hashable, Any]] = {k: OrderedDict() for k in LOCAL_MAX_ENTRIES}
+
+
+_LOCAL: weakref.WeakKeyDictionary[Any, _Local] = weakref.WeakKeyDictionary()
+_LOCAL_LOCK = threading.Lock()
+
+
+def local_memo(model: ReadModel, kind: str, key: Hashable, compute: Callable[[], T]) -> T:
+    """``compute()`` once per ``key`` in this process, the ``LOCAL_MAX_ENTRIES[kind]`` newest kept.
+
+    Two threads missing one key at once both compute it (the same value): no lock is held while computing.
+    """
+    with _LOCAL_LOCK:
+        store = _LOCAL.get(model)
+        if store is None:
+            store = _LOCAL[model] = _Local()
+    entries = store.entries[kind]
+    with store.lock:
+        if key in entries:
+            entries.move_to_end(key)
+            return entries[key]  # type: ignore[no-any-return]
+    value = compute()
+    with store.lock:
+        entries[key] = value
+        while len(entries) > LOCAL_MAX_ENTRIES[kind]:
+            entries.popitem(last=False)
+    return value
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -130,7 +176,7 @@ def order_strategies(model: ReadModel, slug: str) -> dict[str, str]:
         links = [OrderLink(o, c, s, p, r) for o, c, s, p, r in frame.itertuples(index=False, name=None)]
         return attribute_orders(the_rules, slug, links)
 
-    return model.memo(("order-strategies", slug, v.closed, v.pos, rules_token(model)), load)
+    return local_memo(model, "frames", ("order-strategies", slug, v.closed, v.pos, rules_token(model)), load)
 
 
 def _multiplier(symbols: pd.Series) -> np.ndarray:
@@ -171,7 +217,7 @@ def trades(model: ReadModel, slug: str) -> pd.DataFrame:
         frame["multiplier"] = _multiplier(frame["symbol"]) if len(frame) else np.zeros(0)
         return frame
 
-    return model.memo(("strategy-trades", slug, v.closed, v.pos, token), load)
+    return local_memo(model, "frames", ("strategy-trades", slug, v.closed, v.pos, token), load)
 
 
 def open_positions(model: ReadModel, slug: str) -> pd.DataFrame:
@@ -194,25 +240,41 @@ def open_positions(model: ReadModel, slug: str) -> pd.DataFrame:
         frame["multiplier"] = _multiplier(frame["symbol"]) if len(frame) else np.zeros(0)
         return frame
 
-    return model.memo(("strategy-open", slug, v.pos, rules_token(model)), load)
+    return local_memo(model, "frames", ("strategy-open", slug, v.pos, rules_token(model)), load)
+
+
+def data_token(model: ReadModel, slugs: Sequence[str]) -> tuple[Any, ...]:
+    """What every strategy figure over ``slugs`` depends on: their closed/pos versions and the rules."""
+    return (tuple((s, model.current(s).closed, model.current(s).pos) for s in slugs), rules_token(model))
 
 
 def all_trades(model: ReadModel, slugs: Sequence[str]) -> pd.DataFrame:
-    frames = [trades(model, s) for s in slugs]
-    frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*TRADE_COLUMNS, "strategy"])
+    def load() -> pd.DataFrame:
+        frames = [f for f in (trades(model, s) for s in slugs) if len(f)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            columns=[*TRADE_COLUMNS, "strategy", "destination", "entry_time", "exit_time", "multiplier"])
+
+    return local_memo(model, "frames", ("all-trades", data_token(model, slugs)), load)
 
 
 def all_open(model: ReadModel, slugs: Sequence[str]) -> pd.DataFrame:
-    frames = [open_positions(model, s) for s in slugs]
-    frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["symbol", "qty", "avg_entry_price", "market_value", "unrealized_pl", "strategy", "destination"])
+    def load() -> pd.DataFrame:
+        frames = [f for f in (open_positions(model, s) for s in slugs) if len(f)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            columns=["symbol", "side", "qty", "avg_entry_price", "market_value", "unrealized_pl", "strategy",
+                     "destination", "entry_time", "multiplier"])
+
+    return local_memo(model, "frames", ("all-open", data_token(model, slugs)), load)
 
 
 def strategy_list(model: ReadModel, slugs: Sequence[str]) -> list[StrategyKey]:
     """Configured strategies first (in order), then names only the data has (templated patterns), then
     unattributed when anything is."""
+    return local_memo(model, "views", ("strategy-list", data_token(model, slugs)),
+                      lambda: _strategy_list(model, slugs))
+
+
+def _strategy_list(model: ReadModel, slugs: Sequence[str]) -> list[StrategyKey]:
     seen: dict[str, None] = {}
     for r in rules(model):
         if "{" not in r.name:
@@ -375,12 +437,10 @@ def kpis(closed: pd.DataFrame, held: pd.DataFrame, returns: pd.Series) -> dict[s
 def book_for(model: ReadModel, slugs: Sequence[str], name: str, destination: str | None = None
              ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """``(closed, held, daily book)`` of strategy ``name`` in ``destination`` (``None``: across ``slugs``)."""
-    versions = tuple((s, model.current(s).closed, model.current(s).pos) for s in slugs)
-
     def load() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         closed = select(all_trades(model, slugs), name, destination)
         held = select(all_open(model, slugs), name, destination)
         book = daily_book(closed, held, today=pd.Timestamp.now(tz="UTC"), capital_usd=capital_of(model, name))
         return closed, held, book
 
-    return model.memo(("strategy-book", name, destination, versions, rules_token(model)), load)
+    return local_memo(model, "views", ("strategy-book", name, destination, data_token(model, slugs)), load)

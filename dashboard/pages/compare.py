@@ -55,8 +55,8 @@ def item_returns(m: ReadModel, item: str) -> tuple[str, pd.Series, pd.DataFrame]
         dest = m.destination(ident)
         if dest is None:
             return None
-        trades = m.closed_pl(dest.slug)
-        return dest.name, sq.by_ny_day(m.session_returns(dest.slug)), trades
+        # the round trips as attributed (held in this process), not closed_pl's frame from the shared cache
+        return dest.name, sq.by_ny_day(m.session_returns(dest.slug)), sq.trades(m, dest.slug)
     if kind == "s":
         found = next((s for s in sq.strategy_list(m, slugs) if s.key == ident), None)
         if found is None:
@@ -154,7 +154,7 @@ def register(app: Dash) -> None:
                 rows, curves = compare_rows(m, chosen, symbol)
                 return [_plain_row(r) for r in rows], compare_figure(curves, theme)
 
-            rows, figure = m.memo(("compare", token), compute)
+            rows, figure = sq.local_memo(m, "views", ("compare", token), compute)
         except SQLAlchemyError:
             raise PreventUpdate from None
         from urllib.parse import urlencode

@@ -40,7 +40,7 @@ def card_values(m: ReadModel) -> list[dict[str, Any]]:
             out.append({"name": s.name, "key": s.key, "destinations": dests, **values})
         return out
 
-    return m.memo(("strategy-cards", repr(version_token(m))), compute)
+    return sq.local_memo(m, "views", ("strategy-cards", repr(version_token(m))), compute)
 
 
 def _now() -> Any:

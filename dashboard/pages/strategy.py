@@ -7,6 +7,7 @@ them use), and a switch hides it.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -73,6 +74,7 @@ def benchmark_for(m: ReadModel, dests: list[str], chosen: str | None) -> str | N
 
 
 def _rows(frame: pd.DataFrame, columns: list[dict[str, Any]], names: dict[str, str]) -> list[dict[str, Any]]:
+    """Grid rows (times as text, NaN as null) through pandas' JSON writer: ~10x faster than row objects."""
     fields = [c["field"] for c in columns]
     out = frame[[f for f in fields if f in frame.columns]].copy()
     if "destination" in out.columns:
@@ -80,45 +82,58 @@ def _rows(frame: pd.DataFrame, columns: list[dict[str, Any]], names: dict[str, s
     for col in ("entry_time", "exit_time"):
         if col in out.columns:
             out[col] = pd.DatetimeIndex(out[col]).strftime("%Y-%m-%d %H:%M:%S")
-    out = out.astype(object).where(out.notna(), None)
-    return list(out.to_dict("records"))
+    rows: list[dict[str, Any]] = json.loads(out.to_json(orient="records"))
+    return rows
 
 
 def version_token(m: ReadModel) -> str:
     return repr((sorted((s, v.closed, v.pos) for s, v in m.versions().items()), sq.rules_token(m)))
 
 
-def view(m: ReadModel, name: str, destination: str | None, show_bench: bool, theme: str | None) -> dict[str, Any]:
-    """Everything the page draws for one selection, memoised per the server's versions."""
+def base(m: ReadModel, name: str, destination: str | None) -> dict[str, Any]:
+    """The book of one selection with its figures and benchmark comparison (whatever the theme or toggle)."""
     slugs = [d.slug for d in m.destinations()]
-    token = version_token(m)
-
     names = {d.slug: d.name for d in m.destinations()}
 
     def compute() -> dict[str, Any]:
         closed, held, book = sq.book_for(m, slugs, name, destination)
         returns = sq.returns_of(book)
         dests = sorted(set(closed["destination"]) | set(held["destination"])) if len(closed) + len(held) else []
-        symbol = benchmark_for(m, dests, destination) if show_bench else None
+        symbol = benchmark_for(m, dests, destination)
         bench = sq.against(returns, sq.benchmark_prices(m, symbol)) if symbol else None
+        return {
+            "values": sq.kpis(closed, held, returns), "bench": bench, "symbol": symbol, "book": book,
+            "trades": _rows(closed.iloc[::-1].head(GRID_MAX_ROWS), TRADE_COLUMNS, names),
+            "open": _rows(held, OPEN_COLUMNS, names), "destinations": dests,
+            "status": f"{len(closed):,} round trips" + (f", newest {GRID_MAX_ROWS} shown" if len(closed) > GRID_MAX_ROWS
+                                                      else ""),
+        }
+
+    return sq.local_memo(m, "views", ("strategy-base", name, destination, sq.data_token(m, slugs)), compute)
+
+
+def view(m: ReadModel, name: str, destination: str | None, show_bench: bool, theme: str | None) -> dict[str, Any]:
+    """Everything the page draws for one selection, memoised per the server's versions."""
+    b = base(m, name, destination)
+
+    def compute() -> dict[str, Any]:
+        book, bench = b["book"], b["bench"] if show_bench else None
+        symbol = b["symbol"] if bench is not None else None
         growth = pd.Series(book["growth"].to_numpy(dtype=float), index=book.index) if len(book) else pd.Series(dtype=float)
         cum = pd.Series(book["cum_pnl"].to_numpy(dtype=float), index=book.index) if len(book) else pd.Series(dtype=float)
         bench_growth = rel_dd = None
         if bench is not None and len(bench["benchmark_returns"]):
             bench_growth = bm.growth(bench["benchmark_returns"])
             rel_dd = bench["relative_drawdown"]
-        values = sq.kpis(closed, held, returns)
         return {
-            "kpis": kpi_row(values, bench, symbol),
+            "kpis": kpi_row(b["values"], bench, symbol),
             "figure": growth_figure(growth, cum, bench_growth, rel_dd, bench_label=symbol or "", theme=theme),
-            "trades": _rows(closed.iloc[::-1].head(GRID_MAX_ROWS), TRADE_COLUMNS, names),
-            "open": _rows(held, OPEN_COLUMNS, names),
-            "destinations": dests,
-            "status": f"{len(closed):,} round trips" + (f", newest {GRID_MAX_ROWS} shown" if len(closed) > GRID_MAX_ROWS else ""),
+            "trades": b["trades"], "open": b["open"], "destinations": b["destinations"], "status": b["status"],
             "bench_note": f"Benchmark: {symbol}" if symbol else "No benchmark",
         }
 
-    return m.memo(("strategy-view", name, destination, show_bench, theme, token), compute)
+    token = sq.data_token(m, [d.slug for d in m.destinations()])
+    return sq.local_memo(m, "views", ("strategy-view", name, destination, show_bench, theme, token), compute)
 
 
 def layout(key: str | None = None, **_: Any) -> Any:
