@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, Response, jsonify
 
 from core.settings import Settings
-from dashboard.heartbeats import HEARTBEAT_OK_FACTOR, feed_age_s
+from dashboard.heartbeats import HEARTBEAT_OK_FACTOR, RED_STATES, feed_age_s
 
 if TYPE_CHECKING:
     from dashboard.queries import ReadModel
@@ -47,7 +47,8 @@ def health_payload(settings: Settings, model: ReadModel) -> tuple[Response, int]
         body["workers"].append(worker)
         worst = max(worst, age or 0.0)
     body["heartbeat_max_age_s"] = round(worst, 1)
-    if any(not w["fresh"] for w in body["workers"]):
+    # a fresh heartbeat that says ``stalled`` (or an auth error) is a worker that needs a look too
+    if any(not w["fresh"] or w["state"] in RED_STATES for w in body["workers"]):
         body["status"] = "degraded"
     body["destinations"] = len(model.versions())
     body["sse"] = not settings.disable_sse

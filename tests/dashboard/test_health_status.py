@@ -81,3 +81,24 @@ def test_a_fresh_stalled_heartbeat_shows_a_red_dot(app: Dash, seeded: Seeded) ->
         dots.setdefault((dest, service), set()).add(_dot_of(row))
     assert dots[("alpha_paper", "manager")] == {"danger"}
     assert "danger" not in set().union(*(v for k, v in dots.items() if k != ("alpha_paper", "manager")))
+
+
+def test_healthz_is_degraded_when_a_fresh_heartbeat_says_stalled(app: Dash, seeded: Seeded) -> None:
+    # Arrange: every heartbeat fresh and running, then one manager stalled
+    conn = connect(seeded.dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(f"UPDATE {seeded.settings.account_schema}.heartbeats SET updated_at = now(), state = 'running'")
+        before = app.server.test_client().get("/healthz").get_json()["status"]
+        with conn, conn.cursor() as cur:
+            cur.execute(f"""UPDATE {seeded.settings.account_schema}.heartbeats SET state = 'stalled'
+                            WHERE destination = 'alpha_paper' AND service = 'manager'""")
+    finally:
+        conn.close()
+
+    # Act
+    after = app.server.test_client().get("/healthz").get_json()["status"]
+
+    # Assert
+    assert before == "ok"
+    assert after == "degraded"
