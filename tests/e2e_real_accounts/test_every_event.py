@@ -85,7 +85,8 @@ def check_cash_ledger(acct: Account) -> list[str]:
     if abs(Decimal(str(offset))) > CENT:
         missing = value_of_lines((a for a in acct.unstored if not a.get("qty")), {})
         why = " = the cash of lines never stored" if abs(Decimal(str(offset)) - missing) <= CENT else ""
-        return [f"{acct.name}: the manager's cash ledger is {offset} off the broker's cash (calibrated away){why}"]
+        return [f"{acct.name}: the manager's cash ledger is {offset} off the broker's cash (calibrated away){why}; "
+                f"its quantity mismatches: {acct.manager.get('qty_mismatch')}"]
     return []
 
 
@@ -130,12 +131,13 @@ CASH_KINDS = frozenset({"reverse_split_cash_in_lieu", "cash_merger", "stock_and_
 
 
 # Known open defects (issue 15), kept visible as expected failures until fixed; each says its cause.
-STALE_CASH_OFFSET = pytest.mark.xfail(strict=False, reason=(
-    "account A's manager cash stays 0.02 below the broker's: a cash offset adopted while the end-of-day "
-    "fee lines were not yet stored is not dropped once they are (workers/manager/reconcile.calibrate_cash)"))
+CASH_TWO_CENTS_OFF = pytest.mark.xfail(strict=False, reason=(
+    "account A: with every broker line stored and no quantity mismatch, the manager's cash ledger stays 0.02 "
+    "above the broker's cash (heartbeat cash_offset -0.02, the size of one trip's REG+TAF fee line) and its "
+    "equity 0.02 below the broker's: a stored fee line is not booked as the broker books it (not yet found)"))
 
 
-@STALE_CASH_OFFSET
+@CASH_TWO_CENTS_OFF
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_equity_event_books_match_the_broker(world: World, kind: str) -> None:
     fam_a, fam_b, stored = KINDS[kind]
@@ -235,7 +237,7 @@ def test_regulatory_fees_posted_at_the_end_of_the_day_reach_the_round_trips(worl
     verdict(world, problems, a)
 
 
-@STALE_CASH_OFFSET
+@CASH_TWO_CENTS_OFF
 def test_a_canceled_activity_changes_neither_cash_nor_deposits(world: World) -> None:
     a = world.a
     canceled = [x for x in a.activities if x.get("status") == "canceled"]
@@ -250,7 +252,7 @@ def test_a_canceled_activity_changes_neither_cash_nor_deposits(world: World) -> 
     verdict(world, problems, a)
 
 
-@STALE_CASH_OFFSET
+@CASH_TWO_CENTS_OFF
 def test_an_unknown_future_activity_type_still_books_its_cash(world: World) -> None:
     a = world.a
     problems: list[str] = []
