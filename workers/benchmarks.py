@@ -11,7 +11,10 @@ The manager runs :meth:`BenchmarkLoop.run_once` every :data:`BENCHMARK_INTERVAL_
    ``timeframe=1Day``, ``adjustment=all``, paged by ``next_page_token``) with the credentials of one
    destination that names the symbol, and upserts them into ``public.benchmark_bars``.
 
-REST budget: a symbol whose bars are current costs one request a pass (an hour by default); a new
+REST budget: every bars request takes a slot of the fetching destination's own
+:class:`~workers.alpaca.budget.RequestBudget` (the one its ingester and manager share, shown on the
+Health page), at reconciliation priority, so a benchmark never crowds out a gap repair or a fill's
+confirmation. A symbol whose bars are current costs one request a pass (an hour by default); a new
 symbol at most :data:`MAX_PAGES_PER_PASS` pages of 1,000 bars (four years) in its first pass. The
 last :data:`REFETCH_DAYS` are fetched again each pass so a provisional last bar is corrected.
 A failure (no market-data subscription, an unknown symbol) is logged and counted, and the pass
@@ -37,6 +40,7 @@ from core.destinations import Destination, is_live_url
 from core.settings import Settings
 from core.strategies import StrategyRule
 from workers.alpaca import BrokerClient
+from workers.alpaca.budget import Priority, RequestBudget, shared_budget, spending
 from workers.errors import describe
 from workers.stats import Counters
 
@@ -114,11 +118,48 @@ def is_stock_symbol(symbol: str) -> bool:
     return "/" not in symbol
 
 
+class ForeignHostBudget(RequestBudget):
+    """A destination's budget as seen by calls to another host (Alpaca's market-data host).
+
+    Each call takes a slot of the destination's own budget, so the calls are counted and limited
+    with the ingester's and the manager's. That host's ``X-RateLimit-*`` headers describe its own
+    allowance (Alpaca meters market data apart from trading), so they do not lower the trading
+    budget; a 429 from it is still counted.
+    """
+
+    def __init__(self, inner: RequestBudget) -> None:  # shares ``inner``'s window: no state of its own
+        self._inner = inner
+        self.window = inner.window
+
+    async def acquire(self, priority: Priority | None = None) -> None:
+        await self._inner.acquire(priority)
+
+    def observe(self, status: int, headers: Any) -> None:
+        if status == 429:
+            self.window.rate_limited += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return self._inner.as_dict()
+
+
+def trading_budget(destination: Destination, settings: Settings | None) -> RequestBudget | None:
+    """The budget the destination's trading calls spend (``None`` without settings: unbudgeted tools)."""
+    if settings is None:
+        return None
+    return shared_budget(destination.slug, destination.base_url, budget_per_min=settings.rest_budget_calls_per_min,
+                         catchup_per_min=settings.rest_catchup_calls_per_min)
+
+
 class MarketDataClient(BrokerClient):
-    """The broker client's retries and rate limiting, pointed at the market-data host."""
+    """The broker client's retries and rate limiting, pointed at the market-data host, spending the
+    destination's own REST budget (not one of its own for the market-data URL)."""
 
     def __init__(self, destination: Destination, settings: Settings | None = None) -> None:
-        super().__init__(replace(destination, base_url=data_url(destination)), settings)
+        data = replace(destination, base_url=data_url(destination))
+        budget = trading_budget(destination, settings)
+        if budget is not None and data.base_url.rstrip("/") != destination.base_url.rstrip("/"):
+            budget = ForeignHostBudget(budget)
+        super().__init__(data, settings, budget=budget)
 
     async def daily_bars(self, symbol: str, start: date, page_token: str | None) -> Any:
         params = {"timeframe": "1Day", "start": start.isoformat(), "adjustment": "all", "limit": PAGE_LIMIT,
@@ -157,7 +198,8 @@ class BenchmarkLoop:
                 continue
             self._fetched_mono[symbol] = now
             try:
-                await self.update_symbol(pool, symbol, dest)
+                with spending(Priority.RECONCILE):  # a benchmark waits behind repairs and confirmations
+                    await self.update_symbol(pool, symbol, dest)
             except Exception as exc:  # noqa: BLE001 - one symbol's failure must not stop the others
                 self.stats.failures += 1
                 self.stats.last_error = f"{symbol}: {describe(exc)}"
