@@ -59,7 +59,8 @@ async def test_bars_requests_are_counted_in_the_destinations_budget(
     assert loop.stats.requests >= 1
     assert loop.stats.failures == 0, loop.stats.last_error
     assert after["calls_total"] - before == loop.stats.requests
-    assert seen and set(seen) == {Priority.RECONCILE}
+    assert seen
+    assert set(seen) == {Priority.RECONCILE}
     assert f"{after['calls_per_min']}/" in budget_text({"budget": after})
     assert after["calls_per_min"] >= loop.stats.requests
     await ingester_side.close()
@@ -71,7 +72,8 @@ def test_the_market_data_host_spends_the_trading_budget(settings: Settings) -> N
                        base_url="https://paper-api.alpaca.markets")
     trading = BrokerClient(dest, settings)
     data = MarketDataClient(dest, settings)
-    assert trading.budget is not None and data.budget is not None
+    assert trading.budget is not None
+    assert data.budget is not None
 
     # Act: the market-data host says its allowance is spent, then answers 429
     data.budget.observe(200, {"X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "0",
