@@ -58,14 +58,17 @@ def _layout(theme: str | None, **axes: Any) -> dict[str, Any]:
 
 
 def growth_figure(growth: pd.Series, cum_pnl: pd.Series, bench_growth: pd.Series | None,
-                  relative_dd: pd.Series | None, *, bench_label: str, theme: str | None) -> dict[str, Any]:
-    """Growth of $1 (and the benchmark's), cumulative P&L, and the relative (or plain) drawdown below."""
+                  relative_dd: pd.Series | None, *, bench_label: str, theme: str | None,
+                  empty_text: str = "No round trips for this strategy yet.") -> dict[str, Any]:
+    """Growth of $1 (and the benchmark's), cumulative P&L (left out when empty), and the relative (or
+    plain) drawdown below."""
     if growth.empty:
-        return figures.plain(figures.empty("No round trips for this strategy yet.", theme, height=GROWTH_HEIGHT_PX))
+        return figures.plain(figures.empty(empty_text, theme, height=GROWTH_HEIGHT_PX))
     x = _dates(growth.index)
-    data = [_line(x, _values(growth), "Growth of $1", {"color": PALETTE[0], "width": 1.8}, "%{y:.4f}"),
-            _line(_dates(cum_pnl.index), _values(cum_pnl), "Cumulative P&L",
-                  {"color": PALETTE[1], "width": 1, "dash": "dot"}, "%{y:$,.2f}", yaxis="y2")]
+    data = [_line(x, _values(growth), "Growth of $1", {"color": PALETTE[0], "width": 1.8}, "%{y:.4f}")]
+    if not cum_pnl.empty:
+        data.append(_line(_dates(cum_pnl.index), _values(cum_pnl), "Cumulative P&L",
+                          {"color": PALETTE[1], "width": 1, "dash": "dot"}, "%{y:$,.2f}", yaxis="y2"))
     if bench_growth is not None and not bench_growth.empty:
         data.append(_line(_dates(bench_growth.index), _values(bench_growth), f"{bench_label} (growth of $1)",
                           {"color": BENCH_COLOUR, "width": 1.4}, "%{y:.4f}"))
@@ -130,14 +133,18 @@ def kpi_row(values: Mapping[str, Any], bench: Mapping[str, Any] | None, bench_la
         kpi("Expectancy", fmt.money(_f(values, "expectancy"), sign=True)),
     ]
     if bench is not None and bench_label:
-        cards += [
-            kpi(f"Alpha vs {bench_label}", fmt.pct(_f(bench, "alpha"), sign=True), sub="annualised"),
-            kpi(f"Beta vs {bench_label}", fmt.num(_f(bench, "beta"))),
-            kpi("Correlation", fmt.num(_f(bench, "correlation")), sub=f"R² {fmt.num(_f(bench, 'r_squared'))}"),
-            kpi("Information ratio", fmt.num(_f(bench, "information_ratio")), sub="per day"),
-            kpi("Tracking error", fmt.pct(_f(bench, "tracking_error"))),
-            kpi("Excess return", fmt.pct(_f(bench, "excess_return"), sign=True),
-                tone=tone_of(_f(bench, "excess_return"))),
-            kpi("Up / down capture", f"{fmt.num(_f(bench, 'up_capture'))} / {fmt.num(_f(bench, 'down_capture'))}"),
-        ]
+        cards += bench_kpis(bench, bench_label)
     return cards
+
+
+def bench_kpis(bench: Mapping[str, Any], bench_label: str) -> list[Any]:
+    """The benchmark's cards: alpha, beta, correlation and R², IR, tracking error, excess return, capture."""
+    return [
+        kpi(f"Alpha vs {bench_label}", fmt.pct(_f(bench, "alpha"), sign=True), sub="annualised"),
+        kpi(f"Beta vs {bench_label}", fmt.num(_f(bench, "beta"))),
+        kpi("Correlation", fmt.num(_f(bench, "correlation")), sub=f"R² {fmt.num(_f(bench, 'r_squared'))}"),
+        kpi("Information ratio", fmt.num(_f(bench, "information_ratio")), sub="per day"),
+        kpi("Tracking error", fmt.pct(_f(bench, "tracking_error"))),
+        kpi("Excess return", fmt.pct(_f(bench, "excess_return"), sign=True), tone=tone_of(_f(bench, "excess_return"))),
+        kpi("Up / down capture", f"{fmt.num(_f(bench, 'up_capture'))} / {fmt.num(_f(bench, 'down_capture'))}"),
+    ]

@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from dashboard import grid_sql
 from dashboard.components import figures, fmt, grids
 from dashboard.context import model, resolve_tz, view_prefs
+from dashboard.pages import destination_strategy
 from dashboard.pages.common import empty_state, graph, no_destinations, poll_interval_ms, section
 from dashboard.pages.destination_view import (
     equity_analytics,
@@ -114,6 +115,7 @@ def layout(slug: str | None = None, **_: Any) -> Any:
                     html.Small("Click a trade id for its fills and lots. Sorting and filtering run on the server.",
                                className="text-body-secondary"),
                     right=export_links),
+            destination_strategy.mount(),  # strategy filter and benchmark, mounted on dest-defer too
             # the secondary analytics mount when dest-defer fires (see secondary_sections): six empty
             # plotly charts drawn at page load cost ~0.3 s of the first render's main thread
             html.Div(id="dest-secondary", children=html.P("More analytics follow…",
@@ -131,6 +133,7 @@ def register(app: Dash) -> None:
     _register_analytics(app)
     _register_grid(app)
     _register_timing(app)
+    destination_strategy.register(app)
 
 
 def _register_live(app: Dash) -> None:
