@@ -76,6 +76,7 @@ class RuleKind(StrEnum):
     INGEST_LAG = "ingest_lag"  # the ingester's lag above X seconds
     ORDER_REJECTED = "order_rejected"  # orders ended rejected (or canceled) within the window
     REST_BUDGET = "rest_budget"  # the broker answered 429 (REST budget spent) within the window
+    RECONCILIATION_DRIFT = "reconciliation_drift"  # the latest tie-out pass has an unexplained difference
 
 
 class ChannelType(StrEnum):
@@ -126,6 +127,10 @@ RULE_PARAMS: Mapping[RuleKind, tuple[ParamSpec, ...]] = MappingProxyType({
     RuleKind.INGEST_LAG: (ParamSpec("max_lag_s", "number", None, 0),),
     RuleKind.ORDER_REJECTED: (ParamSpec("statuses", "strings", ("rejected",)), _WINDOW),
     RuleKind.REST_BUDGET: (ParamSpec("min_429", "int", 1, 0), _WINDOW),
+    # scope: account = per account-day (cash and equity now, each past day), position = per instrument;
+    # min_usd: a floor above the tie-out's own TIEOUT_*_TOLERANCE_USD (0: those tolerances alone)
+    RuleKind.RECONCILIATION_DRIFT: (ParamSpec("scope", "choice", "any", choices=("any", "account", "position")),
+                                    ParamSpec("min_usd", "number", 0.0, 0, min_inclusive=True)),
 })
 # A stream reconnects within seconds after a routine drop: only a longer outage is worth a message.
 DEFAULT_FOR_S: Mapping[RuleKind, float] = MappingProxyType({RuleKind.STREAM_DISCONNECTED: 30.0})

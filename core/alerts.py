@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
 from core.alert_rules import AlertRule, RuleKind
+from core.tieout_records import POSITION_SCOPES, Cause, Difference, Tolerances, tolerance_of
 
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
@@ -86,6 +87,15 @@ class HeartbeatRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class TieoutState:
+    """The destination's latest tie-out pass (``public.ch_tieout`` rows sharing its ``checked_at``)."""
+
+    checked_at: datetime
+    differences: tuple[Difference, ...]  # "now" and every past day of that pass (past days' carry ``day``)
+    tolerances: Tolerances  # the TIEOUT_*_TOLERANCE_USD the manager judged them by
+
+
+@dataclass(frozen=True, slots=True)
 class DestinationSnapshot:
     """What the rules of one destination read at one instant ``now`` (tz-aware UTC)."""
 
@@ -100,6 +110,7 @@ class DestinationSnapshot:
     heartbeats: tuple[HeartbeatRecord, ...] = ()
     rate_limited_in_window: Mapping[float, int] = field(default_factory=lambda: MappingProxyType({}))
     """429 answers counted in the last ``window_s`` seconds, keyed by ``window_s``."""
+    tieout: TieoutState | None = None  # None: no tie-out stored yet (or no rule reads it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +333,42 @@ def _rest_budget(rule: AlertRule, snap: DestinationSnapshot) -> list[Finding]:
                     float(count))]
 
 
+def _drift_subject(d: Difference) -> str:
+    """A position's instrument, a past account-day's date, or ``""`` for the account now (cash, equity)."""
+    if d.scope in POSITION_SCOPES:
+        return d.subject
+    return d.day.isoformat() if d.day is not None else ""
+
+
+def _reconciliation_drift(rule: AlertRule, snap: DestinationSnapshot) -> list[Finding]:
+    tie = snap.tieout
+    if tie is None:
+        return []
+    scope = rule.text("scope")
+    floor = Decimal(str(rule.number("min_usd")))
+    by_subject: dict[str, list[Difference]] = {}
+    for d in tie.differences:
+        # only what the tie-out itself calls drift: open, unexplained, past its tolerance (and the rule's floor)
+        if not d.open or d.cause is not Cause.UNEXPLAINED or abs(d.amount_usd) <= max(tolerance_of(d, tie.tolerances), floor):
+            continue
+        is_position = d.scope in POSITION_SCOPES
+        if (scope == "account" and is_position) or (scope == "position" and not is_position):
+            continue
+        by_subject.setdefault(_drift_subject(d), []).append(d)
+    out = []
+    for subject, diffs in sorted(by_subject.items()):
+        top = max(diffs, key=lambda d: abs(d.amount_usd))
+        where = (f"position {subject}" if top.scope in POSITION_SCOPES
+                 else f"account-day {subject}" if subject else "the account now")
+        sides = f" (broker {usd(top.broker)}, book {usd(top.book)})" if top.broker is not None and top.book is not None else ""
+        limit = max(tolerance_of(top, tie.tolerances), floor)
+        more = f"; {len(diffs) - 1} more figure(s)" if len(diffs) > 1 else ""
+        out.append(Finding(subject, f"{where}: {top.scope.value.replace('_', ' ')} differs by {usd(top.amount_usd)} "
+                                    f"unexplained{sides}, tolerance {usd(limit)}{more} (tie-out checked "
+                                    f"{tie.checked_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC)", float(abs(top.amount_usd))))
+    return out
+
+
 Evaluator = Callable[[AlertRule, DestinationSnapshot], list[Finding]]
 EVALUATORS: Mapping[RuleKind, Evaluator] = MappingProxyType({
     RuleKind.DRAWDOWN: _drawdown,
@@ -336,6 +383,7 @@ EVALUATORS: Mapping[RuleKind, Evaluator] = MappingProxyType({
     RuleKind.INGEST_LAG: _ingest_lag,
     RuleKind.ORDER_REJECTED: _order_rejected,
     RuleKind.REST_BUDGET: _rest_budget,
+    RuleKind.RECONCILIATION_DRIFT: _reconciliation_drift,
 })
 
 

@@ -22,12 +22,14 @@ from core.alerts import (
     HeartbeatRecord,
     OrderRecord,
     PositionRecord,
+    TieoutState,
     counter_increase,
     decide,
     evaluate,
     fired_text,
     resolved_text,
 )
+from core.tieout_records import Cause, Difference, Scope, Tolerances
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 D = Decimal
@@ -121,6 +123,10 @@ CASES: list[tuple[str, AlertRule, DestinationSnapshot, list[str]]] = [
      snap(orders=(OrderRecord("o", "AAPL", "rejected", NOW - timedelta(seconds=11)),)), []),
     ("429s under", rule(RuleKind.REST_BUDGET, min_429=3), snap(rate_limited_in_window={300.0: 2}), []),
     ("429s", rule(RuleKind.REST_BUDGET, min_429=3), snap(rate_limited_in_window={300.0: 3}), [""]),
+    # reconciliation_drift: the detailed cases are in test_alerts_drift.py
+    ("no tie-out stored", rule(RuleKind.RECONCILIATION_DRIFT), snap(), []),
+    ("tie-out drift", rule(RuleKind.RECONCILIATION_DRIFT), snap(tieout=TieoutState(NOW, (
+        Difference(scope=Scope.CASH, subject="", amount_usd=D(5), cause=Cause.UNEXPLAINED),), Tolerances())), [""]),
 ]
 
 

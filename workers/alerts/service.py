@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -26,10 +27,12 @@ from core.alert_rules import AlertConfig, AlertRule, RuleKind
 from core.alerts import Action, Finding, counter_increase, decide, evaluate, fired_text, resolved_text
 from core.destinations import Destination, closed_channel, pos_channel
 from core.settings import Settings
+from core.tieout_records import Tolerances
 from workers.alerts.delivery import DeliveryStats, deliver_due
 from workers.alerts.metrics import SERVICES
 from workers.alerts.reports import REPORTS_LOCK, run_due_reports
 from workers.alerts.store import (
+    TIEOUT_CHANNEL,
     AccountCache,
     EpisodeKey,
     load_episodes,
@@ -102,6 +105,9 @@ class AlertService:
         self._pool: asyncpg.Pool | None = None
         self._series_pool: asyncpg.Pool | None = None
         """The time-series database's pool (equity) when it is not the primary one."""
+        # the manager's tie-out tolerances: a reconciliation_drift rule judges a difference as the manager did
+        self._tolerances = Tolerances(position_usd=Decimal(str(settings.tieout_position_tolerance_usd)),
+                                      account_day_usd=Decimal(str(settings.tieout_account_day_tolerance_usd)))
 
     def wake(self, slug: str | None = None) -> None:
         """Evaluate ``slug`` (every destination when ``None``) now instead of at the next interval."""
@@ -164,7 +170,8 @@ class AlertService:
             windows = {w: counter_increase(list(state.rate_samples), now, w) for w in windows}
         snap = await load_snapshot(conn, slug=state.slug, rules=rules, account_schema=self.settings.account_schema,
                                    heartbeat_sec=self.settings.heartbeat_sec, tz=self.settings.display_timezone,
-                                   now=now, cache=state.account, rate_limited=windows, series=self._series_pool)
+                                   now=now, cache=state.account, rate_limited=windows, series=self._series_pool,
+                                   tolerances=self._tolerances)
         for rule in rules:
             findings = {f.subject: f for f in evaluate(rule, snap)}
             subjects = set(findings) | {k.subject for k in (*state.open, *state.pending) if k.rule == rule.name}
@@ -235,6 +242,9 @@ class AlertService:
                                            "gave_up": health.gave_up})
 
     def _on_notify(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+        if channel == TIEOUT_CHANNEL:  # payload: the slug whose tie-out pass was just stored
+            self.wake(payload or None)
+            return
         if channel == NEW_FILLS_CHANNEL:
             try:
                 decoded = json.loads(payload)
@@ -248,7 +258,7 @@ class AlertService:
     async def _listen(self, stop: asyncio.Event) -> None:
         """Wake a destination's evaluation on every hint that data it reads changed (a missed hint costs
         one interval, never a missed alert)."""
-        channels = [NEW_FILLS_CHANNEL] + [c for d in self.destinations for c in (pos_channel(d.slug), closed_channel(d.slug))]
+        channels = [NEW_FILLS_CHANNEL, TIEOUT_CHANNEL] + [c for d in self.destinations for c in (pos_channel(d.slug), closed_channel(d.slug))]
         conn = await connect(self.settings)
         try:
             for channel in channels:

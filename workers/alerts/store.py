@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
@@ -27,11 +27,14 @@ from core.alerts import (
     HeartbeatRecord,
     OrderRecord,
     PositionRecord,
+    TieoutState,
 )
 from core.destinations import closed_trades_table, equity_table, open_trades_table
 from core.schema import quote_ident
+from core.tieout_records import Difference, Tolerances
 from workers.notify import notify
 
+TIEOUT_CHANNEL = "ch_tieout"  # the manager's NOTIFY after a tie-out pass (workers.manager.tieout.TIEOUT_CHANNEL)
 ALERTS_CHANNEL = "ch_alerts"  # NOTIFY hint: an episode opened or resolved ({"id", "state", "d"})
 _ACCOUNT_KINDS = {RuleKind.DRAWDOWN, RuleKind.DAILY_LOSS, RuleKind.CONCENTRATION, RuleKind.GROSS_EXPOSURE}
 _POSITION_KINDS = {RuleKind.CONCENTRATION, RuleKind.GROSS_EXPOSURE, RuleKind.PRICE_STALE}
@@ -108,13 +111,33 @@ async def _account(conn: asyncpg.Connection, slug: str, cache: AccountCache, tz:
                         day_high_excess=cache.day_high_excess)
 
 
+async def load_tieout(conn: asyncpg.Connection, slug: str, tolerances: Tolerances) -> TieoutState | None:
+    """The latest tie-out pass: the manager writes a pass in one transaction, so its rows (the "now" row
+    and every day it checked) share one ``checked_at``; a day the pass no longer covers is not in it."""
+    rows = await conn.fetch(
+        """SELECT day, checked_at, differences::text AS differences FROM public.ch_tieout
+           WHERE destination = $1 AND checked_at = (SELECT max(checked_at) FROM public.ch_tieout WHERE destination = $1)""",
+        slug)
+    if not rows:
+        return None
+    diffs: list[Difference] = []
+    for r in rows:
+        for raw in json.loads(r["differences"]):
+            d = Difference.from_dict(raw)
+            if d.day is None and r["day"] is not None:  # the row's day is the difference's day
+                d = replace(d, day=r["day"])
+            diffs.append(d)
+    return TieoutState(checked_at=rows[0]["checked_at"], differences=tuple(diffs), tolerances=tolerances)
+
+
 def _window(rules: Sequence[AlertRule], kind: RuleKind) -> float:
     return max((r.number("window_s") for r in rules if r.kind is kind), default=0.0)
 
 
 async def load_snapshot(conn: asyncpg.Connection, *, slug: str, rules: Sequence[AlertRule], account_schema: str,
                         heartbeat_sec: float, tz: str, now: datetime, cache: AccountCache,
-                        rate_limited: dict[float, int], series: asyncpg.Pool | None = None) -> DestinationSnapshot:
+                        rate_limited: dict[float, int], series: asyncpg.Pool | None = None,
+                        tolerances: Tolerances | None = None) -> DestinationSnapshot:
     """Everything ``rules`` read for ``slug`` at ``now`` (the database's clock)."""
     kinds = {r.kind for r in rules}
     raw = quote_ident(account_schema)
@@ -157,9 +180,12 @@ async def load_snapshot(conn: asyncpg.Connection, *, slug: str, rules: Sequence[
                                 "WHERE destination = $1", slug)
         heartbeats = tuple(HeartbeatRecord(r["service"], r["state"], r["updated_at"], r["lag_s"],
                                            MappingProxyType(_json(r["details"]))) for r in rows)
+    tieout = None
+    if RuleKind.RECONCILIATION_DRIFT in kinds:
+        tieout = await load_tieout(conn, slug, tolerances or Tolerances())
     return DestinationSnapshot(slug=slug, now=now, heartbeat_sec=heartbeat_sec, account=account, positions=positions,
                                fills=fills, orders=orders, closed_pl_newest_first=closed, heartbeats=heartbeats,
-                               rate_limited_in_window=MappingProxyType(dict(rate_limited)))
+                               rate_limited_in_window=MappingProxyType(dict(rate_limited)), tieout=tieout)
 
 
 def _json(value: Any) -> dict[str, Any]:
