@@ -119,19 +119,21 @@ def compare_positions(book: Sequence[BookPosition], broker: Sequence[BrokerPosit
         waiting.setdefault(_canonical(f.symbol), []).append(f)
     cost_of = {_canonical(s): v for s, v in avg_cost.items()}
     out: list[Difference] = []
+    costs: dict[str, tuple[Decimal, Decimal | None, Decimal | None]] = {}  # symbol: book FIFO, book average, broker
     for symbol in sorted(set(ours) | set(theirs)):
         mine, bro = ours.get(symbol), theirs.get(symbol)
         mult = _multiplier(symbol)
         qty_book = mine.qty if mine else ZERO
         qty_broker = bro.qty if bro else ZERO
         price = _price(mine, bro)
+        cost_book = mine.qty * mine.avg_entry_price * mult if mine is not None else ZERO
+        costs[symbol] = (cost_book, cost_of.get(symbol), bro.cost_basis if bro is not None else ZERO)
         if qty_book != qty_broker:
             out.append(_qty_difference(symbol, qty_book, qty_broker, price * mult, now=now,
                                        pending=waiting.get(symbol, []), corporate=symbol in corporate))
             continue
         if mine is None or bro is None:  # a zero-quantity row on one side only: nothing held
             continue
-        cost_book = mine.qty * mine.avg_entry_price * mult
         if bro.cost_basis is not None and abs(bro.cost_basis - cost_book) > tolerances.position_usd:
             avg = cost_of.get(symbol)
             if avg is not None and abs(avg - bro.cost_basis) <= tolerances.position_usd:
@@ -142,16 +144,77 @@ def compare_positions(book: Sequence[BookPosition], broker: Sequence[BrokerPosit
                 cause, why = Cause.UNEXPLAINED, "cost basis differs with the quantity equal"
             out.append(Difference(scope=Scope.POSITION_COST, subject=symbol, amount_usd=bro.cost_basis - cost_book,
                                   cause=cause, book=cost_book, broker=bro.cost_basis, detail=why))
-        if mine.mark_price is not None and bro.current_price is not None:
-            mv_book = mine.qty * mine.mark_price * mult
-            mv_broker = bro.market_value if bro.market_value is not None else mine.qty * bro.current_price * mult
-            if abs(mv_broker - mv_book) > tolerances.position_usd:
-                out.append(Difference(
-                    scope=Scope.POSITION_VALUE, subject=symbol, amount_usd=mv_broker - mv_book, cause=Cause.PRICE,
-                    book=mv_book, broker=mv_broker,
-                    detail=f"mark {mine.mark_price} ({mine.price_source or 'unknown source'}) vs broker current_price "
-                           f"{bro.current_price}"))
+        value = _value_difference(symbol, mine, bro, mult, now=now, tolerances=tolerances)
+        if value is not None:
+            out.append(value)
+    return _infer_corporate_actions(out, costs, tolerances)
+
+
+def _value_difference(symbol: str, mine: BookPosition, bro: BrokerPositionFigures, mult: Decimal, *, now: datetime,
+                      tolerances: Tolerances) -> Difference | None:
+    """Market values at two prices. Both sides read a moving market at different instants (the book's
+    mark is the feed's last tick, ``current_price`` the broker's at its answer): a live mark within
+    :attr:`Tolerances.price_timing_fraction` of the broker's price is a note, never a difference of
+    the books; a stale mark, or a price further off, is an open price difference."""
+    if mine.mark_price is None or bro.current_price is None:
+        return None
+    mv_book = mine.qty * mine.mark_price * mult
+    mv_broker = bro.market_value if bro.market_value is not None else mine.qty * bro.current_price * mult
+    if abs(mv_broker - mv_book) <= tolerances.position_usd:
+        return None
+    age = f", {_age(max(0.0, (now - mine.mark_ts).total_seconds()))} old" if mine.mark_ts is not None else ""
+    source = mine.price_source or "unknown source"
+    off = abs(mine.mark_price - bro.current_price)
+    timing = not mine.mark_stale and bro.current_price and off <= abs(bro.current_price) * tolerances.price_timing_fraction
+    why = f"mark {mine.mark_price} ({source}{', stale' if mine.mark_stale else ''}{age}) vs broker current_price " \
+          f"{bro.current_price}"
+    if timing:
+        why += ": the market moved between the two reads (the quantity and cost agree)"
+    return Difference(scope=Scope.POSITION_VALUE, subject=symbol, amount_usd=mv_broker - mv_book, cause=Cause.PRICE,
+                      book=mv_book, broker=mv_broker, open=not timing, detail=why)
+
+
+def _infer_corporate_actions(diffs: list[Difference], costs: Mapping[str, tuple[Decimal, Decimal | None, Decimal | None]],
+                             tolerances: Tolerances) -> list[Difference]:
+    """Unexplained quantity differences whose cost basis the broker kept: a corporate action the book
+    has not applied, because its activity is not stored yet (Alpaca applies a split or a symbol
+    change to the position before it lists the activity). A fill moves cost by its quantity times its
+    price; a split, a symbol change, a merger in stock or a spinoff moves quantities (or cost between
+    instruments) and keeps the total.
+
+    - one instrument: the quantity changed, the broker's cost basis equals the book's (FIFO lots or
+      average cost): a split;
+    - several: the unexplained quantity and cost differences together keep the total cost basis and
+      one instrument is held on one side only: a symbol change, merger or spinoff.
+    """
+    def same(a: Decimal | None, b: Decimal | None) -> bool:
+        return a is not None and b is not None and abs(a - b) <= tolerances.position_usd
+
+    def kept(symbol: str) -> bool:
+        fifo, avg, broker = costs[symbol]
+        return bool(broker) and (same(fifo, broker) or same(avg, broker))
+
+    out: list[Difference] = []
+    group: list[int] = []
+    for d in diffs:
+        if d.cause is Cause.UNEXPLAINED and d.scope is Scope.POSITION_QTY and kept(d.subject):
+            d = _as_corporate(d, "the broker's quantity changed with its cost basis kept: a split")
+        elif d.cause is Cause.UNEXPLAINED and d.scope in (Scope.POSITION_QTY, Scope.POSITION_COST):
+            group.append(len(out))
+        out.append(d)
+    symbols = {out[i].subject for i in group}
+    moved = sum(((costs[s][2] or ZERO) - costs[s][0] for s in symbols), ZERO)
+    one_sided = any(out[i].scope is Scope.POSITION_QTY and not (out[i].book and out[i].broker) for i in group)
+    if len(symbols) >= 2 and one_sided and abs(moved) <= tolerances.position_usd * len(symbols):
+        for i in group:
+            out[i] = _as_corporate(out[i], f"the cost basis moved between {', '.join(sorted(symbols))} with its total "
+                                           "kept: a symbol change, merger or spinoff")
     return out
+
+
+def _as_corporate(d: Difference, why: str) -> Difference:
+    return Difference(scope=d.scope, subject=d.subject, amount_usd=d.amount_usd, cause=Cause.CORPORATE_ACTION,
+                      book=d.book, broker=d.broker, day=d.day, detail=why + ", its activity not ingested yet")
 
 
 def _price(mine: BookPosition | None, bro: BrokerPositionFigures | None) -> Decimal:
@@ -207,8 +270,10 @@ def book_equity(book: Sequence[BookPosition], cash: Decimal) -> Decimal:
 def compare_account(*, book_cash: Decimal, broker_cash: Decimal | None, equity_book: Decimal,
                     broker_equity: Decimal | None, pending: Sequence[PendingFill],
                     unposted: Mapping[str, Decimal], positions: Sequence[Difference],
-                    tolerances: Tolerances) -> list[Difference]:
-    """Cash and equity now; ``unposted``: per type, broker postings the book has not ingested."""
+                    tolerances: Tolerances, broker_moved: Decimal = ZERO) -> list[Difference]:
+    """Cash and equity now; ``unposted``: per type, broker postings the book has not ingested;
+    ``broker_moved``: how much the broker's own position values moved between its positions answer
+    and its account answer (two reads of a moving market, a moment apart)."""
     out: list[Difference] = []
     explained_cash = ZERO
     if broker_cash is not None:
@@ -231,16 +296,19 @@ def compare_account(*, book_cash: Decimal, broker_cash: Decimal | None, equity_b
                                   detail=f"cash differs by {_usd(diff)}, {_usd(explained_cash)} of it explained"))
     if broker_equity is not None:
         diff = broker_equity - equity_book
-        explained_pos = sum((d.amount_usd for d in positions
-                             if d.cause is not Cause.UNEXPLAINED and d.scope is not Scope.POSITION_COST), ZERO)
-        rest = diff - explained_cash - explained_pos
+        explaining = [d for d in positions if d.cause is not Cause.UNEXPLAINED and d.scope is not Scope.POSITION_COST]
+        explained_pos = sum((d.amount_usd for d in explaining), ZERO)
+        rest = diff - explained_cash - explained_pos - broker_moved
         cause = Cause.UNEXPLAINED if abs(rest) > tolerances.account_day_usd else _dominant(positions, out)
         if abs(diff) > tolerances.account_day_usd or abs(rest) > tolerances.account_day_usd:
             amount = rest if cause is Cause.UNEXPLAINED else diff
+            # explained only by notes (marks a moment apart): the books agree, the note says by how much
+            is_open = cause is Cause.UNEXPLAINED or bool(out) or any(d.open for d in explaining)
             out.append(Difference(scope=Scope.EQUITY, subject="", amount_usd=amount, cause=cause,
-                                  book=equity_book, broker=broker_equity,
+                                  book=equity_book, broker=broker_equity, open=is_open,
                                   detail=f"total {_usd(diff)}: cash {_usd(explained_cash)} and positions "
-                                         f"{_usd(explained_pos)} explained, {_usd(rest)} left"))
+                                         f"{_usd(explained_pos)} explained, the broker's prices moved "
+                                         f"{_usd(broker_moved)} between its answers, {_usd(rest)} left"))
     return out
 
 
@@ -380,12 +448,18 @@ def tie_out(*, now: datetime, book_positions: Sequence[BookPosition], broker_pos
             pending: Sequence[PendingFill] = (), corporate_symbols: Iterable[str] = (),
             avg_cost: Mapping[str, Decimal] | None = None, broker_days: Sequence[BrokerDay] = (),
             book_days: Mapping[date, BookDay] | None = None, base_value_null: bool = False,
-            tolerances: Tolerances | None = None) -> TieOut:
-    """Compare the book with the broker now and on every past day (see the module docstring)."""
+            tolerances: Tolerances | None = None, broker_positions_value: Decimal | None = None) -> TieOut:
+    """Compare the book with the broker now and on every past day (see the module docstring).
+
+    ``broker_positions_value``: the account answer's long plus short market value (``None``: unknown),
+    against the positions answer's market values: the market's move between the two broker reads."""
     tol = tolerances or Tolerances()
     days_book = book_days or {}
+    corporate = {_canonical(s) for s in corporate_symbols}
     positions = compare_positions(book_positions, broker_positions, now=now, pending=pending,
-                                  corporate_symbols=corporate_symbols, avg_cost=avg_cost or {}, tolerances=tol)
+                                  corporate_symbols=corporate, avg_cost=avg_cost or {}, tolerances=tol)
+    # a corporate action seen in the positions only: its activity is missing raw data
+    unstored = [d for d in positions if d.cause is Cause.CORPORATE_ACTION and d.subject not in corporate]
     unposted = unposted_by_type(broker_days, days_book)
     # Only where the broker moved more of that kind than the book (a fee the book lacks), never the
     # reverse (a posting the book dates just before the broker's window).
@@ -394,7 +468,7 @@ def tie_out(*, now: datetime, book_positions: Sequence[BookPosition], broker_pos
     equity_book = book_equity(book_positions, book_cash)
     account = compare_account(book_cash=book_cash, broker_cash=broker_cash, equity_book=equity_book,
                               broker_equity=broker_equity, pending=pending, unposted=unposted, positions=positions,
-                              tolerances=tol)
+                              tolerances=tol, broker_moved=_broker_moved(broker_positions, broker_positions_value))
     days = compare_days(broker_days, days_book, today=ny_day(now), pending=pending, tolerances=tol)
     diffs = positions + account
     if base_value_null:
@@ -405,22 +479,31 @@ def tie_out(*, now: datetime, book_positions: Sequence[BookPosition], broker_pos
         status = Status.EXPLAINED  # now ties out; the past days keep their own status
     return TieOut(as_of=now, status=status, book_cash=book_cash, broker_cash=broker_cash, book_equity=equity_book,
                   broker_equity=broker_equity, differences=tuple(diffs), days=tuple(days),
-                  repair_since=_repair_since(diffs, days, pending, broker_days, tol))
+                  repair_since=_repair_since(diffs, days, pending, broker_days, tol, unstored, today=ny_day(now)))
+
+
+def _broker_moved(broker: Sequence[BrokerPositionFigures], value_at_account: Decimal | None) -> Decimal:
+    values = [p.market_value for p in broker]
+    if value_at_account is None or any(v is None for v in values):
+        return ZERO
+    return value_at_account - sum((v for v in values if v is not None), ZERO)
 
 
 def _repair_since(diffs: Sequence[Difference], days: Sequence[DayTieOut], pending: Sequence[PendingFill],
-                  broker_days: Sequence[BrokerDay], tol: Tolerances) -> datetime | None:
+                  broker_days: Sequence[BrokerDay], tol: Tolerances,
+                  unstored: Sequence[Difference] = (), today: date | None = None) -> datetime | None:
     """From the oldest thing missing: an unbooked fill's time, else a week before the window's first
-    day (a late posting is dated on or before the day the broker posted it, the same margin
-    :func:`unposted_by_type` gives the book)."""
+    day (a late posting, or a corporate action's activity, is dated on or before the day the broker
+    posted it, the same margin :func:`unposted_by_type` gives the book)."""
     wanted = [d for d in [*diffs, *(x for day in days for x in day.differences)]
               if d.open and d.cause in MISSING_DATA_CAUSES and abs(d.amount_usd) > tolerance_of(d, tol)]
+    wanted += [d for d in unstored if abs(d.amount_usd) > tolerance_of(d, tol)]
     if not wanted:
         return None
     if all(d.cause is Cause.FILL_NOT_INGESTED for d in wanted) and pending:
         return min(f.ts for f in pending) - timedelta(minutes=5)
     first = min((d.day for d in broker_days), default=None)
-    start = first or min((d.day for d in wanted if d.day is not None), default=None)
+    start = first or min((d.day for d in wanted if d.day is not None), default=None) or (today if unstored else None)
     if start is None:
         return None
     return datetime.combine(start - timedelta(days=7), datetime.min.time(), NEW_YORK).astimezone(UTC)

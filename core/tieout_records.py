@@ -87,6 +87,9 @@ class Tolerances:
     """Per position and figure (quantity value, cost basis, market value)."""
     account_day_usd: Decimal = Decimal(1)
     """Per account figure now (cash, equity) and per account-day (equity, each activity type)."""
+    price_timing_fraction: Decimal = Decimal("0.01")
+    """A live (not stale) mark within this fraction of the broker's ``current_price`` is the market
+    moving between the two reads, not a difference of the books: a note, never "explained"."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +101,10 @@ class BookPosition:
     avg_entry_price: Decimal
     mark_price: Decimal | None = None
     price_source: str | None = None
+    mark_ts: datetime | None = None
+    """When the mark's price was observed (``None``: unknown)."""
+    mark_stale: bool = False
+    """The manager's own judgement that the mark is old (its feed stopped, or a fill price stands in)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

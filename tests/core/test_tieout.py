@@ -105,17 +105,67 @@ def test_a_corporate_action_not_applied_explains_the_quantity() -> None:
     assert result.status is Status.EXPLAINED
 
 
-def test_a_price_difference_shows_both_prices_and_is_explained() -> None:
-    result = tie_out(now=NOW, book_positions=[book("AAPL", "10", "150", "155")],
-                     broker_positions=[broker("AAPL", "10", "150", "156")], book_cash=D(0), broker_cash=D(0),
-                     broker_equity=D("1560"))
+def test_a_live_mark_a_moment_apart_from_the_broker_is_a_note_and_ties_out() -> None:
+    # Arrange: quantities and cost agree; the feed's last tick (155) and the broker's price (156) are
+    # two reads of a moving market
+    marked = BookPosition(symbol="AAPL", qty=D(10), avg_entry_price=D(150), mark_price=D(155), price_source="zmq",
+                          mark_ts=NOW - timedelta(seconds=2))
+    # Act
+    result = tie_out(now=NOW, book_positions=[marked], broker_positions=[broker("AAPL", "10", "150", "156")],
+                     book_cash=D(0), broker_cash=D(0), broker_equity=D("1560"))
+    # Assert: both prices shown, kept as notes, the books tie out
     price = next(d for d in result.differences if d.scope is Scope.POSITION_VALUE)
-    assert price.cause is Cause.PRICE
-    assert price.amount_usd == D(10)
+    assert (price.cause, price.open, price.amount_usd) == (Cause.PRICE, False, D(10))
     assert "155" in price.detail
+    assert "156" in price.detail
+    assert "2 s old" in price.detail
+    equity = next(d for d in result.differences if d.scope is Scope.EQUITY)
+    assert (equity.cause, equity.open) == (Cause.PRICE, False)
+    assert result.status is Status.TIED_OUT
+
+
+@pytest.mark.parametrize(("mark", "stale"), [("155", True), ("140", False)])
+def test_a_stale_mark_or_one_far_from_the_broker_is_an_explained_price_difference(mark: str, stale: bool) -> None:
+    marked = BookPosition(symbol="AAPL", qty=D(10), avg_entry_price=D(150), mark_price=D(mark), price_source="zmq",
+                          mark_stale=stale)
+    result = tie_out(now=NOW, book_positions=[marked], broker_positions=[broker("AAPL", "10", "150", "156")],
+                     book_cash=D(0), broker_cash=D(0), broker_equity=D("1560"))
+    price = next(d for d in result.differences if d.scope is Scope.POSITION_VALUE)
+    assert (price.cause, price.open) == (Cause.PRICE, True)
+    assert mark in price.detail
     assert "156" in price.detail
     assert causes(result, Scope.EQUITY) == [Cause.PRICE]
     assert result.status is Status.EXPLAINED
+    assert result.repair_since is None
+
+
+def test_a_split_the_broker_applied_before_listing_its_activity_is_a_corporate_action() -> None:
+    # Arrange: 10-for-1: the broker holds 100 at the same $10,000 cost; no stored activity names it
+    result = tie_out(now=NOW, book_positions=[book("NVDA", "10", "1000", "100")],
+                     broker_positions=[broker("NVDA", "100", "100", "100")], book_cash=D(0), broker_cash=D(0),
+                     broker_equity=D("10000"))
+    # Assert: named, explained, and a backfill is asked for (its activity is missing raw data)
+    assert causes(result, Scope.POSITION_QTY) == [Cause.CORPORATE_ACTION]
+    assert result.status is Status.EXPLAINED
+    assert result.repair_since is not None
+
+
+def test_a_symbol_change_the_book_has_not_seen_is_a_corporate_action_on_both_symbols() -> None:
+    result = tie_out(now=NOW, book_positions=[book("OLDN", "20", "50", "55")],
+                     broker_positions=[broker("NEWN", "20", "50", "55")], book_cash=D(0), broker_cash=D(0),
+                     broker_equity=D("1100"))
+    assert [(d.subject, d.cause) for d in result.differences if d.scope is Scope.POSITION_QTY] == [
+        ("NEWN", Cause.CORPORATE_ACTION), ("OLDN", Cause.CORPORATE_ACTION)]
+    assert result.status is Status.EXPLAINED
+
+
+def test_a_quantity_change_that_moves_the_cost_is_not_a_corporate_action() -> None:
+    # 5 more shares at the same average: cost grew by 5 x 400, a fill, not a split
+    result = tie_out(now=NOW, book_positions=[book("MSFT", "5", "400", "400")],
+                     broker_positions=[broker("MSFT", "10", "400", "400")], book_cash=D(0), broker_cash=D(0),
+                     broker_equity=D(4000))
+    assert causes(result, Scope.POSITION_QTY) == [Cause.UNEXPLAINED]
+    assert result.status is Status.DRIFT
 
 
 def test_fifo_lots_against_the_broker_average_cost_are_the_cost_method() -> None:
@@ -262,3 +312,16 @@ def test_a_deposit_missing_from_the_book_is_unexplained_on_its_day() -> None:
                      broker_equity=D(0), broker_days=days, book_days=books)
     assert [(x.cause, x.open) for x in result.days[0].differences] == [(Cause.UNEXPLAINED, True)]
     assert result.days[0].status is Status.DRIFT
+
+
+def test_the_broker_prices_moving_between_its_two_answers_is_not_drift() -> None:
+    # positions answered at 156, the account a moment later valued them at 157 (equity 1570)
+    marked = BookPosition(symbol="AAPL", qty=D(10), avg_entry_price=D(150), mark_price=D(156), price_source="zmq")
+    result = tie_out(now=NOW, book_positions=[marked], broker_positions=[broker("AAPL", "10", "150", "156")],
+                     book_cash=D(0), broker_cash=D(0), broker_equity=D(1570), broker_positions_value=D(1570))
+    equity = next(d for d in result.differences if d.scope is Scope.EQUITY)
+    assert (equity.cause, equity.open) == (Cause.PRICE, False)
+    assert result.status is Status.TIED_OUT
+    unknown = tie_out(now=NOW, book_positions=[marked], broker_positions=[broker("AAPL", "10", "150", "156")],
+                      book_cash=D(0), broker_cash=D(0), broker_equity=D(1570))
+    assert unknown.status is Status.DRIFT

@@ -45,7 +45,7 @@ from core.tieout import (
     status_of,
     tie_out,
 )
-from workers.alpaca import BrokerPosition, PortfolioHistory
+from workers.alpaca import BrokerAccount, BrokerPosition, PortfolioHistory
 from workers.alpaca.budget import Priority, spending
 from workers.errors import describe
 from workers.manager.port import BrokerPort
@@ -100,14 +100,16 @@ class TieoutReader:
         schema = quote_ident(account_schema)
         self.schema = schema
         self._eff = effective_activities_sql(schema, "parse_error IS NULL")
-        self._open = f"SELECT symbol, qty, avg_entry_price, mark_price, price_source FROM public.{quote_ident(open_trades_table(slug))}"
+        self._open = (f"SELECT symbol, qty, avg_entry_price, mark_price, price_source, mark_ts, price_stale "
+                      f"FROM public.{quote_ident(open_trades_table(slug))}")
         self._equity = (f"SELECT DISTINCT ON (d) (ts AT TIME ZONE 'America/New_York')::date AS d, equity "
                         f"FROM public.{quote_ident(equity_table(slug))} WHERE ts >= $1 ORDER BY d, ts DESC")
 
     async def positions(self) -> list[BookPosition]:
         rows = await self.pool.fetch(self._open)
         return [BookPosition(symbol=r["symbol"], qty=r["qty"], avg_entry_price=r["avg_entry_price"],
-                             mark_price=r["mark_price"], price_source=r["price_source"]) for r in rows]
+                             mark_price=r["mark_price"], price_source=r["price_source"], mark_ts=r["mark_ts"],
+                             mark_stale=bool(r["price_stale"])) for r in rows]
 
     async def cash(self) -> Decimal:
         """Cash as the stored activities book it: fills at ``qty x price x multiplier``, the rest at net amount."""
@@ -142,9 +144,13 @@ class TieoutReader:
 
     async def days(self, since: datetime) -> tuple[dict[date, BookDay], set[str]]:
         """The book's days since ``since``: end-of-day equity and non-trade flows; corporate-action symbols."""
+        # A date-only posting is dated by its own ``date`` (the raw table stamps it at UTC midnight,
+        # which is the evening before in New York); anything else by its New York day.
         flows = await self.pool.fetch(
             f"""WITH eff AS ({self._eff})
-                SELECT (ts AT TIME ZONE 'America/New_York')::date AS d, activity_type, sum(net_amount) AS amount,
+                SELECT CASE WHEN raw::jsonb->>'date' ~ '^\\d{{4}}-\\d{{2}}-\\d{{2}}$' THEN (raw::jsonb->>'date')::date
+                            ELSE (ts AT TIME ZONE 'America/New_York')::date END AS d,
+                       activity_type, sum(net_amount) AS amount,
                        array_agg(DISTINCT symbol) FILTER (WHERE symbol IS NOT NULL) AS symbols
                 FROM eff WHERE ts >= $2 AND activity_type NOT IN ('FILL', 'PARTIAL_FILL')
                 GROUP BY 1, 2""",
@@ -205,7 +211,14 @@ async def compute(reader: TieoutReader, broker: BrokerPort, settings: Settings, 
                    corporate_symbols=corporate, avg_cost=await reader.average_cost(held),
                    broker_days=[d for d in broker_days(history) if d.day >= ny_day(window_start)], book_days=days,
                    base_value_null=history.base_value is None and bool(history.timestamps),
-                   tolerances=tolerances(settings))
+                   tolerances=tolerances(settings), broker_positions_value=_positions_value(account))
+
+
+def _positions_value(account: BrokerAccount) -> Decimal | None:
+    """The account answer's own value of its positions (Alpaca's short market value is negative)."""
+    if account.long_market_value is None or account.short_market_value is None:
+        return None
+    return account.long_market_value + account.short_market_value
 
 
 # --- storage -----------------------------------------------------------------------------------------
@@ -285,10 +298,13 @@ async def request_and_run_backfill(pool: asyncpg.Pool, settings: Settings, dest:
     return rows
 
 
+REPAIRED_CAUSES = (Cause.FILL_NOT_INGESTED, Cause.POSTED_LATER, Cause.CORPORATE_ACTION)
+"""Causes a repair backfill's reason names (a corporate action only when its activity is not stored)."""
+
+
 def repair_reason(report: TieOut) -> str:
-    diffs = [d for d in report.differences if d.open and d.cause in (Cause.FILL_NOT_INGESTED, Cause.POSTED_LATER)]
-    diffs += [d for day in report.days for d in day.differences
-              if d.open and d.cause in (Cause.FILL_NOT_INGESTED, Cause.POSTED_LATER)]
+    diffs = [d for d in report.differences if d.open and d.cause in REPAIRED_CAUSES]
+    diffs += [d for day in report.days for d in day.differences if d.open and d.cause in REPAIRED_CAUSES]
     return "tie-out: " + "; ".join(sorted({f"{d.cause.value} {d.subject}".strip() for d in diffs}))[:400]
 
 
