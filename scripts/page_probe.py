@@ -13,9 +13,10 @@ sentences, one per defect:
 - no card overlaps another card and every chart is drawn inside its own card;
 - no text of a chart (ticks, cell texts, legend, annotations) is drawn over another, or under 8 px, and
   no axis repeats a tick label (``7%, 7%, 7%``: too few decimals for its range), and neither the legend nor
-  the range buttons cover the plot area or each other;
+  the range buttons cover the plot area or each other, nor does plotly's mode bar cover either;
 - no visible text reads ``NaN``, ``Infinity``, ``undefined``, ``None`` or a number in scientific notation;
-- every money figure has the page's one format: sign, ``$``, thousands separators (``−$1,000.00``).
+- every money figure has the page's one format: sign, ``$``, thousands separators (``−$1,000.00``);
+- every grid column drawn has its header label in full (not empty, not cut to an ellipsis).
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ const charts = [...document.querySelectorAll('.js-plotly-plot')].filter(visible)
   const ticks = Object.keys(layout).filter(k => /^[xy]axis\\d*$/.test(k)).filter(k => layout[k].visible !== false)
       .map(k => ({name: k, texts: (layout[k]._vals || []).map(v => v.text).filter(t => t != null && t !== '')}));
   // the legend and the range buttons sit around the plot area, never on it (nor on each other)
-  const overlays = [['legend', p.querySelector('.legend')], ['range buttons', p.querySelector('.rangeselector')]]
+  // (plotly's mode bar too: on a phone it shows on a tap, and sat on the range buttons)
+  const overlays = [['legend', p.querySelector('.legend')], ['range buttons', p.querySelector('.rangeselector')],
+                    ['mode bar', p.querySelector('.modebar')]]
       .filter(([, e]) => e && visible(e)).map(([name, e]) => ({name: name, box: box(e)}));
   const plotAreas = [...p.querySelectorAll('.nsewdrag')].filter(visible).map(box);
   // the texts plotly drew (ticks, cell texts, legend, annotations), not the hover layer's
@@ -86,8 +89,14 @@ const svgText = [...document.querySelectorAll('.js-plotly-plot svg text')].filte
 // the broker's own words (an activity's description) are shown as they came: not the page's formats
 const verbatim = [...document.querySelectorAll('.ag-cell[col-id="description"]')].map(e => e.innerText)
     .filter(t => t);
+// every grid column's header label as drawn: an empty one, or one cut to an ellipsis, names nothing
+const headers = [...document.querySelectorAll('.ag-header-cell:not(.ag-floating-filter)')].filter(visible).map(c => {
+  const t = c.querySelector('.ag-header-cell-text');
+  return {grid: (c.closest('[id]') || {}).id || '', col: c.getAttribute('col-id') || '',
+          text: t ? t.innerText.trim() : '', cut: t ? t.scrollWidth > t.clientWidth + 1 : false};
+});
 return {url: location.pathname, cards: cards, charts: charts, text: document.body.innerText, svg_text: svgText,
-        verbatim: verbatim};
+        verbatim: verbatim, headers: headers};
 """
 
 BAD_WORDS = re.compile(r"\b(NaN|Infinity|undefined|None)\b")
@@ -208,7 +217,8 @@ def _chart_text_problems(chart: dict[str, Any]) -> list[str]:
     out = out[:MAX_TEXT_PROBLEMS_PER_CHART]
     overlays = chart.get("overlays") or []
     for k, overlay in enumerate(overlays):
-        if any(_intersects(overlay["box"], area) for area in chart.get("plot_areas") or []):
+        # the mode bar floats over a plot's corner on hover by design: only its cover of the buttons counts
+        if overlay["name"] != "mode bar" and any(_intersects(overlay["box"], area) for area in chart.get("plot_areas") or []):
             out.append(f"chart #{chart['id']}: {overlay['name']} {_fmt_box(overlay['box'])} drawn over the plot area")
         out += [f"chart #{chart['id']}: {overlay['name']} drawn over the {other['name']}"
                 for other in overlays[k + 1:] if _intersects(overlay["box"], other["box"])]
@@ -222,6 +232,18 @@ def _chart_text_problems(chart: dict[str, Any]) -> list[str]:
     if small:
         out.append(f"chart #{chart['id']}: {len(small)} texts smaller than {MIN_CHART_TEXT_PX:.0f} px "
                    f"(first {small[0]['text']!r} at {small[0]['px']:.1f} px)")
+    return out
+
+
+def _header_problems(data: dict[str, Any]) -> list[str]:
+    """Grid column headers that read as nothing: empty, or cut short (``Wei…``) by a column too narrow
+    for its label beside the header's filter and sort icons."""
+    out = []
+    for h in data.get("headers") or []:
+        if not h["text"]:
+            out.append(f"grid #{h['grid']}: column {h['col']!r} has an empty header")
+        elif h["cut"]:
+            out.append(f"grid #{h['grid']}: the header {h['text']!r} of column {h['col']!r} is cut short")
     return out
 
 
@@ -268,6 +290,7 @@ def problems(page: Page, *, charts_need_data: bool = True) -> list[str]:
     for chart in data["charts"]:
         out += _axis_problems(chart)
     out += _layout_problems(data)
+    out += _header_problems(data)
     out += _text_problems(data)
     return [f"{page.path}: {p}" for p in out]
 

@@ -19,6 +19,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.instruments import OptionRight, parse_occ
+
 UP = "#2e9e5b"
 DOWN = "#d64545"
 ACCENT = "#3b7dd8"
@@ -34,13 +36,14 @@ MONTHLY_HEIGHT_PX = 220
 CALENDAR_HEIGHT_PX = 220
 PANEL_HEIGHT_PX = 280
 TRADE_PATH_HEIGHT_PX = 340
+BREAKDOWN_HEIGHT_PX = 420  # P&L by symbol / by exit reason: up to 24 horizontal bars, one label row each
 GRAPH_HEIGHT_PX: dict[str, int] = {
     "ov-aggregate": AGGREGATE_HEIGHT_PX,
     "dest-equity": EQUITY_HEIGHT_PX,
     "dest-monthly": MONTHLY_HEIGHT_PX,
     "dest-calendar": CALENDAR_HEIGHT_PX,
-    "dest-by-symbol": PANEL_HEIGHT_PX,
-    "dest-by-reason": PANEL_HEIGHT_PX,
+    "dest-by-symbol": BREAKDOWN_HEIGHT_PX,
+    "dest-by-reason": BREAKDOWN_HEIGHT_PX,
     "dest-rolling": PANEL_HEIGHT_PX,
     "dest-dist": PANEL_HEIGHT_PX,
     "trade-path": TRADE_PATH_HEIGHT_PX,
@@ -262,13 +265,37 @@ def daily_calendar(daily_pl: pd.Series, theme: str | None) -> go.Figure:
     return fig
 
 
+def symbol_label(symbol: str) -> str:
+    """A symbol as a chart's category label: an OCC option symbol spelled out short (``AAPL250117C00150000``
+    -> ``AAPL 150C 17 Jan 25``: underlying, strike and right, expiry), anything else as it is."""
+    try:
+        contract = parse_occ(symbol)
+    except ValueError:
+        return symbol
+    strike = f"{contract.strike.normalize():f}"
+    right = "C" if contract.right is OptionRight.CALL else "P"
+    day = contract.expiry
+    return f"{contract.underlying} {strike}{right} {day.day} {MONTHS[day.month - 1]} {day:%y}"
+
+
+BAR_FONT_PX = 10  # category labels of the breakdown bars: one row each (BREAKDOWN_HEIGHT_PX leaves ~14 px a bar)
+
+
 def bars(labels: Sequence[str], values: Sequence[float], title: str, theme: str | None) -> go.Figure:
+    """Horizontal bars, the first label on top: a long label (an option) reads upright in the left margin,
+    which grows to fit it (vertical bars turned 24 OCC symbols on their side, over each other on a phone)."""
     vals = np.asarray(values, dtype=float)
-    fig = go.Figure(go.Bar(x=list(labels), y=vals, marker_color=[UP if v >= 0 else DOWN for v in vals],
-                           hovertemplate="%{x}: %{y:$,.2f}<extra></extra>"))
+    names = [str(label) for label in labels]
+    fig = go.Figure(go.Bar(x=vals, y=[symbol_label(n) for n in names], orientation="h", customdata=names,
+                           marker_color=[UP if v >= 0 else DOWN for v in vals],
+                           hovertemplate="%{customdata}: %{x:$,.2f}<extra></extra>"))
     fig.update_layout(title={"text": title, "font": {"size": 13}})
-    fig.update_yaxes(**MONEY_TICKS)
-    return _base(fig, theme, height=PANEL_HEIGHT_PX)
+    fig.update_xaxes(**MONEY_TICKS, nticks=5)  # a phone's card has room for ~4 money ticks
+    fig.update_yaxes(type="category", autorange="reversed", automargin=True, tickfont={"size": BAR_FONT_PX},
+                     dtick=1, ticks="")
+    _base(fig, theme, height=BREAKDOWN_HEIGHT_PX)
+    fig.update_layout(margin={"l": 10, "r": 15, "t": LEGEND_ROW_PX, "b": 30}, hovermode="closest")
+    return fig
 
 
 def rolling(x: Sequence[object], sharpe: Sequence[float], vol: Sequence[float], *, window: int, tz_label: str,

@@ -16,6 +16,9 @@ DURATION = {
     "function": "params.value == null ? '' : (params.value < 3600 ? Math.round(params.value / 60) + 'm' : "
     "(params.value < 86400 ? (params.value / 3600).toFixed(1) + 'h' : (params.value / 86400).toFixed(1) + 'd'))"
 }
+# A header longer than its column (``Entry (America/New_York (EST))``: the zone is the visitor's) wraps onto
+# a second line instead of being cut to ``Entry (America/N…``; the header row grows only when one does.
+HEADER_WRAP = {"wrapHeaderText": True, "autoHeaderHeight": True}
 OCC_WIDTH_PX = 150  # an option's OCC symbol (AAPL240719C00150000) in full
 # labels that are substrings of the stored values, so the server-side text filter finds what the cell shows
 ASSET_CLASS = {"function": "params.value == null ? '' : ({us_equity: 'Equity', us_option: 'Option', "
@@ -136,7 +139,7 @@ def infinite_grid(grid_id: str, columns: list[dict[str, Any]], *, height: str = 
         id=grid_id,
         rowModelType="infinite",
         columnDefs=columns,
-        defaultColDef={"sortable": True, "resizable": True, "floatingFilter": True, "minWidth": 70},
+        defaultColDef={"sortable": True, "resizable": True, "floatingFilter": True, "minWidth": 70, **HEADER_WRAP},
         dashGridOptions={
             "cacheBlockSize": block_size,
             "maxBlocksInCache": 20,
@@ -157,7 +160,7 @@ def client_grid(grid_id: str, columns: list[dict[str, Any]], *, row_id: str, hei
         rowData=row_data or [],
         columnDefs=columns,
         getRowId=f"params.data.{row_id}",
-        defaultColDef={"sortable": True, "resizable": True, "filter": True, "minWidth": 70},
+        defaultColDef={"sortable": True, "resizable": True, "filter": True, "minWidth": 70, **HEADER_WRAP},
         dashGridOptions={"animateRows": True, "suppressCellFocus": True, "domLayout": "normal",
                          "localeText": {"noRowsToShow": "No open positions"}},
         style={"height": height, "width": "100%"},

@@ -1,5 +1,5 @@
 """Chart texts readable at a phone's width: the destination page's heatmaps (monthly returns, daily P&L
-calendar) and the trade drill-down's level labels.
+calendar), its P&L by symbol (long OCC option symbols) and the trade drill-down's level labels.
 
 The figures are drawn by the dashboard's own plotly.js bundle in headless Chromium, in a card as wide
 as the destination page gives them at 390 px, and read back with :mod:`scripts.page_probe` (the visual
@@ -160,3 +160,81 @@ def test_secondary_axes_read_in_their_units_without_repeated_ticks(chrome: Any, 
     assert right
     if name == "aggregate":
         assert all(t.startswith("$") for t in right), right
+
+
+# The destination page's "P&L by symbol": the best 12 and the worst 12 symbols, long OCC option symbols among them
+BREAKDOWN = {**{f"MSFT2612{d:02d}P00{400 + d:03d}000": -100.0 * d for d in range(1, 11)},
+             **{f"SPY2612{d:02d}C00{500 + d:03d}500": 50.0 * d for d in range(11, 21)},
+             "AAPL": 4100.0, "GOOGL": -20.0, "BRK.B": 310.0, "XYZ": -0.5}
+
+
+@pytest.mark.parametrize(("symbol", "label"), [
+    ("AAPL250117C00150000", "AAPL 150C 17 Jan 25"), ("SPY261204P00512500", "SPY 512.5P 4 Dec 26"),
+    ("AAPL", "AAPL"), ("BTC/USD", "BTC/USD"), ("AAPL2501", "AAPL2501"),
+])
+def test_symbol_labels_spell_an_option_out_short(symbol: str, label: str) -> None:
+    assert figures.symbol_label(symbol) == label
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("width_px", [PHONE_CARD_PX, DESKTOP_CARD_PX])
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_pl_by_symbol_names_every_symbol_without_overlap(chrome: Any, tmp_path: Path, theme: str,
+                                                         width_px: int) -> None:
+    # Arrange
+    by_symbol = pd.Series(BREAKDOWN).sort_values(ascending=False)
+    fig = figures.bars(list(by_symbol.index), list(by_symbol.to_numpy()), "Net P&L", theme)
+
+    # Act
+    page = _draw(chrome, tmp_path, figures.plain(fig), width_px, figures.GRAPH_HEIGHT_PX["dest-by-symbol"])
+
+    # Assert: no text over another, and every symbol named (none left out for lack of room)
+    assert page_probe.problems(page) == []
+    texts = {t["text"] for t in page.data["charts"][0]["texts"]}
+    missing = [s for s in by_symbol.index if figures.symbol_label(s) not in texts and s not in texts]
+    assert missing == []
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", ["equity", "aggregate"])
+def test_the_mode_bar_leaves_the_range_buttons_free_on_a_phone(chrome: Any, tmp_path: Path, name: str) -> None:
+    """With the page's own graph config and stylesheets, in a phone-wide window (the stylesheets' media
+    queries apply): the mode bar, which a tap shows, must not sit on the range buttons."""
+    from dashboard.pages.common import GRAPH_CONFIG
+    from dashboard.static import ASSETS_DIR, _bootstrap_dir
+
+    # Arrange
+    x = [str(d.date()) for d in pd.bdate_range("2026-01-05", periods=200)]
+    wave = list(100_000 + 5_000 * np.sin(np.linspace(0, 6, len(x))))
+    if name == "equity":
+        drawdown = [w / max(wave[:k + 1]) - 1 for k, w in enumerate(wave)]
+        fig = figures.equity_underwater(x, wave, x, drawdown, [], [], [], tz_label="New York", theme=None)
+        slot = "dest-equity"
+    else:
+        fig = figures.aggregate(x, wave, [w / 100_000 for w in wave], tz_label="New York", theme=None)
+        slot = "ov-aggregate"
+    # the page's stylesheets: bootstrap's (its font sizes) and the app's (their media queries)
+    sheets = [_bootstrap_dir() / "bootstrap.min.css", *sorted(ASSETS_DIR.glob("*.css"))]
+    styles = "".join(f"<link rel='stylesheet' href='{p.as_uri()}'>" for p in sheets)
+    page = tmp_path / "figure.html"
+    page.write_text(
+        f"<html><head><meta name='viewport' content='width=device-width'>{styles}</head><body style='margin:0'>"
+        f"<script src='{PLOTLY_BUNDLE.as_uri()}'></script>"
+        f"<div class='card' style='width:{PHONE_CARD_PX}px'><div id='g' style='height:{figures.GRAPH_HEIGHT_PX[slot]}px'>"
+        f"</div></div><script>const f = {json.dumps(figures.plain(fig), default=str)};"
+        f"Plotly.newPlot('g', f.data, f.layout, {json.dumps(GRAPH_CONFIG)});</script></body></html>")
+    size = chrome.get_window_size()
+    chrome.set_window_size(390, 844)
+    try:
+        # Act
+        chrome.get(page.as_uri())
+        page_probe.settle(chrome, timeout_s=60)
+        probed = page_probe.probe(chrome)
+    finally:
+        chrome.set_window_size(size["width"], size["height"])
+
+    # Assert
+    # Assert: the range buttons were drawn and nothing covers them (the figures' other texts at a phone's
+    # width are the business of the tests above and of the live stack's visual tests)
+    assert "range buttons" in {o["name"] for o in probed.data["charts"][0]["overlays"]}
+    assert [p for p in page_probe.problems(probed) if "mode bar" in p] == []
