@@ -245,7 +245,7 @@ def test_secondary_analytics_wait_for_the_deferred_tick(app: Dash) -> None:
 
     assert call(0).get_json()["response"] == {}
     drawn = call(1).get_json()["response"]
-    symbols = drawn["dest-by-symbol"]["figure"]["data"][0]["x"]
+    symbols = drawn["dest-by-symbol"]["figure"]["data"][0]["customdata"]  # horizontal bars: the full symbols
     assert set(symbols) <= {"AAPL", "MSFT", "NVDA", "AMZN", "TSLA", "META", "SPY", "QQQ", "AMD", "GOOGL"}
     assert len(symbols) >= 5
 

@@ -41,13 +41,13 @@ def test_sub_second_times_keep_their_milliseconds() -> None:
 
 
 def test_money_axes_use_the_page_money_format_not_a_prefix() -> None:
-    built = [
-        figures.aggregate(_daily_index("ns"), np.arange(5.0), np.ones(5), tz_label="UTC", theme=None),
-        figures.bars(["AAPL", "MSFT"], [-1000.0, 250.0], "Net P&L", None),
-        figures.trade_path([], {}, None, tz_label="UTC"),
+    built = [  # (figure, its money axis: the bars are horizontal)
+        (figures.aggregate(_daily_index("ns"), np.arange(5.0), np.ones(5), tz_label="UTC", theme=None), "yaxis"),
+        (figures.bars(["AAPL", "MSFT"], [-1000.0, 250.0], "Net P&L", None), "xaxis"),
+        (figures.trade_path([], {}, None, tz_label="UTC"), "yaxis"),
     ]
-    for fig in built:
-        axis = fig.to_plotly_json()["layout"]["yaxis"]
+    for fig, money_axis in built:
+        axis = fig.to_plotly_json()["layout"][money_axis]
         assert "tickprefix" not in axis
         assert [stop["value"] for stop in axis["tickformatstops"]] == ["$,.2f", "$,.0f"]
 
