@@ -19,6 +19,7 @@ DURATION = {
 # A header longer than its column (``Entry (America/New_York (EST))``: the zone is the visitor's) wraps onto
 # a second line instead of being cut to ``Entry (America/N…``; the header row grows only when one does.
 HEADER_WRAP = {"wrapHeaderText": True, "autoHeaderHeight": True}
+ZONED_TIME_WIDTH_PX = 195  # "2026-11-23 09:45:00", and "(America/New_York" of its header on one line beside the sort arrow
 OCC_WIDTH_PX = 150  # an option's OCC symbol (AAPL240719C00150000) in full
 # labels that are substrings of the stored values, so the server-side text filter finds what the cell shows
 ASSET_CLASS = {"function": "params.value == null ? '' : ({us_equity: 'Equity', us_option: 'Option', "
@@ -68,8 +69,8 @@ def closed_columns(tz_label: str) -> list[dict[str, Any]]:
         _col("asset_class", "Class", _TEXT, valueFormatter=ASSET_CLASS, width=90),
         _col("direction", "Dir", _TEXT, width=85),
         _col("qty", "Qty", _NUM, valueFormatter=QTY, width=95),
-        _col("entry_time", f"Entry ({tz_label})", _DATE, width=175),
-        _col("exit_time", f"Exit ({tz_label})", _DATE, width=175, sort="desc"),
+        _col("entry_time", f"Entry ({tz_label})", _DATE, width=ZONED_TIME_WIDTH_PX),
+        _col("exit_time", f"Exit ({tz_label})", _DATE, width=ZONED_TIME_WIDTH_PX, sort="desc"),
         _col("entry_price", "Entry px", _NUM, valueFormatter=PRICE, width=105),
         _col("exit_price", "Exit px", _NUM, valueFormatter=PRICE, width=105),
         _col("net_pl", "Net P&L", _NUM, valueFormatter=MONEY, cellStyle=PL_STYLE, width=120),
@@ -112,13 +113,13 @@ def open_columns(tz_label: str) -> list[dict[str, Any]]:
         {"field": "take_profit_price", "headerName": "Target", "type": "rightAligned", "valueFormatter": PRICE,
          "width": 95},
         *contract_columns(),
-        {"field": "updated_at", "headerName": f"Updated ({tz_label})", "width": 175},
+        {"field": "updated_at", "headerName": f"Updated ({tz_label})", "width": ZONED_TIME_WIDTH_PX},
     ]
 
 
 def activity_columns(tz_label: str) -> list[dict[str, Any]]:
     return [
-        _col("ts", f"Time ({tz_label})", _DATE, width=175, sort="desc"),
+        _col("ts", f"Time ({tz_label})", _DATE, width=ZONED_TIME_WIDTH_PX, sort="desc"),
         _col("activity_type", "Type", _TEXT, width=100),
         _col("symbol", "Symbol", _TEXT, width=100),
         _col("side", "Side", _TEXT, width=80),
