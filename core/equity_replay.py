@@ -23,6 +23,7 @@ from decimal import Decimal
 from core.corporate_actions import LotEvent
 from core.errors import InvalidInput
 from core.fifo import FifoBook
+from core.income import CashEntry
 from core.ledger import ZERO, LedgerEntry, fill_entry, ledger_entry
 from core.records import ActivityRecord, Fill, Side
 from core.snapshots import DrawdownTracker, EquitySnapshot, SnapshotSource, make_snapshot
@@ -38,6 +39,8 @@ class ReadActivities:
     entries: Sequence[tuple[LedgerEntry, datetime]] = ()
     """One ledger entry per booked activity (fills included)."""
     skipped: int = 0
+    cash: Sequence[CashEntry] = ()
+    """The non-fill cash lines (fee lines among them are charged to round trips, :mod:`core.trip_fees`)."""
 
 
 Reader = Callable[[Sequence[ActivityRecord]], ReadActivities]
@@ -109,8 +112,8 @@ class EquityReplay:
         for ev in read.events:
             for symbol in ev.symbols:
                 self.event_at[symbol] = max(ev.ts, self.event_at.get(symbol, ev.ts))
-        if read.fills or read.events:
-            update = self.book.apply(list(read.fills), events=list(read.events))
+        if read.fills or read.events or read.cash:
+            update = self.book.apply(list(read.fills), events=list(read.events), fees=read.cash)
             for tid in update.removed_trade_ids:  # a late fill or event replayed its group
                 self.realized_closed -= self.trip_pl.pop(tid, ZERO)
             for trip in update.upserted:

@@ -24,7 +24,8 @@ Rules (the full text is in ``docs/core_analytics.md``):
   (a child of a bracket/OTO, or an OCO order) is ``stop_loss`` for stop/stop-limit/trailing-stop
   types and ``take_profit`` for limit types; anything else is ``manual``.
 - A position smaller than the instrument's ``min_increment`` is *dust*: reported by :meth:`FifoBook.dust`,
-  not by :meth:`FifoBook.open_positions`.
+  not by :meth:`FifoBook.open_positions`. A fill that leaves only dust ends the round trip (a coin sold
+  down to a fee's remainder is closed); the dust lots carry on into the symbol's next round trip.
 
 Arithmetic is exact :class:`~decimal.Decimal` (60 significant digits while matching).
 """
@@ -35,12 +36,14 @@ import gc
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import date
 from decimal import Decimal, Inexact, InvalidOperation, localcontext
 from typing import Any
 
 from core.corporate_actions import LotEvent, event_from_dict, is_lot_event
 from core.errors import InvalidInput
 from core.fifo_groups import EventGroups, TimelineKey, fill_key
+from core.income import CashEntry
 from core.instruments import Instrument, instrument_for
 from core.lot_events import apply_event, event_cash_flow
 from core.lots import (
@@ -60,6 +63,7 @@ from core.lots import (
     trade_id_for,
 )
 from core.records import ZERO, Fill, Lot, OpenPosition, OrderMeta, RoundTrip, Side, StartingPosition
+from core.trip_fees import TripFees, fee_from_dict, fee_to_dict, ny_day
 
 __all__ = ["STATE_FORMAT", "BookUpdate", "FifoBook", "FifoResult", "cash_flow_pl", "exit_reason_for",
            "match_fills", "trade_id_for"]
@@ -134,14 +138,16 @@ class FifoBook:
         self._by_id: dict[str, Fill] | None = None
         self._books: dict[str, SymbolBook] = {}
         self._groups = EventGroups()
+        self._fees = TripFees()
         for symbol in self._starting:
             self._books[symbol] = self._new_symbol_book(symbol)
 
     # ----------------------------------------------------------------- public API
 
     def apply(self, fills: Iterable[Fill], orders: Iterable[OrderMeta] = (),
-              events: Iterable[LotEvent] = ()) -> BookUpdate:
-        """Apply new fills, order metadata and lot events; duplicates by id are ignored."""
+              events: Iterable[LotEvent] = (), fees: Iterable[CashEntry] = ()) -> BookUpdate:
+        """Apply new fills, order metadata, lot events and broker fee lines (:mod:`core.trip_fees`;
+        other cash entries are ignored); duplicates by id are ignored."""
         new_events, dup_events = self._groups.validate(events)  # refuses before anything is registered
         new_orders = [o for o in orders if self._orders.get(o.order_id) != o]
         for o in new_orders:
@@ -165,6 +171,9 @@ class FifoBook:
             raise InvalidInput(f"fills: quantity arithmetic is not exact in 60 digits ({exc!r})") from exc
         if new_orders:
             pending.extend(self._refresh_exit_reasons({o.order_id for o in new_orders}, pending))
+        stale = self._fees.add(fees) | self._fees.touched_by(f for g in grouped.values() for f in g)
+        if stale:
+            pending.extend(self._recharge(self._fees.reallocate(stale, self._fills_of_day), pending))
         return BookUpdate(self, pending, tuple(removed), frozenset(touched), duplicates + dup_events)
 
     def _ingest(self, fills: Iterable[Fill]) -> tuple[dict[str, list[Fill]], int]:
@@ -383,6 +392,7 @@ class FifoBook:
                              "min_increment": str(i.min_increment)} for i in self._instruments.values()],
             "fills": [f.to_dict() for f in fills],
             "events": [e.to_dict() for e in self._groups.events.values()],
+            "fees": [fee_to_dict(e) for e in self._fees.entries.values()],
         }
 
     @classmethod
@@ -401,13 +411,15 @@ class FifoBook:
             instruments=instruments,
         )
         book.apply([Fill.from_dict(f) for f in data["fills"]],
-                   events=[event_from_dict(e) for e in data.get("events", ())])
+                   events=[event_from_dict(e) for e in data.get("events", ())],
+                   fees=[fee_from_dict(e) for e in data.get("fees", ())])
         return book
 
     # ----------------------------------------------------------------- engine
 
     def _new_symbol_book(self, symbol: str) -> SymbolBook:
-        sb = SymbolBook(symbol, self.instrument(symbol).multiplier)
+        inst = self.instrument(symbol)
+        sb = SymbolBook(symbol, inst.multiplier, inst.min_increment)
         sp = self._starting.get(symbol)
         if sp is not None and sp.qty != 0:
             qty = abs(sp.qty)
@@ -420,6 +432,24 @@ class FifoBook:
             sb.episode = ep
         return sb
 
+    def _fills_of_day(self, day: date, symbol: str | None) -> list[Fill]:
+        books = self._books.values() if symbol is None else [b for b in (self._books.get(symbol),) if b is not None]
+        return [f for sb in books for f in sb.fills if ny_day(f) == day]
+
+    def _recharge(self, fill_ids: set[str], already: list[Episode]) -> list[Episode]:
+        """Closed episodes holding a fill whose fee share changed: their trips are built again."""
+        if not fill_ids:
+            return []
+        pending = {id(ep) for ep in already}
+        out: list[Episode] = []
+        for sb in self._books.values():
+            for ep in sb.closed:
+                if any(src.fill_id in fill_ids for src in (*ep.opens, *ep.closes)):
+                    ep.trip = None
+                    if id(ep) not in pending:
+                        out.append(ep)
+        return out
+
     def _multiplier(self, symbol: str) -> Decimal:
         sb = self._books.get(symbol)
         return sb.multiplier if sb is not None else self.instrument(symbol).multiplier
@@ -430,7 +460,8 @@ class FifoBook:
         if trip is not None:
             return trip
         with localcontext(CONTEXT):
-            trip = ep.trip = build_trip(ep, self._orders, self._multiplier(ep.symbol))
+            multiplier = self._multiplier(ep.symbol)
+            trip = ep.trip = self._fees.charge(build_trip(ep, self._orders, multiplier), multiplier)
         return trip
 
     def _trips(self, episodes: Iterable[Episode]) -> list[RoundTrip]:
@@ -441,7 +472,8 @@ class FifoBook:
             for ep in episodes:
                 trip = ep.trip
                 if trip is None:
-                    trip = ep.trip = build_trip(ep, orders, self._multiplier(ep.symbol))
+                    multiplier = self._multiplier(ep.symbol)
+                    trip = ep.trip = self._fees.charge(build_trip(ep, orders, multiplier), multiplier)
                 out.append(trip)
         return out
 

@@ -6,7 +6,8 @@
   (:data:`REGULATORY_BASES`): TAF is charged on sells per share, the SEC/REG fee on sells per
   dollar sold, ORF and the OCC fee per option contract traded, CAT per share or contract traded.
   Such a fee is spread over that New York day's fills that carry its base (only the named symbol's
-  when the line names one, as the simulator's do), pro rata to it. A fee
+  when the line names one, as the simulator's do), pro rata to it. A crypto fee in dollars (``CFEE``
+  with a ``net_amount``) is a sale's, so it goes by the dollars sold. A fee
   with neither (or whose day has no such fill) stays **unallocated** on the account.
 - **Income lines.** Dividends, withholding, interest, fees and other cash are summed per
   :class:`core.activity_types.PnlLine` from the activities' own amounts, never folded into trading P&L.
@@ -120,7 +121,8 @@ def allocate_fees(entries: Iterable[CashEntry], fills: Sequence[Fill]) -> FeeAll
             if e.activity_type.upper() == "CFEE" and not e.amount:
                 continue  # a fee in the asset: the lot engine books it (AssetFee), its cash is 0
             cost = -e.amount
-            basis = regulatory_basis(e.description)
+            # a crypto fee in dollars is the fee of a sale (the asset received is the quote currency)
+            basis = FeeBasis.NOTIONAL_SOLD if e.activity_type.upper() == "CFEE" else regulatory_basis(e.description)
             if e.order_id and e.order_id in by_order:
                 targets = [(f, f.qty) for f in by_order[e.order_id]]
             elif basis is not None:  # the day's fills carrying the fee's base (of its symbol, if it names one)
@@ -132,9 +134,13 @@ def allocate_fees(entries: Iterable[CashEntry], fills: Sequence[Fill]) -> FeeAll
             if not total:
                 unallocated.append(e)
                 continue
-            for f, w in targets:
-                if w:
-                    out[f.fill_id] += cost * w / total
+            carriers = [(f, w) for f, w in targets if w]
+            given = ZERO
+            for f, w in carriers[:-1]:
+                share = cost * w / total
+                out[f.fill_id] += share
+                given += share
+            out[carriers[-1][0].fill_id] += cost - given  # the remainder: the shares add up to the line exactly
     return FeeAllocation(dict(out), tuple(unallocated))
 
 

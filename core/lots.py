@@ -128,7 +128,7 @@ class Episode:
     """
 
     __slots__ = ("symbol", "sign", "opens", "closes", "m_src", "m_close", "m_qty", "part_qty", "orphan", "trip",
-                 "scale_marks")
+                 "scale_marks", "carried")
 
     def __init__(self, symbol: str, sign: int, orphan: bool) -> None:
         self.symbol = symbol
@@ -145,6 +145,13 @@ class Episode:
         # (matches recorded before, quantity ratio) per split/stock merger inside the episode: the
         # round trip reports its quantity in the units of its end
         self.scale_marks: list[tuple[int, Decimal]] | None = None
+        # leading opens carried over as dust from the episode before (see close_at_dust): not this
+        # episode's start, which is its first own opening fill
+        self.carried = 0
+
+    @property
+    def first_open(self) -> Source:
+        return self.opens[self.carried] if self.carried < len(self.opens) else self.opens[0]
 
     def used(self, src: Source) -> Decimal:
         if self.part_qty is not None:
@@ -153,9 +160,9 @@ class Episode:
 
 
 class SymbolBook:
-    __slots__ = ("symbol", "pos", "lot_src", "lot_rem", "episode", "fills", "last_key", "closed", "multiplier")
+    __slots__ = ("symbol", "pos", "lot_src", "lot_rem", "episode", "fills", "last_key", "closed", "multiplier", "dust")
 
-    def __init__(self, symbol: str, multiplier: Decimal = ONE) -> None:
+    def __init__(self, symbol: str, multiplier: Decimal = ONE, dust: Decimal = ZERO) -> None:
         self.symbol = symbol
         self.pos = ZERO
         self.lot_src: deque[Source] = deque()  # open lots, oldest first ...
@@ -165,6 +172,8 @@ class SymbolBook:
         self.last_key: tuple[datetime, str] | None = None
         self.closed: list[Episode] = []
         self.multiplier = multiplier
+        self.dust = dust
+        """A position smaller than this (the instrument's minimum increment) is dust: it ends a round trip."""
 
 
 def run_fills(sb: SymbolBook, fills: Sequence[Fill | EventFill], allow_short: bool) -> None:
@@ -179,6 +188,7 @@ def run_fills(sb: SymbolBook, fills: Sequence[Fill | EventFill], allow_short: bo
     ep = sb.episode
     opens: list[Source] = ep.opens if ep is not None else []
     buy = Side.BUY
+    dust = sb.dust
     for f in fills:
         qty = f.qty
         is_buy = f.side is buy
@@ -225,6 +235,10 @@ def run_fills(sb: SymbolBook, fills: Sequence[Fill | EventFill], allow_short: bo
                 break
         ep.closes.append(f)
         pos = pos + close_q if is_buy else pos - close_q
+        if pos and -dust < pos < dust:
+            ep = close_at_dust(sb, ep, pos)
+            opens = ep.opens
+            continue
         if not pos:
             closed.append(ep)
             if qty != close_q:  # flip: the rest opens the other direction
@@ -243,6 +257,26 @@ def run_fills(sb: SymbolBook, fills: Sequence[Fill | EventFill], allow_short: bo
                 ep = None
     sb.pos = pos
     sb.episode = ep
+
+
+def close_at_dust(sb: SymbolBook, ep: Episode, pos: Decimal) -> Episode:
+    """A fill left less than the minimum increment (a coin fee's remainder the broker cannot sell): the round
+    trip ends here, and the dust lots carry on in a new episode, hidden from the open positions.
+
+    The closed episode keeps the part of each carried lot it used; the new one starts from what remains,
+    so every unit is in exactly one round trip and the fill fees split the same way (as in a flip)."""
+    sb.closed.append(ep)
+    nxt = Episode(sb.symbol, 1 if pos > 0 else -1, ep.orphan)
+    part = ep.part_qty if ep.part_qty is not None else {}
+    carried: dict[str, Decimal] = {}
+    for src, rem in zip(sb.lot_src, sb.lot_rem, strict=True):
+        part[src.fill_id] = ep.used(src) - rem
+        carried[src.fill_id] = rem
+        nxt.opens.append(src)
+    ep.part_qty = part
+    nxt.part_qty = carried
+    nxt.carried = len(nxt.opens)
+    return nxt
 
 
 def _final_qty(ep: Episode) -> Decimal:
@@ -304,7 +338,7 @@ def build_trip(ep: Episode, orders: dict[str, OrderMeta], multiplier: Decimal) -
         asset_fees *= scale
     fees = _fill_fees(ep) + asset_fees
     net = gross - fees
-    first = ep.opens[0]
+    first = ep.first_open
     last = ep.closes[-1]
     cost = entry_notional if scale is None else entry_notional * scale
     return RoundTrip(
@@ -362,7 +396,7 @@ def open_position(sb: SymbolBook) -> OpenPosition | None:
         notional = sum((lot.remaining * lot.entry_price for lot in lots if lot.entry_price is not None), ZERO)
         avg = notional / total
         cost = sb.pos * avg * sb.multiplier
-    first = ep.opens[0]
+    first = ep.first_open
     return OpenPosition(
         symbol=sb.symbol, direction=direction, qty=sb.pos, avg_entry_price=avg, cost_basis=cost,
         entry_time=first.ts, entry_order_id=first.order_id, realized_pl=realized, lots=lots,

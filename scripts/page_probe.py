@@ -100,8 +100,9 @@ return {url: location.pathname, cards: cards, charts: charts, text: document.bod
 """
 
 BAD_WORDS = re.compile(r"\b(NaN|Infinity|undefined|None)\b")
-# a number token in e-notation (1.2e+18, not inside a hex id or a UUID group such as -8e57-) or plotly's 1.78×10^18
-SCIENTIFIC = re.compile(r"(?<![\w.])(?<!\w-)[+\-\u2212]?\d+(?:\.\d+)?(?:[eE][+\-\u2212]?\d+(?![\w.\-])|\s?×\s?10)")
+# a number token in e-notation or plotly's 1.78×10^18. Python and JavaScript always write the exponent's sign
+# (1.2e+18, 5e-07), so a signless "5e0931" is a truncated hex id, not a number; nor is "-8e57-" inside a UUID.
+SCIENTIFIC = re.compile(r"(?<![\w.])(?<!\w-)[+\-\u2212]?\d+(?:\.\d+)?(?:[eE][+\-\u2212]\d+(?![\w.\-])|\s?×\s?10)")
 MONEY_TOKEN = re.compile(r"[+\-\u2212]?\$[+\-\u2212]?[\d.,]*\d[\d.,]*[kKMBT]?")
 MONEY_FORMAT = re.compile(r"^[+\u2212]?\$\d{1,3}(,\d{3})*(\.\d+)?$")
 PLAUSIBLE = (datetime(1990, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))

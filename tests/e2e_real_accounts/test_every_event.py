@@ -130,14 +130,6 @@ KINDS: dict[str, tuple[list[str], list[str], list[tuple[str, str | None]]]] = {
 CASH_KINDS = frozenset({"reverse_split_cash_in_lieu", "cash_merger", "stock_and_cash_merger", "dividend_with_withholding"})
 
 
-# Known open defects (issue 15), kept visible as expected failures until fixed; each says its cause.
-CASH_TWO_CENTS_OFF = pytest.mark.xfail(strict=False, reason=(
-    "account A: with every broker line stored and no quantity mismatch, the manager's cash ledger stays 0.02 "
-    "above the broker's cash (heartbeat cash_offset -0.02, the size of one trip's REG+TAF fee line) and its "
-    "equity 0.02 below the broker's: a stored fee line is not booked as the broker books it (not yet found)"))
-
-
-@CASH_TWO_CENTS_OFF
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_equity_event_books_match_the_broker(world: World, kind: str) -> None:
     fam_a, fam_b, stored = KINDS[kind]
@@ -195,9 +187,6 @@ def test_crypto_fee_in_the_asset_under_both_spellings(world: World) -> None:
     verdict(world, problems, b)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "a position sold down to dust never closes its round trip: core/lots.py closes a trip at exactly zero "
-    "while core/fifo.py hides dust, so the coin fee's cost never reaches closed_trades"))
 def test_crypto_dust_is_not_an_open_position_and_the_coin_fee_reaches_the_trip(world: World) -> None:
     b = world.b
     problems = check_positions(b, ["ETH/USD"]) + check_realized(b, ["ETH/USD"])
@@ -215,8 +204,6 @@ def test_crypto_dust_is_not_an_open_position_and_the_coin_fee_reaches_the_trip(w
     verdict(world, problems, b)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "regulatory fees are not yet allocated to round trips: core.income.allocate_fees has no caller in the manager"))
 def test_regulatory_fees_posted_at_the_end_of_the_day_reach_the_round_trips(world: World) -> None:
     a = world.a
     problems = check_stored(a, "FEE")
@@ -237,7 +224,6 @@ def test_regulatory_fees_posted_at_the_end_of_the_day_reach_the_round_trips(worl
     verdict(world, problems, a)
 
 
-@CASH_TWO_CENTS_OFF
 def test_a_canceled_activity_changes_neither_cash_nor_deposits(world: World) -> None:
     a = world.a
     canceled = [x for x in a.activities if x.get("status") == "canceled"]
@@ -252,7 +238,6 @@ def test_a_canceled_activity_changes_neither_cash_nor_deposits(world: World) -> 
     verdict(world, problems, a)
 
 
-@CASH_TWO_CENTS_OFF
 def test_an_unknown_future_activity_type_still_books_its_cash(world: World) -> None:
     a = world.a
     problems: list[str] = []

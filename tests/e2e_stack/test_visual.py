@@ -168,7 +168,8 @@ def test_activities_page_shows_the_non_trade_activities_in_words(stack: Stack, d
     # Act: everything but fills
     driver.execute_script("document.querySelectorAll('#act-kind input')[2].click();")
     WebDriverWait(driver, WAIT_S).until(
-        lambda d: (rows := d.execute_script(cells)) and all(r.get("activity_type") != "FILL" for r in rows))
+        lambda d: (rows := d.execute_script(cells))
+        and all(r.get("activity_type") not in ("", None, "FILL") and r.get("type_label") for r in rows))
     rows = driver.execute_script(cells)
     problems = _look_here(driver)
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from core.ledger import CashLedger
+from core.ledger import CashLedger, LedgerEntry
 from core.records import ActivityRecord, Direction, Lot, OpenPosition
 from core.snapshots import DrawdownTracker, due_points
 from core.valuation import Mark, PriceSource
@@ -17,7 +17,14 @@ from workers.manager import checkpoint
 from workers.manager.book import BookChanges, still_missing, tally_trips, triage
 from workers.manager.health import stall_limit_s, stall_reason
 from workers.manager.marks import choose_marks, newly_stale, ns_to_utc, tick_time
-from workers.manager.reconcile import CashCalibration, QtyCheck, Verdict, calibrate_cash, check_quantities
+from workers.manager.reconcile import (
+    CashCalibration,
+    QtyCheck,
+    Verdict,
+    absorb_late_lines,
+    calibrate_cash,
+    check_quantities,
+)
 from workers.manager.seed import seed_points
 from workers.manager.throttle import Throttle
 from workers.supervise import LoopHealth
@@ -172,6 +179,39 @@ def test_cash_calibration(reads: list[Decimal | None], agree: bool, offsets: lis
         calibration = calibrate_cash(calibration, broker_cash=broker_cash, ledger_cash=D(950), positions_agree=agree)
         got.append(calibration.offset)
     assert got == offsets
+
+
+def _fee(amount: str, ts: datetime) -> tuple[LedgerEntry, datetime]:
+    return LedgerEntry(activity_id=f"fee-{amount}-{ts:%H%M}", cash_delta=D(amount), deposit_delta=D(0)), ts
+
+
+@pytest.mark.parametrize(
+    ("offset", "lines", "want"),
+    [
+        ("-0.02", [("-0.01", -1), ("-0.01", -1)], "0"),  # yesterday's fees, found after the offset was measured
+        ("-0.02", [("-0.01", +1)], "-0.02"),  # posted after the read: the broker's cash did not hold it yet
+        ("0", [("-0.01", -1)], "0"),  # a complete ledger is never pushed off
+        ("-0.02", [("-0.05", -1)], "-0.02"),  # larger than what the offset stands in for
+        ("-0.02", [("+0.01", -1)], "-0.02"),  # the other sign: not what the offset explains
+    ],
+)
+def test_late_lines_dated_before_the_broker_read_are_absorbed_by_the_offset(
+        offset: str, lines: list[tuple[str, int]], want: str) -> None:
+    measured_at = T + timedelta(hours=6)
+    calibration = CashCalibration(offset=D(offset), candidate=D(offset), measured_at=measured_at)
+    booked = [_fee(amount, measured_at + timedelta(minutes=m)) for amount, m in lines]
+    assert absorb_late_lines(calibration, booked).offset == D(want)
+
+
+def test_the_offset_measured_by_two_reads_carries_its_read_time() -> None:
+    first, second = T, T + timedelta(seconds=5)
+    calibration = calibrate_cash(CashCalibration(offset=D(0)), broker_cash=D(1000), ledger_cash=D(950),
+                                 positions_agree=True, read_at=first)
+    assert calibration.measured_at is None
+    calibration = calibrate_cash(calibration, broker_cash=D(1000), ledger_cash=D(950), positions_agree=True,
+                                 read_at=second)
+    assert (calibration.offset, calibration.measured_at) == (D(50), second)
+    assert absorb_late_lines(CashCalibration(offset=D(50)), [_fee("10", first)]).offset == D(50)  # not measured
 
 
 def _history(points: list[tuple[datetime, str | None]]) -> PortfolioHistory:

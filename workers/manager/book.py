@@ -12,6 +12,7 @@ from decimal import Decimal
 from core.corporate_actions import LotEvent
 from core.errors import InvalidInput
 from core.fifo import BookUpdate, FifoBook
+from core.income import CashEntry
 from core.ledger import ZERO
 from core.records import ActivityRecord, Fill, OrderMeta, RoundTrip
 
@@ -144,14 +145,16 @@ class Applied:
     event_refused: bool = False
 
 
-def apply_all(book: FifoBook, fills: list[Fill], orders: list[OrderMeta], events: list[LotEvent]) -> Applied:
+def apply_all(book: FifoBook, fills: list[Fill], orders: list[OrderMeta], events: list[LotEvent],
+              fees: Sequence[CashEntry] = ()) -> Applied:
     """Apply a batch; when the book refuses it (an id reused with other content), every fill and event
-    on its own, keeping the first version of each (a refused event: the activities must decide)."""
+    on its own, keeping the first version of each (a refused event: the activities must decide).
+    Fee lines (:mod:`core.trip_fees`) cannot be refused; they go with the batch or, after a refusal, last."""
     try:
-        return Applied(changes=BookChanges.of(book.apply(fills, orders, events=events)))
+        return Applied(changes=BookChanges.of(book.apply(fills, orders, events=events, fees=fees)))
     except InvalidInput as exc:
         error = exc
-    changes = BookChanges()
+    changes = BookChanges.of(book.apply([], fees=fees)) if fees else BookChanges()
     for i, f in enumerate(fills):
         try:
             update = book.apply([f], orders if i == 0 else ())

@@ -156,9 +156,10 @@ def replay_reader(acts: Sequence[ActivityRecord]) -> ReadActivities:
     """:func:`interpret` as :class:`core.equity_replay.EquityReplay` reads a chunk of stored activities
     (every line of a day arrives in one chunk, so nothing waits)."""
     read = interpret(acts)
-    return ReadActivities(fills=read.fills, events=read.events, entries=read.entries, skipped=len(read.skipped))
+    return ReadActivities(fills=read.fills, events=read.events, entries=read.entries, skipped=len(read.skipped),
+                          cash=read.cash)
 
 
-def book_ledger(ledger: CashLedger, read: Interpretation) -> int:
-    """Book every entry of ``read`` once (the ledger refuses an id it has seen); the number newly booked."""
-    return sum(1 for entry, ts in read.entries if ledger.book(entry, ts))
+def book_ledger(ledger: CashLedger, read: Interpretation) -> list[tuple[LedgerEntry, datetime]]:
+    """Book every entry of ``read`` once (the ledger refuses an id it has seen); the entries newly booked."""
+    return [(entry, ts) for entry, ts in read.entries if ledger.book(entry, ts)]

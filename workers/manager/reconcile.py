@@ -7,14 +7,15 @@ applied in between; a second confirmed mismatch in a row rebuilds the book from 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
 from core.errors import InvalidInput
 from core.instruments import canonical_symbol
+from core.ledger import LedgerEntry
 from core.valuation import Mark, PriceSource
 from workers.alpaca import BrokerPosition
 
@@ -113,16 +114,39 @@ class CashCalibration:
 
     offset: Decimal
     candidate: Decimal | None = None
+    measured_at: datetime | None = None
+    """When the broker read that last confirmed ``offset`` was taken (``None``: not measured this run)."""
 
 
 def calibrate_cash(previous: CashCalibration, *, broker_cash: Decimal | None, ledger_cash: Decimal,
-                   positions_agree: bool) -> CashCalibration:
+                   positions_agree: bool, read_at: datetime | None = None) -> CashCalibration:
     """Adopt ``broker_cash - ledger_cash`` as the offset once two reads in a row agree and positions match.
 
     The offset covers activity history older than the stored window (zero when the ledger is complete).
     """
     if broker_cash is None or not positions_agree:
-        return CashCalibration(offset=previous.offset)
+        return replace(previous, candidate=None)
     candidate = broker_cash - ledger_cash
-    offset = candidate if candidate == previous.candidate else previous.offset
-    return CashCalibration(offset=offset, candidate=candidate)
+    if candidate == previous.candidate:
+        return CashCalibration(offset=candidate, candidate=candidate, measured_at=read_at)
+    return replace(previous, candidate=candidate)
+
+
+def absorb_late_lines(calibration: CashCalibration, booked: Iterable[tuple[LedgerEntry, datetime]]) -> CashCalibration:
+    """The offset after booking lines that arrived late (a date-only FEE posted overnight, found by the
+    ingester's backfill) but are dated before the broker read that measured the offset.
+
+    That read's cash already held such a line, so the offset was standing in for it: booking the line
+    moves the ledger's cash by its amount and the offset must give that amount back, or equity would step
+    by it until two more broker reads re-measure. Only a line the offset can explain (same sign, no larger)
+    is absorbed, so a complete ledger (offset zero) is never pushed off by a line the broker had not yet
+    posted when it was read; a wrong guess is undone by the next two agreeing reads.
+    """
+    if calibration.measured_at is None:
+        return calibration
+    offset = calibration.offset
+    for entry, ts in booked:
+        delta = entry.cash_delta
+        if delta and ts <= calibration.measured_at and (delta > 0) == (offset > 0) and abs(delta) <= abs(offset):
+            offset -= delta
+    return calibration if offset == calibration.offset else replace(calibration, offset=offset, candidate=None)

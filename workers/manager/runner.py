@@ -50,13 +50,14 @@ from workers.manager.reconcile import (
     CashCalibration,
     QtyCheck,
     Verdict,
+    absorb_late_lines,
     calibrate_cash,
     check_quantities,
     read_positions,
 )
 from workers.manager.seeding import refill_gap, seed_from_history
 from workers.manager.store import Store, bad_open_row, storable_snapshots, storable_trips
-from workers.manager.throttle import Throttle
+from workers.manager.throttle import Throttle, notify_window_s
 from workers.notify import encode_payload
 from workers.prices import PriceFeed, PriceTick
 from workers.supervise import LoopHealth
@@ -102,7 +103,7 @@ class DestinationRunner:
         # Publishing state.
         self.tracker = DrawdownTracker()
         self.last_snapshot_ts: datetime | None = None
-        self.throttle = Throttle(self.settings.ui_snapshot_sec)
+        self.throttle = Throttle(notify_window_s(self.settings.ui_snapshot_sec))
         self.dirty: set[str] = set()
         self.structure_dirty = True
         self.pending_notify_ids: set[str] = set()
@@ -298,12 +299,14 @@ class DestinationRunner:
         for o in orders:
             self.orders[o.order_id] = o
         self.missing_orders = bookkeeping.still_missing(wanted, self.orders, self.missing_orders, bulk=bulk)
-        applied = bookkeeping.apply_all(self.book, list(read.fills), orders, list(read.events))
+        applied = bookkeeping.apply_all(self.book, list(read.fills), orders, list(read.events), read.cash)
         if applied.error is not None:
             self.record_error("fifo apply", applied.error)
         self.rebuild_wanted |= applied.event_refused
         changes = applied.changes
-        self.stats.activities_applied += interpretation.book_ledger(self.ledger, read)
+        booked = interpretation.book_ledger(self.ledger, read)
+        self.stats.activities_applied += len(booked)
+        self.cash = absorb_late_lines(self.cash, booked)
         if self.stamped_ts is not None and any(ts <= self.stamped_ts for _, ts in read.entries):
             self.restamp = time.monotonic()
         self.stats.activities_unknown += len(read.unknown)
@@ -570,7 +573,8 @@ class DestinationRunner:
         self.stats.account_refreshes += 1
         self.broker_cash, self.broker_equity = account.cash, account.equity
         calibration = calibrate_cash(self.cash, broker_cash=account.cash, ledger_cash=self.ledger.cash,
-                                     positions_agree=not self.mismatch and self.broker_qty is not None)
+                                     positions_agree=not self.mismatch and self.broker_qty is not None,
+                                     read_at=datetime.now(UTC))
         if calibration.offset != self.cash.offset:
             self.log.info("dest=%s cash offset %s -> %s (broker cash %s)", self.slug, self.cash.offset,
                           calibration.offset, account.cash)
