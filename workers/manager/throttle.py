@@ -1,6 +1,23 @@
-"""The ``pos_channel`` NOTIFY throttle: at most one per ``UI_SNAPSHOT_SEC``, leading edge immediate."""
+"""The ``pos_channel`` NOTIFY throttle: at most one per :func:`notify_window_s`, leading edge immediate.
+
+The window is a fifth of the page's polling interval (``UI_SNAPSHOT_SEC``; 0.1 s at the default
+0.5 s): a price tick's revaluation is written and NOTIFYd at once when the window is open, and the
+page patches its grid from the stream (issue 18: tick -> visible P&L p95 <= 0.30 s), which a 0.5 s
+window alone would use up. Fills do not wait for it (:func:`workers.manager.provisional.show_fill_now`).
+It scales with the setting, so a slow ``UI_SNAPSHOT_SEC`` still means few NOTIFYs.
+"""
 
 from __future__ import annotations
+
+PUSH_WINDOW_FRACTION = 0.2
+"""The pos NOTIFY window as a share of ``UI_SNAPSHOT_SEC``. At the default, at most 10 revaluations
+a second per destination are written at once and NOTIFYd (the flush writes every ``FLUSH_INTERVAL_S``
+anyway), each one small event per open page."""
+
+
+def notify_window_s(ui_snapshot_sec: float) -> float:
+    """The pos NOTIFY window for a polling interval of ``ui_snapshot_sec``."""
+    return ui_snapshot_sec * PUSH_WINDOW_FRACTION
 
 
 class Throttle:
