@@ -7,6 +7,13 @@ with a bounded, jittered backoff and LISTENs again. Every notification becomes a
 ``{"slug", "kind", "v"}`` put on each subscriber's bounded queue; a slow browser loses hints, never
 data (hints only make a page re-ask ``ch_versions``; polling converges without them).
 
+A stream opened with ``?slug=<slug>&tz=<zone>`` (the destination page does) also carries, on each
+``pos`` event of that destination, the positions grid's rows as the page's own callback would draw
+them (:mod:`dashboard.sse_rows`): the page patches its grid from the event without a round trip.
+Whatever may have lost an event sends ``{"kind": "reset"}`` instead, on which a page re-reads
+everything: a subscriber whose queue overflowed (before its next event), and every subscriber after
+the LISTEN connection came back (notifications sent while it was down are gone).
+
 ``GET /stream/events`` streams those events as ``text/event-stream`` with a comment line every
 ``keepalive_s`` so proxies keep the connection open. ``DISABLE_SSE=true`` leaves the route out and the
 pages poll only. Under gunicorn use threaded workers (``--worker-class gthread``): each open stream
@@ -26,7 +33,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg2
@@ -65,6 +72,7 @@ class NotifyHub:
         self._max_backoff_s = max_backoff_s
         self._queue_size = queue_size
         self._subscribers: set[queue.Queue[dict[str, Any]]] = set()
+        self._overflowed: set[int] = set()  # id() of subscriber queues that dropped an event
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,6 +104,15 @@ class NotifyHub:
     def unsubscribe(self, q: queue.Queue[dict[str, Any]]) -> None:
         with self._lock:
             self._subscribers.discard(q)
+            self._overflowed.discard(id(q))
+
+    def take_overflow(self, q: queue.Queue[dict[str, Any]]) -> bool:
+        """Did ``q`` drop an event since the last call? (Its reader then owes its client a reset.)"""
+        with self._lock:
+            if id(q) in self._overflowed:
+                self._overflowed.discard(id(q))
+                return True
+            return False
 
     def admit(self, client: str) -> bool:
         """Count one more open stream for ``client``, or ``False`` when a cap is reached."""
@@ -131,8 +148,9 @@ class NotifyHub:
         for q in targets:
             try:
                 q.put_nowait(event)
-            except queue.Full:
-                pass  # a hint dropped for a slow client; its next poll still converges
+            except queue.Full:  # dropped for a slow client: it is told to re-read everything instead
+                with self._lock:
+                    self._overflowed.add(id(q))
         self.delivered += 1
 
     # -- the listener thread -----------------------------------------------------------------------
@@ -148,6 +166,8 @@ class NotifyHub:
                 self.listening = frozenset()
                 self._listen_all(conn)
                 self.connected.set()
+                if self.reconnects:  # whatever was notified while we were away is lost: pages re-read
+                    self.publish({"slug": None, "kind": "reset", "v": None, "t": time.time()})
                 attempt = 0
                 self._pump(conn)
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect with backoff
@@ -214,12 +234,18 @@ class NotifyHub:
 CLIENT_CHECK_S = 1.0  # how often an idle stream looks whether its client is still there
 
 
+RESET_EVENT = {"slug": None, "kind": "reset", "v": None}
+Enrich = Callable[[dict[str, Any]], dict[str, Any]]
+
+
 def event_stream(hub: NotifyHub, *, keepalive_s: float = 15.0, max_duration_s: float = 3600.0,
-                 sock: socket.socket | None = None) -> Iterator[str]:
+                 sock: socket.socket | None = None, enrich: Enrich | None = None) -> Iterator[str]:
     """The SSE body: a retry hint, then one ``data:`` line per event, keepalive comments between.
 
     With the client's ``sock``, a stream whose client has gone ends within :data:`CLIENT_CHECK_S`
     instead of at its next write, so its thread and its place under the caps come back at once.
+    ``enrich`` turns an event into the one sent (it adds the positions rows a page asked for). A
+    queue that overflowed sends :data:`RESET_EVENT` before its next event.
     """
     q = hub.subscribe()
     deadline = time.monotonic() + max_duration_s  # browsers reconnect by themselves
@@ -236,7 +262,11 @@ def event_stream(hub: NotifyHub, *, keepalive_s: float = 15.0, max_duration_s: f
                     next_keepalive = time.monotonic() + keepalive_s
                     yield ": keepalive\n\n"
                 continue
-            yield f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
+            if hub.take_overflow(q):
+                yield f"data: {json.dumps(RESET_EVENT, separators=(',', ':'))}\n\n"
+            if enrich is not None:
+                event = enrich(event)
+            yield f"data: {json.dumps(event, separators=(',', ':'), default=str)}\n\n"
     finally:
         hub.unsubscribe(q)
 
@@ -257,7 +287,10 @@ def register_sse(server: Flask, hub: NotifyHub, *, keepalive_s: float = 15.0) ->
         if not hub.admit(client):
             return Response("too many live streams: this page keeps itself up to date by polling\n", status=503,
                             mimetype="text/plain", headers={"Retry-After": str(STREAM_RETRY_AFTER_S)})
-        body = event_stream(hub, keepalive_s=keepalive_s, sock=client_socket())
+        from dashboard.sse_rows import enricher  # the page's row drawing: imported once a stream opens
+
+        body = event_stream(hub, keepalive_s=keepalive_s, sock=client_socket(),
+                            enrich=enricher(request.args.get("slug"), request.args.get("tz")))
         response = Response(stream_with_context(body), mimetype="text/event-stream")
         # the server closes the response when the stream ends or the client goes, even one never started
         left = threading.Event()

@@ -29,6 +29,7 @@ from dashboard.pages.destination_view import (
     relayout_window,
     secondary_sections,
 )
+from dashboard.pages.positions_push import push_stores, register_push
 from dashboard.pages.reconciliation import trust_badge
 
 PATH_TEMPLATE = "/destination/<slug>"
@@ -90,6 +91,7 @@ def layout(slug: str | None = None, **_: Any) -> Any:
             # callbacks' first calls find their key equal and answer 204 instead of drawing it again
             dcc.Store(id="dest-kpi-key", data=first.get("kpi_key")),
             dcc.Store(id="dest-pos-key", data=first.get("pos_key")),
+            *push_stores(),  # the positions grid set from the stream (dashboard.pages.positions_push)
             dcc.Store(id="dest-eq-cursor", data=first.get("cursor")),  # live appends send only newer points
             html.Div(
                 [
@@ -129,6 +131,7 @@ def layout(slug: str | None = None, **_: Any) -> Any:
 
 def register(app: Dash) -> None:
     _register_live(app)
+    register_push(app)
     _register_equity(app)
     _register_analytics(app)
     _register_grid(app)

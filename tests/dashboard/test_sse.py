@@ -100,3 +100,52 @@ def test_disable_sse_removes_the_route(seeded: Seeded) -> None:
     assert app.server.extensions["coldharbour"].hub is None
     enabled = create_app(seeded.settings, start_listener=False)
     assert "/stream/events" in {r.rule for r in enabled.server.url_map.iter_rules()}
+
+
+def test_a_subscriber_that_dropped_an_event_is_told_to_re_read(seeded: Seeded) -> None:
+    small = NotifyHub(seeded.dsn, queue_size=1)  # not started: events are published by hand
+    stream = event_stream(small, keepalive_s=60)
+    assert next(stream).startswith("retry:")
+    small.publish({"slug": "a", "kind": "pos", "v": 1})
+    small.publish({"slug": "a", "kind": "pos", "v": 2})  # the queue is full: dropped
+    assert next(stream) == 'data: {"slug":null,"kind":"reset","v":null}\n\n'
+    assert next(stream) == 'data: {"slug":"a","kind":"pos","v":1}\n\n'
+    small.publish({"slug": "a", "kind": "pos", "v": 3})
+    assert next(stream) == 'data: {"slug":"a","kind":"pos","v":3}\n\n'  # told once only
+    stream.close()
+
+
+def test_every_subscriber_is_told_to_re_read_after_the_listener_came_back(hub: NotifyHub, seeded: Seeded) -> None:
+    q = hub.subscribe()
+    admin = connect(seeded.dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name = %s", (APPLICATION_NAME,))
+    admin.close()
+    assert _next(q, None, "reset")["v"] is None  # type: ignore[arg-type]
+
+
+def test_a_stream_for_a_destination_carries_its_grid_rows(seeded: Seeded) -> None:
+    from dashboard.pages.destination_view import position_rows
+    from dashboard.sse_rows import enricher
+
+    app = create_app(seeded.settings, start_listener=False)
+    try:
+        assert enricher("alpha_paper", "Not/AZone") is None
+        assert enricher(None, "UTC") is None
+        simulate_fill(seeded.dsn, "alpha_paper", "ZPUSH", qty=3, entry=10.0, mark=11.0)
+        with app.server.test_request_context("/stream/events?slug=alpha_paper&tz=UTC"):
+            enrich = enricher("alpha_paper", "UTC")
+            assert enrich is not None
+            other = {"slug": "beta_momentum", "kind": "pos", "v": 9}
+            assert enrich(other) is other  # another destination's event stays a hint
+            event = enrich({"slug": "alpha_paper", "kind": "pos", "v": 2, "t": 0})
+        with app.server.test_request_context("/"):
+            rows, status = position_rows("alpha_paper", 2, "UTC")
+        assert (event["v"], event["tz"], event["status"]) == (2, "UTC", status)
+        assert event["rows"] == rows
+        pushed = {r["symbol"]: r for r in event["rows"]}
+        assert (pushed["ZPUSH"]["qty"], pushed["ZPUSH"]["mark_price"]) == (3.0, 11.0)
+    finally:
+        app.server.extensions["coldharbour"].model.dispose()

@@ -124,6 +124,10 @@ async def test_ui_snapshot_sec(pair: Pair) -> None:
     try:
         await eventually(lambda: _at_least(len(listener.received[pos_channel(pair.fast.dest.slug)]), 8),
                          what="fast position NOTIFYs", tick=_ticker(pair), every_s=0.03)
+        # the fast side's window (a fifth of UI_SNAPSHOT_SEC) can fill before the slow side has
+        # written 8 times: keep ticking until it has
+        await eventually(lambda: _at_least(pair.slow.runner.stats.pos_writes, 8), what="slow writes",
+                         tick=_ticker(pair), every_s=0.03)
         slow = listener.received[pos_channel(pair.slow.dest.slug)]
         assert len(slow) <= 1  # the leading edge only
         assert pair.slow.runner.stats.pos_writes >= 8  # rows kept moving; only the NOTIFYs were held back
