@@ -131,19 +131,28 @@ def compare_positions(book: Sequence[BookPosition], broker: Sequence[BrokerPosit
         if qty_book != qty_broker:
             out.append(_qty_difference(symbol, qty_book, qty_broker, price * mult, now=now,
                                        pending=waiting.get(symbol, []), corporate=symbol in corporate))
+            # the quantity difference is valued at the broker's price: the book's own quantity at its
+            # mark against that price is the rest of the equity difference
+            marked = _value_difference(symbol, mine, bro, mult, now=now, tolerances=tolerances, own_qty=True) \
+                if mine is not None and bro is not None else None
+            if marked is not None:
+                out.append(marked)
             continue
         if mine is None or bro is None:  # a zero-quantity row on one side only: nothing held
             continue
         if bro.cost_basis is not None and abs(bro.cost_basis - cost_book) > tolerances.position_usd:
             avg = cost_of.get(symbol)
-            if avg is not None and abs(avg - bro.cost_basis) <= tolerances.position_usd:
+            # The book's own fills costed the broker's way give the broker's figure: the same fills under
+            # two conventions, so a note, not a difference of the books.
+            agrees = avg is not None and abs(avg - bro.cost_basis) <= tolerances.position_usd
+            if agrees:
                 cause, why = Cause.COST_METHOD, f"broker average cost {_usd(avg)}, book FIFO lots {_usd(cost_book)}"
             elif symbol in corporate:
                 cause, why = Cause.CORPORATE_ACTION, "a corporate action names it"
             else:
                 cause, why = Cause.UNEXPLAINED, "cost basis differs with the quantity equal"
             out.append(Difference(scope=Scope.POSITION_COST, subject=symbol, amount_usd=bro.cost_basis - cost_book,
-                                  cause=cause, book=cost_book, broker=bro.cost_basis, detail=why))
+                                  cause=cause, book=cost_book, broker=bro.cost_basis, detail=why, open=not agrees))
         value = _value_difference(symbol, mine, bro, mult, now=now, tolerances=tolerances)
         if value is not None:
             out.append(value)
@@ -151,15 +160,16 @@ def compare_positions(book: Sequence[BookPosition], broker: Sequence[BrokerPosit
 
 
 def _value_difference(symbol: str, mine: BookPosition, bro: BrokerPositionFigures, mult: Decimal, *, now: datetime,
-                      tolerances: Tolerances) -> Difference | None:
+                      tolerances: Tolerances, own_qty: bool = False) -> Difference | None:
     """Market values at two prices. Both sides read a moving market at different instants (the book's
     mark is the feed's last tick, ``current_price`` the broker's at its answer): a live mark within
     :attr:`Tolerances.price_timing_fraction` of the broker's price is a note, never a difference of
-    the books; a stale mark, or a price further off, is an open price difference."""
+    the books; a stale mark, or a price further off, is an open price difference. ``own_qty``: the
+    book's quantity at both prices (the quantities differ; that difference is valued apart)."""
     if mine.mark_price is None or bro.current_price is None:
         return None
     mv_book = mine.qty * mine.mark_price * mult
-    mv_broker = bro.market_value if bro.market_value is not None else mine.qty * bro.current_price * mult
+    mv_broker = bro.market_value if bro.market_value is not None and not own_qty else mine.qty * bro.current_price * mult
     if abs(mv_broker - mv_book) <= tolerances.position_usd:
         return None
     age = f", {_age(max(0.0, (now - mine.mark_ts).total_seconds()))} old" if mine.mark_ts is not None else ""
@@ -354,7 +364,10 @@ def compare_days(broker_days: Sequence[BrokerDay], book_days: Mapping[date, Book
     shift = ZERO  # cumulative late-posting difference (broker - book) through the day
     for bd in ordered:
         book = book_days.get(bd.day)
-        diffs = _day_cash(bd, book, unposted, shifted)
+        # The history's first point is its base: the cash that funded it (an account's first deposit)
+        # is in its equity, not its cashflow; with that day's equity agreeing, the money agrees.
+        base = prev_broker is None and book is not None and _agrees(bd.equity, book.equity, tolerances)
+        diffs = _day_cash(bd, book, unposted, shifted, base=base)
         shift += sum((d.amount_usd for d in diffs if d.subject and is_late_posting(d.subject)), ZERO)
         if bd.day < today and book is not None:
             diffs += _day_equity(bd, book, prev_broker, prev_book, shift=shift, pending=pending,
@@ -386,8 +399,12 @@ def _shifted_days(ordered: Sequence[BrokerDay], book_days: Mapping[date, BookDay
     return out
 
 
+def _agrees(broker: Decimal | None, book: Decimal | None, tolerances: Tolerances) -> bool:
+    return broker is not None and book is not None and abs(broker - book) <= tolerances.account_day_usd
+
+
 def _day_cash(bd: BrokerDay, book: BookDay | None, unposted: Mapping[str, Decimal],
-              shifted: set[tuple[str, date]]) -> list[Difference]:
+              shifted: set[tuple[str, date]], *, base: bool = False) -> list[Difference]:
     flows = book.flows if book is not None else {}
     out: list[Difference] = []
     for t in sorted(set(bd.cashflow) | set(flows)):
@@ -399,6 +416,9 @@ def _day_cash(bd: BrokerDay, book: BookDay | None, unposted: Mapping[str, Decima
         if not missing or (t, bd.day) in shifted:
             cause = Cause.POSTED_LATER
             is_open, why = False, "dated another day than the broker's point holds it (the days net to zero)"
+        elif base and not broker:
+            cause, is_open = Cause.BROKER_QUIRK, False
+            why = "the history's first point holds it in its base value (its cashflow starts after that point)"
         elif late and missing * (broker - mine) > 0:
             cause, is_open, why = Cause.POSTED_LATER, True, "posted by the broker, not ingested yet"
         else:

@@ -58,7 +58,8 @@ class Faults:
     history_null_base: bool = False
     """Portfolio history answers ``base_value: null`` (a quirk of Alpaca's)."""
     history_repeat_previous_day: bool = False
-    """The daily portfolio history's last point repeats the previous day's equity (another Alpaca quirk)."""
+    """The daily history's newest end-of-day point (the last day before today) repeats the previous
+    day's equity and P&L, as Alpaca's does after 8 PM ET until it corrects the point (another quirk)."""
 
     def visible(self, acts: list[Activity], now: datetime) -> list[Activity]:
         """The activities the REST endpoint shows now, after the ledger faults."""
@@ -75,6 +76,19 @@ class Faults:
             if a.id in twice:
                 out.append(a)  # the same id twice in a row: pagination by id still terminates
         return out
+
+    def shape_history(self, body: dict[str, Any], *, today_key: int | None) -> None:
+        """Apply the history quirks to a portfolio-history body; ``today_key``: today's daily timestamp
+        (only for ``timeframe=1D``; the newest point before it is the day just ended)."""
+        if self.history_null_base:
+            body["base_value"] = None  # a quirk Alpaca's history shows for some accounts
+        if not self.history_repeat_previous_day or today_key is None:
+            return
+        ended = [i for i, ts in enumerate(body["timestamp"]) if ts < today_key]
+        if len(ended) >= 2:
+            i = ended[-1]
+            for key in ("equity", "profit_loss", "profit_loss_pct"):
+                body[key][i] = body[key][i - 1]
 
     def drop_trade_update(self, data: dict[str, Any]) -> bool:
         """Whether to swallow this trade update (counted, not random, so a test drops exactly N)."""

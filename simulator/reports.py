@@ -182,11 +182,8 @@ class ReportsApi:
         points = self._buckets(acct, snaps, hq)
         base = before[-1] if before else (snaps[0] if snaps else None)  # the equity the period starts from
         body = history_json(points, base, hq)
-        faults = self.sim.faults
-        if faults.history_null_base:
-            body["base_value"] = None  # a quirk Alpaca's history shows for some accounts
-        if faults.history_repeat_previous_day and hq.timeframe == "1D" and len(body["equity"]) >= 2:
-            body["equity"][-1] = body["equity"][-2]  # the end-of-day point repeats the day before
+        today_key = int(ny_midnight(now.astimezone(NY).date()).timestamp()) if hq.timeframe == "1D" else None
+        self.sim.faults.shape_history(body, today_key=today_key)
         return as_json(body)
 
 

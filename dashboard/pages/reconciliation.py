@@ -33,7 +33,9 @@ TITLE = "Reconciliation"
 POLL_MS = 10_000  # the tie-out runs every few minutes: a slow poll is current enough
 CALENDAR_DAYS = 62
 BADGE_CACHE_S = 10
-STATUS_COLOUR = {"tied_out": "success", "explained": "warning", "drift": "danger"}
+# "explained" is information (the book is behind the broker for a known reason), not an alarm: only
+# drift is red, so that a trader does not read a known, passing difference as "the books do not match"
+STATUS_COLOUR = {"tied_out": "success", "explained": "info", "drift": "danger"}
 STATUS_TEXT = {"tied_out": "tied out", "explained": "explained", "drift": "drift"}
 CAUSE_TEXT = {"fill_not_ingested": "fill not ingested yet", "posted_later": "posted later",
               "corporate_action": "corporate action not applied", "price": "price difference",
@@ -88,7 +90,10 @@ def trust_badge(slug: str, *, link: bool = False) -> Any:
                           title="the manager has not compared this book with the broker yet")
     else:
         causes = ", ".join(CAUSE_TEXT.get(c, c) for c in row["causes"]) or "books match the broker"
-        badge = dbc.Badge(STATUS_TEXT.get(row["status"], row["status"]), color=STATUS_COLOUR.get(row["status"], "secondary"),
+        text = STATUS_TEXT.get(row["status"], row["status"])
+        if row["status"] == "explained" and row["causes"]:  # say why on the badge itself
+            text += " · " + CAUSE_TEXT.get(row["causes"][0], row["causes"][0])
+        badge = dbc.Badge(text, color=STATUS_COLOUR.get(row["status"], "secondary"),
                           className="ms-2 ch-trust-badge", title=f"{causes} (checked {fmt.age(_age_s(row['checked_at']))})")
     if link:
         return html.A(badge, href=f"{PATH}?{urlencode({'destination': slug})}", className="text-decoration-none")
@@ -182,7 +187,9 @@ def differences_table(diffs: list[dict[str, Any]], table_id: str) -> Any:
         html.Td(dbc.Badge(CAUSE_TEXT.get(d.get("cause", ""), d.get("cause", "")),
                           color="danger" if d.get("cause") == "unexplained" and d.get("open", True) else
                           "secondary" if not d.get("open", True) else "warning")),
-        html.Td(("" if d.get("open", True) else "settled · ") + str(d.get("detail", "")), className="small"),
+        # not open: the money agrees (a settled shift) or the figures are the same under another convention
+        # or at another instant (a note)
+        html.Td(("" if d.get("open", True) else "note · ") + str(d.get("detail", "")), className="small"),
     ]) for d in diffs]
     head = ["Figure", "Subject", "Broker − book", "Cause", "Detail"]
     return dbc.Table([html.Thead(html.Tr([html.Th(c) for c in head])), html.Tbody(body)], size="sm", hover=True,

@@ -68,7 +68,7 @@ def test_page_shows_now_the_calendar_and_a_day(app: Dash, seeded: Seeded) -> Non
     text = json.dumps(body)
     assert '"drift"' in text
     assert "fill not ingested yet" in text
-    assert "btn-warning" in text
+    assert "btn-info" in text  # an explained day
     assert "btn-success" in text
     assert "known broker quirk" in text
     assert body["recon-export"]["href"] == f"/reconciliation/export.csv?destination={slug}"
