@@ -52,8 +52,8 @@ def _line(x: list[str], y: list[float | None], name: str, line: dict[str, Any], 
 
 LEGEND_ROWS_PX = 2 * figures.LEGEND_ROW_PX - 10
 """The top margin: room for the legend's two rows on a phone (one on a desktop), never over the plot."""
-DATE_TICKS = 6
-"""At most this many date ticks: a phone's card has room for about six "Jan 2026" labels."""
+DATE_TICKS = 4
+"""At most this many date ticks: a phone's card has room for four two-line "Jul / 2026" labels."""
 
 
 def _layout(theme: str | None, **axes: Any) -> dict[str, Any]:

@@ -76,10 +76,11 @@ def driver(stack: Stack) -> Iterator[Any]:
 
 def _look_here(driver: Any) -> list[str]:
     page_probe.settle(driver)
-    # AG Grid's root has content-visibility: auto, so a grid far below the viewport (a phone's long page)
-    # is not rendered and its headers read as empty text to the probe: bring the last grid into view
-    driver.execute_script("const g = [...document.querySelectorAll('.ag-root-wrapper')].pop();"
-                          "if (g) { g.scrollIntoView({block: 'center'}); }")
+    # AG Grid's root has content-visibility: auto, so a grid away from the viewport (a phone's long page)
+    # is not rendered and its headers read as empty text to the probe: render every grid, as when in view
+    driver.execute_script("const s = document.createElement('style');"
+                          "s.textContent = '.ag-root-wrapper { content-visibility: visible !important; }';"
+                          "document.head.appendChild(s);")
     page_probe.settle(driver)
     page = page_probe.probe(driver)
     return page_probe.problems(page) + [f"{page.path}: console: {e}" for e in page_probe.console_errors(driver)]
