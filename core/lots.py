@@ -188,7 +188,7 @@ def run_fills(sb: SymbolBook, fills: Sequence[Fill | EventFill], allow_short: bo
     ep = sb.episode
     opens: list[Source] = ep.opens if ep is not None else []
     buy = Side.BUY
-    dust = sb.dust
+    dust, neg_dust = sb.dust, -sb.dust
     for f in fills:
         qty = f.qty
         is_buy = f.side is buy
@@ -235,7 +235,7 @@ def run_fills(sb: SymbolBook, fills: Sequence[Fill | EventFill], allow_short: bo
                 break
         ep.closes.append(f)
         pos = pos + close_q if is_buy else pos - close_q
-        if pos and -dust < pos < dust:
+        if pos and neg_dust < pos < dust:
             ep = close_at_dust(sb, ep, pos)
             opens = ep.opens
             continue

@@ -7,6 +7,7 @@ then checks the slow side, whose interval is far longer than the whole window, h
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -52,6 +53,8 @@ class Pair:
     pub: Publisher
     conn: asyncpg.Connection
     db_dsn: str
+    started_mono: float
+    """When the managers were started (monotonic s)."""
 
 
 async def _pair(settings: Settings, db_dsn: str, knob: str, fast: float, extra: dict[str, Any]) -> AsyncIterator[Pair]:
@@ -72,6 +75,7 @@ async def _pair(settings: Settings, db_dsn: str, knob: str, fast: float, extra: 
                                  market_open=always_open)
         sides.append(Side(d, broker, manager))
     stop = asyncio.Event()
+    started_mono = time.monotonic()
     tasks = [asyncio.create_task(s.manager.run(stop)) for s in sides]
 
     async def both_ready() -> bool:
@@ -79,7 +83,7 @@ async def _pair(settings: Settings, db_dsn: str, knob: str, fast: float, extra: 
 
     await eventually(both_ready, what="both managers ready")
     try:
-        yield Pair(sides[0], sides[1], pub, conn, db_dsn)
+        yield Pair(sides[0], sides[1], pub, conn, db_dsn, started_mono)
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 20)
@@ -127,7 +131,7 @@ async def test_ui_snapshot_sec(pair: Pair) -> None:
         # the fast side's window (a fifth of UI_SNAPSHOT_SEC) can fill before the slow side has
         # written 8 times: keep ticking until it has
         await eventually(lambda: _at_least(pair.slow.runner.stats.pos_writes, 8), what="slow writes",
-                         tick=_ticker(pair), every_s=0.03)
+                         tick=_ticker(pair), every_s=0.03, timeout_s=90.0)  # a liveness bound: a loaded host is slow
         slow = listener.received[pos_channel(pair.slow.dest.slug)]
         assert len(slow) <= 1  # the leading edge only
         assert pair.slow.runner.stats.pos_writes >= 8  # rows kept moving; only the NOTIFYs were held back
@@ -157,7 +161,8 @@ async def test_closed_sync_sec(pair: Pair) -> None:
     await eventually(fast_closed, what="the fast poll to find the closing fill")
     await eventually(lambda: _at_least(pair.fast.broker.calls["positions"], 4), what="fast reconciliations")
     assert await pair.conn.fetchval(f"SELECT count(*) FROM closed_trades_{pair.slow.dest.slug}") == 0
-    assert pair.slow.broker.calls["positions"] <= 1
+    # one reconciliation at the start, and one per SLOW seconds the test took (a loaded host may take that long)
+    assert pair.slow.broker.calls["positions"] <= 1 + int((time.monotonic() - pair.started_mono) // SLOW)
 
 
 @pytest.mark.parametrize("pair", [("equity_update_interval_s", 0.1)], indirect=True)
