@@ -460,7 +460,8 @@ def migrations(account_schema: str) -> list[Migration]:
                 DECLARE
                     t timestamptz;
                 BEGIN
-                    PERFORM pg_advisory_xact_lock(hashtext('ch_rest_calls ' || p_destination || ' ' || p_base_url));
+                    -- the two-key form: a key space apart from the single-key locks (workers/locks.py)
+                    PERFORM pg_advisory_xact_lock(hashtext('ch_rest_calls'), hashtext(p_destination || ' ' || p_base_url));
                     t := clock_timestamp();
                     DELETE FROM public.ch_rest_calls
                         WHERE destination = p_destination AND base_url = p_base_url

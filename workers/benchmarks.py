@@ -141,13 +141,16 @@ class ForeignHostBudget(RequestBudget):
     def as_dict(self) -> dict[str, Any]:
         return self._inner.as_dict()
 
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
 
 def trading_budget(destination: Destination, settings: Settings | None) -> RequestBudget | None:
     """The budget the destination's trading calls spend (``None`` without settings: unbudgeted tools)."""
     if settings is None:
         return None
     return shared_budget(destination.slug, destination.base_url, budget_per_min=settings.rest_budget_calls_per_min,
-                         catchup_per_min=settings.rest_catchup_calls_per_min)
+                         catchup_per_min=settings.rest_catchup_calls_per_min, dsn=settings.primary_dsn)
 
 
 class MarketDataClient(BrokerClient):

@@ -3,7 +3,8 @@
 Every call goes through :meth:`BrokerClient._request`, which
 
 - takes a slot of the destination's :class:`workers.alpaca.budget.RequestBudget` (with settings:
-  the process-wide one for that destination, at the task's :data:`~workers.alpaca.budget.request_priority`);
+  the process-wide one for that destination, at the task's :data:`~workers.alpaca.budget.request_priority`,
+  counted across processes in the primary store's ledger when a DSN is configured);
   a retry is a call too and takes its own slot;
 - waits out a spent ``X-RateLimit-Remaining`` budget until ``X-RateLimit-Reset``;
 - on 429 waits ``Retry-After`` (or the jittered backoff) and retries;
@@ -94,7 +95,8 @@ class BrokerClient:
         if budget is None and settings is not None:
             budget = shared_budget(destination.slug, destination.base_url,
                                    budget_per_min=settings.rest_budget_calls_per_min,
-                                   catchup_per_min=settings.rest_catchup_calls_per_min)
+                                   catchup_per_min=settings.rest_catchup_calls_per_min,
+                                   dsn=settings.primary_dsn)
         self.budget = budget
         """``None``: unbudgeted (a client built without settings: tools and tests)."""
         self._settings = settings
@@ -124,6 +126,8 @@ class BrokerClient:
         if self._session is not None and self._owns_session:
             await self._session.close()
         self._session = None
+        if self.budget is not None:
+            await self.budget.aclose()  # the budget ledger's connection (re-opened by the next call)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
