@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 BENCHMARKS = ["metrics", "fifo", "zmq_feed", "ingest", "manager", "dashboard", "e2e", "load", "soak", "scale", "alerts",
-              "starvation", "tieout"]
+              "starvation", "tieout", "tieout_soak"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -145,7 +145,7 @@ def compare_positions(book: Sequence[BookPosition], broker: Sequence[BrokerPosit
             # The book's own fills costed the broker's way give the broker's figure: the same fills under
             # two conventions, so a note, not a difference of the books.
             agrees = avg is not None and abs(avg - bro.cost_basis) <= tolerances.position_usd
-            if agrees:
+            if agrees and avg is not None:
                 cause, why = Cause.COST_METHOD, f"broker average cost {_usd(avg)}, book FIFO lots {_usd(cost_book)}"
             elif symbol in corporate:
                 cause, why = Cause.CORPORATE_ACTION, "a corporate action names it"

@@ -66,6 +66,12 @@ CALLS_PER_PASS = 3
 TIEOUT_CHANNEL = "ch_tieout"
 """NOTIFY hint (payload: the destination slug) after a pass is stored."""
 FILL_TYPES = ("FILL", "PARTIAL_FILL")
+BOOKED_SQL = ("(parse_error IS NULL OR parse_error ~ '^activity_type: unknown [^;]*$') "
+              "AND lower(coalesce(raw::jsonb->>'status', '')) IN "
+              "('', 'executed', 'filled', 'settled', 'correct', 'corrected', 'correction')")
+"""The stored activities that move the book (as :mod:`workers.manager.interpret` books them): a type
+Alpaca may add one day still books its ``net_amount``; a canceled, pending or rejected one nothing
+(``core.activity_types.status_effect``)."""
 
 
 def tolerances(settings: Settings) -> Tolerances:
@@ -99,7 +105,7 @@ class TieoutReader:
         self.slug = slug
         schema = quote_ident(account_schema)
         self.schema = schema
-        self._eff = effective_activities_sql(schema, "parse_error IS NULL")
+        self._eff = effective_activities_sql(schema, BOOKED_SQL)
         self._open = (f"SELECT symbol, qty, avg_entry_price, mark_price, price_source, mark_ts, price_stale "
                       f"FROM public.{quote_ident(open_trades_table(slug))}")
         self._equity = (f"SELECT DISTINCT ON (d) (ts AT TIME ZONE 'America/New_York')::date AS d, equity "
