@@ -278,6 +278,7 @@ def symbol_label(symbol: str) -> str:
     return f"{contract.underlying} {strike}{right} {day.day} {MONTHS[day.month - 1]} {day:%y}"
 
 
+BAR_ROWS_MIN = 10
 BAR_FONT_PX = 10  # category labels of the breakdown bars: one row each (BREAKDOWN_HEIGHT_PX leaves ~14 px a bar)
 
 
@@ -291,7 +292,9 @@ def bars(labels: Sequence[str], values: Sequence[float], title: str, theme: str 
                            hovertemplate="%{customdata}: %{x:$,.2f}<extra></extra>"))
     fig.update_layout(title={"text": title, "font": {"size": 13}})
     fig.update_xaxes(**MONEY_TICKS, nticks=5)  # a phone's card has room for ~4 money ticks
-    fig.update_yaxes(type="category", autorange="reversed", automargin=True, tickfont={"size": BAR_FONT_PX},
+    # first label on top; room for at least BAR_ROWS_MIN bars, so two exit reasons are not two slabs
+    rows = max(len(names), BAR_ROWS_MIN)
+    fig.update_yaxes(type="category", range=[rows - 0.5, -0.5], automargin=True, tickfont={"size": BAR_FONT_PX},
                      dtick=1, ticks="")
     _base(fig, theme, height=BREAKDOWN_HEIGHT_PX)
     fig.update_layout(margin={"l": 10, "r": 15, "t": LEGEND_ROW_PX, "b": 30}, hovermode="closest")
