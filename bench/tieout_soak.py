@@ -134,7 +134,13 @@ class EventRounds(threading.Thread):
         """Close what the history's bot left in the event symbols, so that only the rounds' long positions
         meet the events. (A corporate action on a short position is a separate finding: the quick runs
         showed the book not applying splits, reorganisations and worthless removals to shorts.)"""
+        import requests
+
         events = set(SHARED) | {f"{stem}{r}" for stem in PER_ROUND for r in ROUNDS}
+        for i in range(len(self.stack.names)):  # the history's open orders first (they would fill after)
+            requests.delete(f"{self.stack.rest_url}/v2/orders", timeout=30,
+                            headers={"APCA-API-KEY-ID": f"PKBENCH{i:011d}",
+                                     "APCA-API-SECRET-KEY": f"bench-secret-{i:06d}"}).raise_for_status()
         truth = self.stack.admin("/ground-truth", timeout=120)["accounts"]
         for name, acct in truth.items():
             for sym, pos in acct["positions"].items():

@@ -317,7 +317,7 @@ def compare_account(*, book_cash: Decimal, broker_cash: Decimal | None, equity_b
             out.append(Difference(scope=Scope.EQUITY, subject="", amount_usd=amount, cause=cause,
                                   book=equity_book, broker=broker_equity, open=is_open,
                                   detail=f"total {_usd(diff)}: cash {_usd(explained_cash)} and positions "
-                                         f"{_usd(explained_pos)} explained, the broker's prices moved "
+                                         f"{_usd(explained_pos)} explained, the broker's positions moved "
                                          f"{_usd(broker_moved)} between its answers, {_usd(rest)} left"))
     return out
 

@@ -177,17 +177,23 @@ class TieoutReader:
         return days, corporate
 
     async def average_cost(self, symbols: Sequence[str]) -> dict[str, Decimal]:
-        """The broker's way of costing the held ``symbols``: average cost over their stored fills."""
+        """The broker's way of costing the held ``symbols``: average cost over their stored fills and the
+        lines of their corporate actions (signed quantities at the cost the broker carries: a split's
+        shares out and in, a symbol change's or a merger's old symbol out and new one in)."""
         if not symbols:
             return {}
         rows = await self.pool.fetch(
             f"""WITH eff AS ({self._eff})
-                SELECT symbol, side, qty, price FROM eff
-                WHERE activity_type IN ('FILL', 'PARTIAL_FILL') AND symbol = ANY($2::text[])
-                  AND qty IS NOT NULL AND price IS NOT NULL ORDER BY ts, seq""",
+                SELECT symbol, side, qty, price, activity_type FROM eff
+                WHERE symbol = ANY($2::text[]) AND qty IS NOT NULL AND price IS NOT NULL ORDER BY ts, seq""",
             self.slug, list(symbols))
-        return average_cost((r["symbol"], r["qty"] if (r["side"] or "").startswith("buy") else -r["qty"], r["price"])
-                            for r in rows)
+        lines: list[tuple[str, Decimal, Decimal]] = []
+        for r in rows:
+            if r["activity_type"] in FILL_TYPES:
+                lines.append((r["symbol"], r["qty"] if (r["side"] or "").startswith("buy") else -r["qty"], r["price"]))
+            elif is_corporate_action(r["activity_type"]):
+                lines.append((r["symbol"], r["qty"], r["price"]))  # signed on the activity itself
+        return average_cost(lines)
 
 
 def _multiplier(symbol: str) -> Decimal:
