@@ -31,7 +31,7 @@ import math
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -161,8 +161,14 @@ def _frame(model: ReadModel, sql: str, **dtypes: Any) -> pd.DataFrame:
     return pd.read_csv(io.BytesIO(data), dtype=dtypes or None, keep_default_na=False, na_values=[""])
 
 
-def order_strategies(model: ReadModel, slug: str) -> dict[str, str]:
-    """``order_id -> strategy`` of every order of ``slug``, per closed/pos version and rules."""
+def order_strategies(model: ReadModel, slug: str, need: Iterable[Any] = ()) -> dict[str, str]:
+    """``order_id -> strategy`` of every order of ``slug``, per closed version and rules; read again (once
+    per such set) when an order id in ``need`` is not in it yet.
+
+    Not per positions version: that one moves with every mark of a live account, and reading and
+    attributing every order again each time (~2 s at 200,000 orders) is what the pages cannot afford.
+    A new position's opening order is then the only reason to read them again before the next close.
+    """
     v = model.current(slug)
     the_rules = rules(model)
 
@@ -176,7 +182,10 @@ def order_strategies(model: ReadModel, slug: str) -> dict[str, str]:
         links = [OrderLink(o, c, s, p, r) for o, c, s, p, r in frame.itertuples(index=False, name=None)]
         return attribute_orders(the_rules, slug, links)
 
-    return local_memo(model, "frames", ("order-strategies", slug, v.closed, v.pos, rules_token(model)), load)
+    key = ("order-strategies", slug, v.closed, rules_token(model))
+    known = local_memo(model, "frames", key, load)
+    missing = frozenset(o for o in need if isinstance(o, str) and o and o not in known)
+    return local_memo(model, "frames", (*key, missing), load) if missing else known
 
 
 def _multiplier(symbols: pd.Series) -> np.ndarray:
@@ -210,14 +219,14 @@ def trades(model: ReadModel, slug: str) -> pd.DataFrame:
                        trade_id=str, symbol=str, direction=str, exit_reason=str, entry_order_id=str, exit_order_id=str)
         frame["entry_time"] = pd.to_datetime(frame.pop("entry_us") * 1000, utc=True)
         frame["exit_time"] = pd.to_datetime(frame.pop("exit_us") * 1000, utc=True)
-        by_order = order_strategies(model, slug)
+        by_order = order_strategies(model, slug, frame["entry_order_id"])
         frame["strategy"] = [trip_strategy(by_order, o if isinstance(o, str) else None)
                              for o in frame["entry_order_id"]]
         frame["destination"] = slug
         frame["multiplier"] = _multiplier(frame["symbol"]) if len(frame) else np.zeros(0)
         return frame
 
-    return local_memo(model, "frames", ("strategy-trades", slug, v.closed, v.pos, token), load)
+    return local_memo(model, "frames", ("strategy-trades", slug, v.closed, token), load)
 
 
 def open_positions(model: ReadModel, slug: str) -> pd.DataFrame:
@@ -233,7 +242,7 @@ def open_positions(model: ReadModel, slug: str) -> pd.DataFrame:
                                    FROM public.{ot} ORDER BY symbol""",
                        symbol=str, side=str, entry_order_id=str)
         frame["entry_time"] = pd.to_datetime(frame.pop("entry_us") * 1000, utc=True)
-        by_order = order_strategies(model, slug)
+        by_order = order_strategies(model, slug, frame["entry_order_id"])
         frame["strategy"] = [trip_strategy(by_order, o if isinstance(o, str) else None)
                              for o in frame["entry_order_id"]]
         frame["destination"] = slug

@@ -18,7 +18,7 @@ from tests.dashboard.test_strategy_pages import N, _layout, _update
 from tests.dashboard.test_strategy_pages import sapp as sapp  # the seeded app with SPY bars
 
 OUTPUTS = [("dest-strat-kpis", "children"), ("dest-strat-growth", "figure"), ("dest-strat-table", "children"),
-           ("dest-strat-note", "children")]
+           ("dest-strat-note", "children"), ("dest-strat-shown", "data")]
 
 
 @pytest.fixture
@@ -36,14 +36,15 @@ def _sql(dsn: str, sql: str) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-def _draw(client: Any, slug: str, key: str, bench: bool) -> Any:
+def _draw(client: Any, slug: str, key: str, bench: bool, changed: str = "dest-strat.value",
+          shown: str | None = None) -> Any:
     inputs = [{"id": "dest-strat", "property": "value", "value": key},
               {"id": "dest-strat-bench", "property": "value", "value": bench},
               {"id": "theme-store", "property": "data", "value": "light"},
-              {"id": "dest-v-closed", "property": "data", "value": 1},
-              {"id": "dest-v-equity", "property": "data", "value": 1}]
-    state = [{"id": "dest-slug", "property": "data", "value": slug}]
-    return _update(client, OUTPUTS, inputs, state, ["dest-strat.value"])
+              {"id": "dest-strat-tick", "property": "n_intervals", "value": 1}]
+    state = [{"id": "dest-slug", "property": "data", "value": slug},
+             {"id": "dest-strat-shown", "property": "data", "value": shown}]
+    return _update(client, OUTPUTS, inputs, state, [changed])
 
 
 def _traces(body: dict[str, Any]) -> list[str]:
@@ -83,6 +84,10 @@ def test_every_strategy_account_against_the_benchmark(client: Any, seeded: Seede
         assert f"/strategy/{name}" in table
         assert f"{count:,}" in table
         assert fmt.money(float(pl), sign=True) in table
+    # the section's poll with nothing new answers 204; a changed version draws again
+    shown = body["dest-strat-shown"]["data"]
+    assert _draw(client, slug, "*", True, "dest-strat-tick.n_intervals", shown).status_code == 204
+    assert _draw(client, slug, "*", True, "dest-strat-tick.n_intervals", "older").status_code == 200
     hidden = _draw(client, slug, "*", False).get_json()["response"]
     assert _traces(hidden) == ["Growth of $1", "Drawdown"]
     assert hidden["dest-strat-kpis"]["children"] == []
