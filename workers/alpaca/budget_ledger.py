@@ -113,7 +113,7 @@ class LedgerConnection:
             try:
                 conn = await self._connection()
                 row = await conn.fetchrow(sql, *args)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:  # whatever the ledger's trouble, broker calls go on locally
                 self._failed(exc)
                 return None
             self.round_trips += 1
@@ -128,8 +128,8 @@ class LedgerConnection:
         self.down_until_monotonic = time.monotonic() + self.retry_after_s
         if not self.down:
             info = parse_dsn(self._dsn)
-            log.warning("REST budget ledger at %s:%s/%s unreachable (%s): each process spends its local window "
-                        "until it is back", info.host, info.port, info.dbname, type(exc).__name__)
+            log.warning("REST budget ledger at %s:%s/%s unreachable or not migrated (%s): each process spends its "
+                        "local window until it is back", info.host, info.port, info.dbname, type(exc).__name__)
             self.down = True
         self._abandon()
 
