@@ -46,7 +46,9 @@ def test_the_dust_carries_into_the_next_round_trip_without_restarting_its_clock(
     assert second.qty == D("1.0000000006")
     assert dict(second.open_fills) == {"buy": D("0.0000000006"), "buy2": D("1")}
     assert dict(first.open_fills)["buy"] == D("0.4999999994")  # every unit of "buy" in exactly one trip
-    assert book.open_positions() == {} and book.dust() == {} and book.net_position(SYM) == 0
+    assert book.open_positions() == {}
+    assert book.dust() == {}
+    assert book.net_position(SYM) == 0
 
 
 def test_the_same_trips_whatever_the_batches() -> None:
