@@ -47,8 +47,10 @@ CONVERGE_S = 240.0
 TIEOUT_SETTLE_S = 300.0  # liveness bound: the tie-out runs every 30 s, a repair backfill may come first
 DELAY_ACTIVITY_S = 5.0
 ROUNDS = "ABCDEFGH"
-SHARED = {"ACQ": 80, "ACQB": 100, "PAR": 100, "SPLT": 200, "REV": 2.10, "DIVY": 50, "OPU": 100, "OPV": 50, "XSP": 500}
-PER_ROUND = {"OLD": 50, "TGT": 40, "TGU": 30, "TGV": 60, "ROL": 25, "DED": 1.5}
+SHARED = {"ACQ": 80, "ACQB": 100, "DIVY": 50, "OPU": 100, "OPV": 50, "XSP": 500}
+# One symbol per round for each corporate action: Alpaca never applies two splits (or spinoffs) of one
+# symbol on one day, and the book pairs the lines of an action by their date.
+PER_ROUND = {"OLD": 50, "TGT": 40, "TGU": 30, "TGV": 60, "ROL": 25, "DED": 1.5, "SPL": 200, "RVS": 2.10, "PAR": 100}
 DEFAULT_PRICES = {"AAPL": 190, "MSFT": 410, "NVDA": 120, "AMZN": 180, "GOOGL": 165, "META": 500, "TSLA": 220,
                   "SPY": 540, "QQQ": 470, "JPM": 200}
 NY = ZoneInfo("America/New_York")
@@ -118,12 +120,11 @@ class EventRounds(threading.Thread):
         for r in ROUNDS[:self.n_rounds]:
             self.contracts[r] = _contracts(self.stack, r, today)
         for name in names:
-            for sym, qty in (("PAR", "10"), ("SPLT", "10"), ("REV", "45"), ("DIVY", "10"), ("BTC/USD", "0.01"),
-                             ("ETH/USD", str(0.5 * self.n_rounds))):
+            for sym, qty in (("DIVY", "10"), ("BTC/USD", "0.01"), ("ETH/USD", str(0.5 * self.n_rounds))):
                 self._fill(name, sym, "buy", qty)
             for r in ROUNDS[:self.n_rounds]:
                 for stem in PER_ROUND:
-                    self._fill(name, f"{stem}{r}", "buy", "10")
+                    self._fill(name, f"{stem}{r}", "buy", "45" if stem == "RVS" else "10")
                 self._fill(name, "OPV", "buy", "100")
                 c = self.contracts[r]
                 for key, side, qty in (("exercise", "buy", "1"), ("expire", "buy", "2"), ("assign", "sell", "1"),
@@ -161,10 +162,10 @@ class EventRounds(threading.Thread):
     def one_round(self, r: str) -> None:
         names = self.stack.names[:EVENT_ACCOUNTS]
         self.stack.admin("/faults", {"drop_fill_updates": 3})
-        for kind, params in (("split", {"symbol": "SPLT", "new_rate": 2, "old_rate": 1}),
-                             ("split", {"symbol": "REV", "new_rate": 1, "old_rate": 2}),
+        for kind, params in (("split", {"symbol": f"SPL{r}", "new_rate": 2, "old_rate": 1}),
+                             ("split", {"symbol": f"RVS{r}", "new_rate": 1, "old_rate": 2}),  # 45 -> 22 + cash in lieu
                              ("name_change", {"old": f"OLD{r}", "new": f"NEW{r}"}),
-                             ("spinoff", {"parent": "PAR", "new": f"CHD{r}", "ratio": "0.5", "price": "20"}),
+                             ("spinoff", {"parent": f"PAR{r}", "new": f"CHD{r}", "ratio": "0.5", "price": "20"}),
                              ("merger", {"target": f"TGT{r}", "acquirer": "ACQ", "ratio": "0.5"}),
                              ("merger", {"target": f"TGU{r}", "acquirer": "ACQ", "ratio": "0", "cash": "33"}),
                              ("merger", {"target": f"TGV{r}", "acquirer": "ACQB", "ratio": "0.5", "cash": "10"}),
