@@ -117,3 +117,26 @@ def test_a_dropped_fill_update_and_fees_posted_days_late(sim, recorder):
     assert {f["date"] for f in fees} == {today.isoformat()}
     assert len(fees) == 2
     sim.admin("/faults", {"fee_post_delay_days": 0})
+
+
+def test_the_repeated_end_of_day_point_is_the_newest_ended_day(simulator_factory):
+    # Arrange: three ended sessions of history
+    sim = simulator_factory(accounts=1, history_days=3)
+    client = sim.trading_client(0)
+    query = {"period": "1M", "timeframe": "1D"}
+    before = client.get("/account/portfolio/history", query)
+    # Act
+    sim.admin("/faults", {"history_repeat_previous_day": True})
+    try:
+        after = client.get("/account/portfolio/history", query)
+    finally:
+        sim.admin("/faults", {"history_repeat_previous_day": False})
+    # Assert: the last point before today repeats the day before it (as Alpaca's does after 8 PM ET)
+    today = datetime.now(NY).date()
+    ended = [i for i, ts in enumerate(before["timestamp"]) if datetime.fromtimestamp(ts, NY).date() < today]
+    assert len(ended) >= 2
+    i = ended[-1]
+    assert before["equity"][i] != before["equity"][i - 1]
+    assert after["equity"][i] == before["equity"][i - 1]
+    assert after["profit_loss"][i] == before["profit_loss"][i - 1]
+    assert after["equity"][:i] == before["equity"][:i]
