@@ -235,6 +235,19 @@ CLIENT_CHECK_S = 1.0  # how often an idle stream looks whether its client is sti
 
 
 RESET_EVENT = {"slug": None, "kind": "reset", "v": None}
+
+
+def latest_pos(first: dict[str, Any], q: queue.Queue[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``first`` and whatever else is queued, with only the newest ``pos`` event of each destination:
+    a stream that fell behind sends (and draws rows for) the state now, not every step to it."""
+    batch = [first]
+    while True:
+        try:
+            batch.append(q.get_nowait())
+        except queue.Empty:
+            break
+    newest = {e.get("slug"): i for i, e in enumerate(batch) if e.get("kind") == "pos"}
+    return [e for i, e in enumerate(batch) if e.get("kind") != "pos" or newest[e.get("slug")] == i]
 Enrich = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -264,9 +277,10 @@ def event_stream(hub: NotifyHub, *, keepalive_s: float = 15.0, max_duration_s: f
                 continue
             if hub.take_overflow(q):
                 yield f"data: {json.dumps(RESET_EVENT, separators=(',', ':'))}\n\n"
-            if enrich is not None:
-                event = enrich(event)
-            yield f"data: {json.dumps(event, separators=(',', ':'), default=str)}\n\n"
+            for one in latest_pos(event, q):
+                if enrich is not None:
+                    one = enrich(one)
+                yield f"data: {json.dumps(one, separators=(',', ':'), default=str)}\n\n"
     finally:
         hub.unsubscribe(q)
 

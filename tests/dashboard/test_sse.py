@@ -149,3 +149,16 @@ def test_a_stream_for_a_destination_carries_its_grid_rows(seeded: Seeded) -> Non
         assert (pushed["ZPUSH"]["qty"], pushed["ZPUSH"]["mark_price"]) == (3.0, 11.0)
     finally:
         app.server.extensions["coldharbour"].model.dispose()
+
+
+def test_a_stream_that_fell_behind_sends_each_destinations_newest_pos_event(seeded: Seeded) -> None:
+    idle = NotifyHub(seeded.dsn)  # not started: events are published by hand
+    stream = event_stream(idle, keepalive_s=60)
+    assert next(stream).startswith("retry:")
+    for event in ({"slug": "a", "kind": "pos", "v": 1}, {"slug": "b", "kind": "pos", "v": 1},
+                  {"slug": "a", "kind": "closed", "v": 1}, {"slug": "a", "kind": "pos", "v": 2}):
+        idle.publish(event)
+    got = [next(stream) for _ in range(3)]
+    assert got == ['data: {"slug":"b","kind":"pos","v":1}\n\n', 'data: {"slug":"a","kind":"closed","v":1}\n\n',
+                   'data: {"slug":"a","kind":"pos","v":2}\n\n']
+    stream.close()
