@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 BENCHMARKS = ["metrics", "fifo", "zmq_feed", "ingest", "manager", "dashboard", "e2e", "load", "soak", "scale", "alerts",
-              "starvation", "tieout", "tieout_soak"]
+              "starvation", "tieout", "tieout_soak", "dashboard_strategies", "rest_budget"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
