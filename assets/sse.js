@@ -4,7 +4,9 @@
  * closed_channel_<slug>. Two ways in:
  *
  * - A hint sets the "sse-hint" store: the page's own callbacks then ask ch_versions what changed
- *   and re-query. Bursts are coalesced: pos hints for POS_HINT_MS, others for HINT_MS.
+ *   and re-query. Bursts are coalesced: pos hints for POS_HINT_MS, others for HINT_MS. A page
+ *   that takes its rows from the stream (below) drops other destinations' events: it shows none of
+ *   them, and with ten destinations trading their hints alone would keep its poll busy.
  * - The destination page asks for its destination's rows (chSSE.want(slug, tz): the stream is
  *   reopened with ?slug=&tz=); a pos event of that destination then carries the positions grid's rows
  *   ("rows", "status", "v", "tz") and goes to the page's "dest-sse-pos" store at once, where a
@@ -18,7 +20,7 @@
 (function () {
   "use strict";
   var HINT_MS = 150;
-  var POS_HINT_MS = 30;
+  var POS_HINT_MS = 100;
   var source = null;
   var baseUrl = "/stream/events";
   var wanted = { slug: null, tz: null };
@@ -80,6 +82,9 @@
       pushed = event;  // a whole grid: only the newest one matters
       if (!pushTimer) { pushTimer = setTimeout(flushPush, 0); }
       return;
+    }
+    if (wanted.slug && event.slug !== wanted.slug && document.getElementById("dest-positions")) {
+      return;  // the destination page shows only its own destination
     }
     hint(event, event.kind === "pos" ? POS_HINT_MS : HINT_MS);
   }
