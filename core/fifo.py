@@ -33,7 +33,7 @@ Arithmetic is exact :class:`~decimal.Decimal` (60 significant digits while match
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date
@@ -382,18 +382,34 @@ class FifoBook:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able state. Restoring replays the stored fills and events, so it is exact by construction."""
+        return self.snapshot()()
+
+    def snapshot(self) -> Callable[[], dict[str, Any]]:
+        """The state as of now, to be turned into :meth:`to_dict`'s document later (in another thread).
+
+        Only the containers are copied here; what they hold (fills, orders, events, fee lines) is
+        immutable, so the book may go on changing while the document is built from the copy.
+        """
         fills = [f for sb in self._books.values() for f in sb.fills]
-        return {
-            "format": STATE_FORMAT,
-            "allow_short": self.allow_short,
-            "orders": [o.to_dict() for o in self._orders.values()],
-            "starting_positions": [sp.to_dict() for sp in self._starting.values()],
-            "instruments": [{"symbol": i.symbol, "asset_class": i.asset_class.value, "multiplier": str(i.multiplier),
-                             "min_increment": str(i.min_increment)} for i in self._instruments.values()],
-            "fills": [f.to_dict() for f in fills],
-            "events": [e.to_dict() for e in self._groups.events.values()],
-            "fees": [fee_to_dict(e) for e in self._fees.entries.values()],
-        }
+        orders, starting = list(self._orders.values()), list(self._starting.values())
+        instruments, events = list(self._instruments.values()), list(self._groups.events.values())
+        fees, allow_short = list(self._fees.entries.values()), self.allow_short
+
+        def document() -> dict[str, Any]:
+            return {
+                "format": STATE_FORMAT,
+                "allow_short": allow_short,
+                "orders": [o.to_dict() for o in orders],
+                "starting_positions": [sp.to_dict() for sp in starting],
+                "instruments": [{"symbol": i.symbol, "asset_class": i.asset_class.value,
+                                 "multiplier": str(i.multiplier), "min_increment": str(i.min_increment)}
+                                for i in instruments],
+                "fills": [f.to_dict() for f in fills],
+                "events": [e.to_dict() for e in events],
+                "fees": [fee_to_dict(e) for e in fees],
+            }
+
+        return document
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FifoBook:

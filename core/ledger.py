@@ -11,7 +11,7 @@ calibration offset (activities older than the stored window); the manager measur
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -130,8 +130,14 @@ class CashLedger:
         return baseline + sum((d for t, d in self.deposit_events if t <= ts), ZERO)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cash": str(self.cash), "net_deposits": str(self.net_deposits), "applied": sorted(self.applied),
-                "deposit_events": [[t.isoformat(), str(d)] for t, d in self.deposit_events], "skipped": self.skipped}
+        return self.snapshot()()
+
+    def snapshot(self) -> Callable[[], dict[str, Any]]:
+        """The state as of now, as a document built later (in another thread) from copies of the containers."""
+        cash, deposits, skipped = self.cash, self.net_deposits, self.skipped
+        applied, events = set(self.applied), list(self.deposit_events)
+        return lambda: {"cash": str(cash), "net_deposits": str(deposits), "applied": sorted(applied),
+                        "deposit_events": [[t.isoformat(), str(d)] for t, d in events], "skipped": skipped}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CashLedger:

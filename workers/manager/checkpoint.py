@@ -6,6 +6,7 @@ A cache of what the activities imply: a document that cannot be read is ignored 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -28,9 +29,20 @@ class Checkpoint:
 
 
 def encode(book: FifoBook, ledger: CashLedger, cash_offset: Decimal) -> str:
-    state = {"format": STATE_FORMAT, "book": book.to_dict(), "ledger": ledger.to_dict(),
-             "cash_offset": str(cash_offset)}
-    return json.dumps(state, separators=(",", ":"))
+    return encoder(book, ledger, cash_offset)()
+
+
+def encoder(book: FifoBook, ledger: CashLedger, cash_offset: Decimal) -> Callable[[], str]:
+    """The document as of now, encoded when called: call this on the event loop (it copies only the
+    containers, so no await can change the state half-way) and the result in a thread (the costly part),
+    while the book goes on changing."""
+    book_doc, ledger_doc = book.snapshot(), ledger.snapshot()
+
+    def text() -> str:
+        state = {"format": STATE_FORMAT, "book": book_doc(), "ledger": ledger_doc(), "cash_offset": str(cash_offset)}
+        return json.dumps(state, separators=(",", ":"))
+
+    return text
 
 
 def decode(text: str) -> Checkpoint:

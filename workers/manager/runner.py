@@ -261,7 +261,7 @@ class DestinationRunner:
     async def checkpoint(self) -> None:
         """Persist the book and ledger as of ``last_seq`` (a cache: activities stay the truth)."""
         last_seq, fill_count = self.last_seq, self.book.fill_count
-        text = await asyncio.to_thread(checkpoint.encode, self.book, self.ledger, self.cash.offset)
+        text = await asyncio.to_thread(checkpoint.encoder(self.book, self.ledger, self.cash.offset))  # copies now
         await self.store.save_checkpoint(text, last_seq=last_seq, fill_count=fill_count)
         self.book_changed_since_checkpoint = False
         self.last_checkpoint_mono = time.monotonic()
