@@ -151,6 +151,12 @@ def test_newly_stale_flags_only_fresh_zmq_marks() -> None:
         ([({"A": 1}, {"A": 2}, 5), ({"A": 1}, {"A": 3}, 5)], [Verdict.UNCONFIRMED, Verdict.UNCONFIRMED]),  # differs
         ([({"A": 1}, {"A": 2}, 5), ({"A": 1}, {"A": 2}, 5), ({"A": 1}, {"A": 1}, 5)],
          [Verdict.UNCONFIRMED, Verdict.REREAD, Verdict.AGREE]),
+        # a rebuild that changes nothing is not repeated; a new fill or another difference starts over
+        ([({"A": 1}, {"A": 2}, 5)] * 5, [Verdict.UNCONFIRMED, Verdict.REREAD, Verdict.REBUILD, Verdict.STUCK,
+                                         Verdict.STUCK]),
+        ([({"A": 1}, {"A": 2}, 5)] * 4 + [({"A": 1}, {"A": 2}, 6)] * 3,
+         [Verdict.UNCONFIRMED, Verdict.REREAD, Verdict.REBUILD, Verdict.STUCK, Verdict.UNCONFIRMED, Verdict.REREAD,
+          Verdict.REBUILD]),
     ],
 )
 def test_quantity_checks(observations: list[tuple[dict[str, int], dict[str, int], int]], verdicts: list[Verdict]) -> None:

@@ -2,7 +2,10 @@
 
 The broker is the truth for quantity. Under continuous trading it is always a little ahead of the
 ingested fills, so a difference only counts (and is healed) once it repeats unchanged with no fill
-applied in between; a second confirmed mismatch in a row rebuilds the book from scratch.
+applied in between; a second confirmed mismatch in a row rebuilds the book from scratch. A mismatch that
+a rebuild left exactly as it was (same quantities, same fill count) is *stuck*: the stored activities
+cannot explain it, so it is reported and not rebuilt again until a fill or the difference changes
+(rebuilding a big book every other reconciliation would only burn the loop's time).
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ class Verdict(StrEnum):
     """Confirmed: re-read every stored activity (idempotent)."""
     REBUILD = "rebuild"
     """Confirmed twice in a row: rebuild the book from scratch."""
+    STUCK = "stuck"
+    """The difference a rebuild left unchanged: reported, not healed again until the inputs change."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,6 +97,8 @@ class QtyCheck:
     streak: int
     """Confirmed mismatches in a row."""
     verdict: Verdict = Verdict.AGREE
+    rebuilt: tuple[Mismatch, int] | None = None
+    """The mismatch and fill count the last rebuild was made for (a rebuild that changes neither is stuck)."""
 
 
 def check_quantities(previous: QtyCheck, fifo_qty: Mapping[str, Decimal], broker_qty: Mapping[str, Decimal],
@@ -102,10 +109,16 @@ def check_quantities(previous: QtyCheck, fifo_qty: Mapping[str, Decimal], broker
         return QtyCheck(mismatch=mismatch, fills_seen=fill_count, streak=0, verdict=Verdict.AGREE)
     confirmed = mismatch == previous.mismatch and fill_count == previous.fills_seen
     if not confirmed:
-        return QtyCheck(mismatch=mismatch, fills_seen=fill_count, streak=0, verdict=Verdict.UNCONFIRMED)
+        return QtyCheck(mismatch=mismatch, fills_seen=fill_count, streak=0, verdict=Verdict.UNCONFIRMED,
+                        rebuilt=previous.rebuilt)
+    if previous.rebuilt == (mismatch, fill_count):
+        return replace(previous, verdict=Verdict.STUCK)
     streak = previous.streak + 1
-    return QtyCheck(mismatch=mismatch, fills_seen=fill_count, streak=streak,
-                    verdict=Verdict.REBUILD if streak >= 2 else Verdict.REREAD)
+    if streak >= 2:
+        return QtyCheck(mismatch=mismatch, fills_seen=fill_count, streak=streak, verdict=Verdict.REBUILD,
+                        rebuilt=(mismatch, fill_count))
+    return QtyCheck(mismatch=mismatch, fills_seen=fill_count, streak=streak, verdict=Verdict.REREAD,
+                    rebuilt=previous.rebuilt)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -545,8 +545,10 @@ class DestinationRunner:
         check = check_quantities(self.qty_check, fifo_qty, broker.qty, self.book.fill_count)
         if broker.qty != self.broker_qty or check.mismatch != self.qty_check.mismatch:
             self.structure_dirty = True
-        self.broker_qty, self.qty_check = broker.qty, check
+        stuck_before, self.broker_qty, self.qty_check = self.qty_check.verdict, broker.qty, check
         shown = {s: (str(a), str(b)) for s, (a, b) in sorted(check.mismatch.items())}
+        if check.verdict is Verdict.STUCK and stuck_before is not Verdict.STUCK:
+            self.log.warning("dest=%s quantity mismatch a rebuild left as it was, not rebuilt again: %s", self.slug, shown)
         if check.verdict is Verdict.UNCONFIRMED:
             self.log.info("dest=%s quantity difference (fifo, broker), re-checking next sync: %s", self.slug, shown)
         elif check.verdict in (Verdict.REREAD, Verdict.REBUILD):
