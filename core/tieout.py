@@ -260,7 +260,11 @@ def _age(seconds: float) -> str:
 
 
 def _usd(v: Decimal) -> str:
-    return f"${v:,.2f}"
+    """Dollars as the pages write them: the sign before the dollar sign (−$65.91, not $-65.91)."""
+    return f"{MINUS if v < 0 else ''}${abs(v):,.2f}"
+
+
+MINUS = "\u2212"
 
 
 # --- cash and equity now -----------------------------------------------------------------------------
