@@ -85,3 +85,31 @@ async def test_one_repair_at_a_time_then_a_cooldown(pool: asyncpg.Pool) -> None:
     await pool.execute("UPDATE public.ch_backfill_requests SET done_at = now() WHERE id = $1", request_id)
     assert not await repair_due(pool, SLUG, 60.0)  # within the cooldown
     assert await repair_due(pool, SLUG, 0.0)
+
+
+async def test_seeded_end_of_day_points_follow_the_broker_s_corrected_history(pool: asyncpg.Pool) -> None:
+    # Arrange: day 1 seeded from the broker's history while its point repeated day 0's (the quirk);
+    # day 2 seeded, then live snapshots later that day; day 3 live only
+    def ny_midnight(day: int) -> datetime:
+        return datetime(2026, 3, 2 + day, 5, 0, tzinfo=UTC)  # 00:00 in New York (EST)
+
+    rows = [(ny_midnight(0), "1000", "history"), (ny_midnight(1), "1000", "history"),
+            (ny_midnight(2), "1010", "history"), (ny_midnight(2) + timedelta(hours=15), "1012", "live"),
+            (ny_midnight(3) + timedelta(hours=15), "1020", "live")]
+    await pool.executemany(f"INSERT INTO public.equity_full_{SLUG} (ts, equity, source) VALUES ($1, $2, $3)",
+                           [(ts, Decimal(e), src) for ts, e, src in rows])
+    before = await pool.fetchval("SELECT equity_version FROM public.ch_versions WHERE slug = $1", SLUG)
+    reader = TieoutReader(pool, None, "account_activities", SLUG)
+    broker = [(ny_midnight(d).date(), Decimal(e)) for d, e in ((1, "1005"), (2, "1011"), (3, "1021"))]
+    # Act
+    changed = await reader.refresh_seeded_days(broker)
+    again = await reader.refresh_seeded_days(broker)
+    # Assert: only the seeded copy that is its day's last point moved; live figures are the book's own
+    got = {r["ts"]: r["equity"] for r in await pool.fetch(f"SELECT ts, equity FROM public.equity_full_{SLUG}")}
+    assert (changed, again) == (1, 0)
+    assert got[ny_midnight(1)] == Decimal(1005)
+    assert got[ny_midnight(0)] == Decimal(1000)
+    assert got[ny_midnight(2)] == Decimal(1010)  # day 2's end-of-day figure is its live 1012
+    assert got[ny_midnight(3) + timedelta(hours=15)] == Decimal(1020)
+    after = await pool.fetchval("SELECT equity_version FROM public.ch_versions WHERE slug = $1", SLUG)
+    assert after == (before or 0) + 1

@@ -111,6 +111,34 @@ class TieoutReader:
         self._equity = (f"SELECT DISTINCT ON (d) (ts AT TIME ZONE 'America/New_York')::date AS d, equity "
                         f"FROM public.{quote_ident(equity_table(slug))} WHERE ts >= $1 ORDER BY d, ts DESC")
 
+    async def refresh_seeded_days(self, days: Sequence[tuple[date, Decimal]]) -> int:
+        """Past days whose end-of-day point is the seed's copy of the broker's history (``source =
+        'history'``) take the broker's figure as it is now; returns the days changed.
+
+        The seed copies the history once, on the first run. Alpaca's end-of-day point can repeat the
+        previous day's equity for a while before it is corrected (a documented quirk); a copy taken in
+        that window would keep the wrong figure for good, and the day would never tie out. Only such
+        copies move: a day that has live snapshots after its seeded point keeps them.
+        """
+        if not days:
+            return 0
+        table = f"public.{quote_ident(equity_table(self.slug))}"
+        rows = await self.series_pool.fetch(
+            f"""WITH v AS (SELECT * FROM unnest($1::date[], $2::numeric[]) AS v(d, equity)),
+                    last AS (SELECT DISTINCT ON ((ts AT TIME ZONE 'America/New_York')::date)
+                                    (ts AT TIME ZONE 'America/New_York')::date AS d, ts, source, equity
+                             FROM {table} WHERE ts >= $3 ORDER BY (ts AT TIME ZONE 'America/New_York')::date, ts DESC)
+                UPDATE {table} AS e SET equity = v.equity
+                FROM last JOIN v USING (d)
+                WHERE e.ts = last.ts AND last.source = 'history' AND last.equity <> v.equity
+                RETURNING e.ts""",
+            [d for d, _ in days], [e for _, e in days], datetime.combine(min(d for d, _ in days), datetime.min.time(), UTC)
+            - timedelta(days=1))
+        if rows:
+            await self.pool.execute("UPDATE public.ch_versions SET equity_version = equity_version + 1, updated_at = now() "
+                                    "WHERE slug = $1", self.slug)
+        return len(rows)
+
     async def positions(self) -> list[BookPosition]:
         rows = await self.pool.fetch(self._open)
         return [BookPosition(symbol=r["symbol"], qty=r["qty"], avg_entry_price=r["avg_entry_price"],
@@ -356,6 +384,12 @@ class TieoutLoop:
         self.calls += CALLS_PER_PASS
         tol = tolerances(m.settings)
         await store(m.pool, dest.slug, report, tol)
+        drifted = [(d.day, d.broker_equity) for d in report.days
+                   if d.broker_equity is not None and d.book_equity != d.broker_equity]
+        if (refreshed := await reader.refresh_seeded_days(drifted)):
+            log.info("dest=%s tie-out: %d seeded end-of-day point(s) follow the broker's corrected history",
+                     dest.slug, refreshed)
+            self.next_due_mono[dest.slug] = time.monotonic() + min(m.settings.tieout_interval_s, 5.0)
         if self.last.get(dest.slug) != report.status:
             log.info("dest=%s tie-out %s", dest.slug, report.status.value)
             self.last[dest.slug] = report.status
