@@ -30,6 +30,10 @@
   var pushTimer = null;
   var seq = 0;
   var stats = { opened: 0, pushed: 0, hinted: 0, resets: 0, openUrl: null };
+  // the last pushed events' timings, for the freshness benchmark (bench/e2e): [arrived ms, applied ms,
+  // the hub's NOTIFY time s, the server's drawing done s, version]; a ring, so it stays small
+  var PUSH_LOG_MAX = 1000;
+  var pushLog = [];
 
   function setProps(id, props) {
     if (!window.dash_clientside || !window.dash_clientside.set_props) { return false; }
@@ -68,6 +72,10 @@
     pushed = null;
     if (document.getElementById("dest-positions") && setProps("dest-sse-pos", { data: ev })) {
       stats.pushed += 1;
+      if (ev.arrived) {
+        pushLog.push([ev.arrived, Date.now(), ev.t || null, ev.drawn || null, ev.v]);
+        if (pushLog.length > PUSH_LOG_MAX) { pushLog.shift(); }
+      }
     } else {
       hint(ev, POS_HINT_MS);  // the page that asked for the rows is gone: a hint for whoever is here
     }
@@ -79,6 +87,7 @@
     if (!event || typeof event !== "object") { return; }
     if (event.kind === "reset") { refresh("server"); return; }
     if (event.kind === "pos" && event.rows && event.slug === wanted.slug && event.tz === wanted.tz) {
+      event.arrived = Date.now();
       pushed = event;  // a whole grid: only the newest one matters
       if (!pushTimer) { pushTimer = setTimeout(flushPush, 0); }
       return;
@@ -121,6 +130,7 @@
     want: want,
     refresh: refresh,
     stats: stats,
+    drainPushLog: function () { var out = pushLog; pushLog = []; return out; },
     stop: function () { if (source) { source.close(); source = null; } },
   };
 })();

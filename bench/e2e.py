@@ -208,9 +208,28 @@ def measure(sse: bool, fills: int, ticks: int, *, destinations: int = 1, rate_pe
             "log_error_sample": [x for v in errors.values() for x in v][:3]}
 
 
+PUSH_STAGES = ("notify", "draw", "net", "apply", "dom", "busy")
+
+
+def _push_stages(page: PageLog, t_row: float, seen: float, acc: dict[str, list[float]]) -> None:
+    """Split the web stage of one event by the push that drew it: manager commit -> the hub's NOTIFY
+    (notify), -> rows drawn on the server (draw), -> arrival in the page (net), -> the store set (apply),
+    -> the DOM changed (dom); and how long the page's main thread ran long tasks meanwhile (busy)."""
+    push = page.push_before(seen)
+    if push is None:
+        return  # polling
+    arrived, applied, t_hub, drawn = push
+    if t_hub is None or drawn is None or arrived < t_row - 1.0:
+        return  # a tree without timings, or a change the push did not draw
+    for name, value in (("notify", t_hub - t_row), ("draw", drawn - t_hub), ("net", arrived - drawn),
+                        ("apply", applied - arrived), ("dom", seen - applied), ("busy", page.busy_s(t_row, seen))):
+        acc[name].append(max(0.0, value))
+
+
 def _fill_latencies(sent: list[dict[str, Any]], page: PageLog, table: TablePoller,
                     ingested: dict[str, float]) -> dict[str, Any]:
     total, ingest, manager, web = [], [], [], []
+    push: dict[str, list[float]] = {k: [] for k in PUSH_STAGES}
     missing = 0
     for f in sent:
         seen = page.first(f["symbol"], "qty", lambda v, q=f["qty"]: v >= q)
@@ -224,13 +243,15 @@ def _fill_latencies(sent: list[dict[str, Any]], page: PageLog, table: TablePolle
             ingest.append(max(0.0, t_ing - f["at"]))
             manager.append(max(0.0, t_row - t_ing))
             web.append(max(0.0, seen - t_row))
+            _push_stages(page, t_row, seen, push)
     return {"total": percentiles(total), "ingest": percentiles(ingest), "manager": percentiles(manager),
-            "web": percentiles(web), "missing": missing}
+            "web": percentiles(web), "missing": missing, "push": {k: percentiles(v) for k, v in push.items() if v}}
 
 
 def _tick_latencies(sent: list[dict[str, Any]], page: PageLog, table: TablePoller,
                     feed: TickRecorder) -> dict[str, Any]:
     total, manager, web = [], [], []
+    push: dict[str, list[float]] = {k: [] for k in PUSH_STAGES}
     missing = 0
     for k in sent:
         def same(v: float, p: float = k["price"]) -> bool:
@@ -246,8 +267,9 @@ def _tick_latencies(sent: list[dict[str, Any]], page: PageLog, table: TablePolle
         if t_row is not None:
             manager.append(max(0.0, t_row - t_tick))
             web.append(max(0.0, seen - t_row))
+            _push_stages(page, t_row, seen, push)
     return {"total": percentiles(total), "manager": percentiles(manager), "web": percentiles(web),
-            "conflated": missing}
+            "conflated": missing, "push": {k: percentiles(v) for k, v in push.items() if v}}
 
 
 def _rows(mode: str, r: dict[str, Any], destinations: int) -> list[dict[str, Any]]:
@@ -269,6 +291,9 @@ def _rows(mode: str, r: dict[str, Any], destinations: int) -> list[dict[str, Any
                 s = r[kind][stage]
                 rows.append({"name": f"e2e.{kind}_{tag}_stage_{stage}_p50_s", "value": round(s["p50"], 3), "unit": "s",
                              "p95": round(s["p95"], 3), "n": s["n"], **common})
+        for stage, s in r[kind].get("push", {}).items():
+            rows.append({"name": f"e2e.{kind}_{tag}_push_{stage}_p50_s", "value": round(s["p50"], 3), "unit": "s",
+                         "p95": round(s["p95"], 3), "n": s["n"], **common})
     c = r["counts"]
     lost = max(0, c["truth"] - c["effective"])
     dup = max(0, c["effective"] - c["truth"])

@@ -33,10 +33,20 @@ function scan() {
 }
 new MutationObserver(scan).observe(root, {subtree: true, childList: true, characterData: true});
 scan();
+// the page's main thread busy for 50 ms or more (a chart drawn, a grid rendered): what a push waits for
+window.__chLong = window.__chLong || [];
+try {
+  new PerformanceObserver(function (list) {
+    for (const e of list.getEntries()) { window.__chLong.push([performance.timeOrigin + e.startTime, e.duration]); }
+  }).observe({entryTypes: ['longtask']});
+} catch (e) { /* no longtask timing in this browser */ }
 return true;
 """
 
-DRAIN_JS = "const o = window.__chObs || []; window.__chObs = []; return o;"
+DRAIN_JS = """const o = window.__chObs || []; window.__chObs = [];
+const l = window.__chLong || []; window.__chLong = [];
+const p = (window.chSSE && window.chSSE.drainPushLog) ? window.chSSE.drainPushLog() : [];
+return [o, p, l];"""
 
 
 def chrome() -> Any:
@@ -64,10 +74,16 @@ class PageLog:
     def __init__(self, driver: Any) -> None:
         self.driver = driver
         self.rows: list[tuple[float, str, str, float]] = []
+        # pushed events: (arrived, applied, hub NOTIFY, drawn) epoch s; None where the tree has no timings
+        self.pushes: list[tuple[float, float, float | None, float | None]] = []
+        self.long_tasks: list[tuple[float, float]] = []  # (start epoch s, duration s)
 
     def drain(self) -> int:
         """Fetch what the page observed since the last drain; returns how many records came."""
-        got = self.driver.execute_script(DRAIN_JS)
+        got, pushes, longs = self.driver.execute_script(DRAIN_JS)
+        for arrived, applied, t_hub, drawn, _v in pushes:
+            self.pushes.append((arrived / 1000, applied / 1000, t_hub, drawn))
+        self.long_tasks += [(start / 1000, ms / 1000) for start, ms in longs]
         for t, sym, col, text in got:
             value = number(text)
             if value is not None:
@@ -76,6 +92,14 @@ class PageLog:
 
     def first(self, symbol: str, col: str, ok: Any) -> float | None:
         return next((t for t, s, c, v in sorted(self.rows) if s == symbol and c == col and ok(v)), None)
+
+    def push_before(self, seen_s: float) -> tuple[float, float, float | None, float | None] | None:
+        """The last pushed event applied before ``seen_s`` (the one that drew the change), if any."""
+        return max((p for p in self.pushes if p[1] <= seen_s + 0.002), default=None, key=lambda p: p[1])
+
+    def busy_s(self, start_s: float, end_s: float) -> float:
+        """How long the page's main thread ran long tasks within ``[start_s, end_s]``."""
+        return sum(max(0.0, min(end_s, t + d) - max(start_s, t)) for t, d in self.long_tasks)
 
 
 class TablePoller:

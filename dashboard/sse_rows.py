@@ -14,6 +14,7 @@ Anything that cannot be drawn (an unknown slug or zone, the database away, more 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from flask import g
@@ -42,7 +43,8 @@ def enricher(slug: str | None, tz: str | None) -> Enrich | None:
         if event.get("kind") != "pos" or event.get("slug") != slug:
             return event
         pushed = positions_push(slug, tz)
-        return event if pushed is None else {**event, **pushed}
+        # "drawn": when the rows were ready (epoch s), next to the hub's "t", for bench/e2e's stages
+        return event if pushed is None else {**event, **pushed, "drawn": time.time()}
 
     return enrich
 
