@@ -400,5 +400,5 @@ def open_position(sb: SymbolBook) -> OpenPosition | None:
     return OpenPosition(
         symbol=sb.symbol, direction=direction, qty=sb.pos, avg_entry_price=avg, cost_basis=cost,
         entry_time=first.ts, entry_order_id=first.order_id, realized_pl=realized, lots=lots,
-        is_orphan=ep.orphan,
+        is_orphan=ep.orphan, fill_ids=tuple([src.fill_id for src in ep.opens] + [c.fill_id for c in ep.closes]),
     )

@@ -243,6 +243,9 @@ class ActivityRecord:
     replaces: str | None = None
     """On a REST fill read by the manager: the provisional (stream) fill it replaces because their
     content differs (docs/freshness.md); a book that applied that one is rebuilt."""
+    unconfirmed: bool = False
+    """On a fill read by the manager: a provisional (stream) fill whose REST activity had not confirmed it
+    yet when read; the rows resting on it are marked provisional (docs/freshness.md)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.activity_id, str) or not self.activity_id:
@@ -476,6 +479,7 @@ class RoundTrip:
             "fills": [{"fill_id": f, "qty": str(q), "role": "open"} for f, q in self.open_fills]
             + [{"fill_id": f, "qty": str(q), "role": "close"} for f, q in self.close_fills],
             "lots": [LotMatch(*row).to_dict() for row in self.lot_rows],
+            "provisional_fills": 0,  # the engine cannot tell: the manager counts them (workers.manager.unconfirmed)
         }
 
 
@@ -498,6 +502,9 @@ class OpenPosition:
     """Gross P&L already realised by partial closes inside the still-open position."""
     lots: tuple[Lot, ...]
     is_orphan: bool
+    fill_ids: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    """Every fill the position rests on: its opening and closing fills since it was opened (a flip's
+    fill and dust carried over included), in time order. Marks a row provisional (workers.manager.unconfirmed)."""
 
     def to_row(self) -> dict[str, Any]:
         """Values for the ``open_trades_<slug>`` columns this engine owns."""

@@ -28,6 +28,7 @@ from enum import StrEnum
 
 from core.destinations import closed_trades_table, equity_table, open_trades_table
 from core.schema_budget import REST_LEDGER_STATEMENTS
+from core.schema_provisional import PROVISIONAL_COLUMN, provisional_statements
 
 _IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -433,6 +434,8 @@ def migrations(account_schema: str) -> list[Migration]:
         ),
         # ch_rest_calls and ch_rest_take(): the REST budget counted across processes (core/schema_budget.py)
         Migration(10, "REST budget ledger across processes", REST_LEDGER_STATEMENTS),
+        # provisional_fills on every open/closed trades table (core/schema_provisional.py)
+        Migration(11, "provisional rows marked", provisional_statements(s)),
     ]
 
 
@@ -511,7 +514,8 @@ def _destination_primary_ddl(slug: str) -> list[str]:
             broker_qty numeric,
             qty_mismatch boolean NOT NULL DEFAULT false,
             lots jsonb NOT NULL DEFAULT '[]'::jsonb,
-            updated_at timestamptz NOT NULL DEFAULT now()
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            {PROVISIONAL_COLUMN}
         )""",
         f"""CREATE TABLE IF NOT EXISTS public.{ct} (
             trade_id text PRIMARY KEY,
@@ -535,7 +539,8 @@ def _destination_primary_ddl(slug: str) -> list[str]:
             mfe numeric,
             fills jsonb NOT NULL DEFAULT '[]'::jsonb,
             lots jsonb NOT NULL DEFAULT '[]'::jsonb,
-            created_at timestamptz NOT NULL DEFAULT now()
+            created_at timestamptz NOT NULL DEFAULT now(),
+            {PROVISIONAL_COLUMN}
         )""",
         f"CREATE INDEX IF NOT EXISTS {quote_ident(_index_name(ct_name, 'exit'))} ON public.{ct} (exit_time)",
         f"CREATE INDEX IF NOT EXISTS {quote_ident(_index_name(ct_name, 'sym'))} ON public.{ct} (symbol, exit_time)",

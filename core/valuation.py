@@ -76,6 +76,9 @@ class OpenTradeRow:
     broker_qty: Decimal | None
     qty_mismatch: bool
     lots: list[dict[str, Any]]
+    provisional_fills: int = 0
+    """Fills of the position only the live stream has reported so far (docs/freshness.md): 0 once the
+    broker's activities confirm them all."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,23 +115,26 @@ def value_positions(
     prev_close: Mapping[str, Decimal] | None = None,
     legs: Mapping[str, Legs] | None = None,
     broker_qty: Mapping[str, Decimal] | None = None,
+    provisional: Mapping[str, int] | None = None,
 ) -> list[OpenTradeRow]:
     """One row per open position (by symbol), valued at ``marks`` (unpriced symbols keep ``None`` values).
 
     Unrealized P&L is ``(mark - avg_entry) * qty * multiplier`` (signed qty, so shorts gain when the price
     falls); the percentage is relative to ``|cost_basis|``. Day change is ``(mark - prev_close) * qty * multiplier``.
     Exposure is ``|market_value|``; weight is ``market_value / equity``. Lots of unknown price (orphans)
-    value at the mark, so they contribute no unrealized P&L.
+    value at the mark, so they contribute no unrealized P&L. ``provisional``: symbol -> fills of the
+    position not confirmed by REST yet (absent: none).
     """
     prev_close = prev_close or {}
     legs = legs or {}
     broker_qty = broker_qty or {}
-    return [_row(positions[s], marks.get(s), equity, prev_close.get(s), legs.get(s, Legs()), broker_qty.get(s))
-            for s in sorted(positions)]
+    provisional = provisional or {}
+    return [_row(positions[s], marks.get(s), equity, prev_close.get(s), legs.get(s, Legs()), broker_qty.get(s),
+                 provisional.get(s, 0)) for s in sorted(positions)]
 
 
 def _row(pos: OpenPosition, mark: Mark | None, equity: Decimal | None, pc: Decimal | None, leg: Legs,
-         bq: Decimal | None) -> OpenTradeRow:
+         bq: Decimal | None, provisional: int) -> OpenTradeRow:
     qty = pos.qty
     units = qty * multiplier_of(pos.symbol)
     avg = pos.avg_entry_price
@@ -154,7 +160,8 @@ def _row(pos: OpenPosition, mark: Mark | None, equity: Decimal | None, pc: Decim
         market_value=mv, unrealized_pl=upl, unrealized_plpc=upl_pc, prev_close=pc, day_change=day,
         day_change_pct=day_pc, exposure=exposure, weight=weight, entry_order_id=pos.entry_order_id,
         stop_price=leg.stop_price, take_profit_price=leg.take_profit_price, broker_qty=bq,
-        qty_mismatch=bq is not None and bq != qty, lots=[lot.to_dict() for lot in pos.lots])
+        qty_mismatch=bq is not None and bq != qty, lots=[lot.to_dict() for lot in pos.lots],
+        provisional_fills=provisional)
 
 
 def account_value(positions: Mapping[str, OpenPosition], marks: Mapping[str, Mark], *, cash: Decimal,

@@ -6,6 +6,9 @@ what the manager reads: the *effective* activities, one row per execution, throu
 - every REST activity except a fill that ``confirms`` a provisional one (that one is booked instead);
 - every provisional fill that is not ``superseded`` (a late one, or one whose REST twin differs).
 
+A provisional row comes with ``unconfirmed`` (``confirmed_by IS NULL`` as read): the rows resting on it
+are marked provisional until its REST twin confirms it (:mod:`workers.manager.unconfirmed`).
+
 A REST fill that ``replaces`` a provisional fill the book already applied means the book holds a fill
 REST contradicts: the runner rebuilds it from the effective rows (:func:`replaced_applied`).
 """
@@ -23,12 +26,12 @@ if TYPE_CHECKING:
     from workers.manager.runner import DestinationRunner
 
 _REST_COLUMNS = ("seq, activity_id, ts, activity_type, symbol, side, qty, price, net_amount, "
-                 "order_id::text AS order_id, parse_error, replaces, ingested_at, "
+                 "order_id::text AS order_id, parse_error, replaces, ingested_at, false AS unconfirmed, "
                  # non-fills' broker JSON: lot events are read from it (workers.manager.interpret)
                  "CASE WHEN activity_type IN ('FILL', 'PARTIAL_FILL') THEN NULL ELSE raw::text END AS raw")
 _PROVISIONAL_COLUMNS = ("seq, activity_id, ts, 'FILL' AS activity_type, symbol, side, qty, price, "
                         "NULL::numeric AS net_amount, order_id::text AS order_id, NULL::text AS parse_error, "
-                        "NULL::text AS replaces, ingested_at, NULL::text AS raw")
+                        "NULL::text AS replaces, ingested_at, confirmed_by IS NULL AS unconfirmed, NULL::text AS raw")
 
 
 def effective_activities_sql(schema: str, where: str = "") -> str:

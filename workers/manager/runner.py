@@ -56,8 +56,9 @@ from workers.manager.reconcile import (
     read_positions,
 )
 from workers.manager.seeding import refill_gap, seed_from_history
-from workers.manager.store import Store, bad_open_row, storable_snapshots, storable_trips
+from workers.manager.store import Store, bad_open_row, storable_snapshots
 from workers.manager.throttle import Throttle, notify_window_s
+from workers.manager.unconfirmed import Unconfirmed, track_confirmations
 from workers.notify import encode_payload
 from workers.prices import PriceFeed, PriceTick
 from workers.supervise import LoopHealth
@@ -75,6 +76,7 @@ class DestinationRunner:
         self.slug = destination.slug
         self.feed = feed
         self.store = Store(context.pool, self.settings.account_schema, self.slug, series_pool=context.series_pool)
+        self.unconfirmed = Unconfirmed(self.store)  # stream fills not confirmed by REST yet: rows marked provisional
         self.log = logging.LoggerAdapter(log, {"destination": self.slug})
         self.stats = DestinationStats()
         self.loops: dict[str, LoopHealth] = {"flush": LoopHealth("flush")}
@@ -282,6 +284,7 @@ class DestinationRunner:
         acts = await self.store.activities(after_seq=None if bulk else self.last_seq)
         if await rebuild_if_replaced(self, acts):
             return None
+        await track_confirmations(self, acts, bulk=bulk)
         fresh = [a for a in acts if a.activity_id not in self.ledger.applied]
         if not fresh and not self.missing_orders:
             self.last_seq = bookkeeping.newest_seq(acts, self.last_seq)
@@ -353,7 +356,7 @@ class DestinationRunner:
             await show_fill_now(self)
 
     async def write_closed(self, news: bookkeeping.TripNews, *, bulk: bool) -> None:
-        rows, refused = storable_trips(news.latest)
+        rows, refused = self.unconfirmed.storable(news)
         if refused:
             self._refused("closed trades", refused)
         async with self.write_lock:
@@ -425,7 +428,7 @@ class DestinationRunner:
                               net_deposits=self.ledger.net_deposits + self.deposit_baseline)
         equity = value.cash + sum(value.market_values, ZERO)
         rows = value_positions(self.positions, marks, equity=equity, prev_close=self.prev_close, legs=self.legs,
-                               broker_qty=self.broker_qty)
+                               broker_qty=self.broker_qty, provisional=self.unconfirmed.open_counts(self.positions))
         return rows, value
 
     # --- writes --------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -38,6 +38,7 @@ OPEN_COLS: Columns = (
     ("prev_close", "numeric"), ("day_change", "numeric"), ("day_change_pct", "float8"),
     ("exposure", "numeric"), ("weight", "float8"), ("entry_order_id", "uuid"), ("stop_price", "numeric"),
     ("take_profit_price", "numeric"), ("broker_qty", "numeric"), ("qty_mismatch", "bool"), ("lots", "jsonb"),
+    ("provisional_fills", "int4"),
 )
 CLOSED_COLS: Columns = (
     ("trade_id", "text"), ("symbol", "text"), ("direction", "text"), ("qty", "numeric"),
@@ -45,7 +46,7 @@ CLOSED_COLS: Columns = (
     ("exit_price", "numeric"), ("gross_pl", "numeric"), ("fees", "numeric"), ("net_pl", "numeric"),
     ("return_pct", "float8"), ("holding_s", "float8"), ("exit_reason", "text"), ("entry_order_id", "uuid"),
     ("exit_order_id", "uuid"), ("is_orphan", "bool"), ("mae", "numeric"), ("mfe", "numeric"),
-    ("fills", "jsonb"), ("lots", "jsonb"),
+    ("fills", "jsonb"), ("lots", "jsonb"), ("provisional_fills", "int4"),
 )
 EQUITY_COLS: Columns = (
     ("ts", "timestamptz"), ("equity", "numeric"), ("cash", "numeric"), ("long_market_value", "numeric"),
@@ -183,18 +184,28 @@ def bad_open_row(row: OpenTradeRow) -> str | None:
     return None
 
 
-def storable_trips(trips: Iterable[RoundTrip]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows of the trips that fit, and ``"trade_id column=value"`` of the refused ones."""
+def storable_trips(trips: Iterable[RoundTrip],
+                   unconfirmed: Collection[str] = ()) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of the trips that fit, and ``"trade_id column=value"`` of the refused ones; each row counts
+    its fills in ``unconfirmed`` (stream fills REST has not confirmed yet) as ``provisional_fills``."""
     good: list[dict[str, Any]] = []
     refused: list[str] = []
     for trip in trips:
         row = trip.to_row()
+        row["provisional_fills"] = trip_provisional_fills(trip, unconfirmed)
         bad = first_bad_value(row, _CLOSED_NUMBERS)
         if bad is None:
             good.append(row)
         else:
             refused.append(f"{trip.trade_id} {bad}")
     return good, refused
+
+
+def trip_provisional_fills(trip: RoundTrip, unconfirmed: Collection[str]) -> int:
+    """How many distinct fills of ``trip`` (opening and closing) are in ``unconfirmed``."""
+    if not unconfirmed:
+        return 0
+    return len({f for f, _ in (*trip.open_fills, *trip.close_fills) if f in unconfirmed})
 
 
 def storable_snapshots(snaps: Iterable[EquitySnapshot]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -225,7 +236,8 @@ def activity_of(r: asyncpg.Record) -> ActivityRecord:
     return ActivityRecord(seq=r["seq"], activity_id=r["activity_id"], ts=r["ts"], activity_type=r["activity_type"] or "",
                           symbol=r["symbol"], side=r["side"], qty=r["qty"], price=r["price"],
                           net_amount=r["net_amount"], order_id=r["order_id"], parse_error=r["parse_error"],
-                          replaces=r.get("replaces"), raw=_raw_json(r.get("raw")))
+                          replaces=r.get("replaces"), unconfirmed=bool(r.get("unconfirmed")),
+                          raw=_raw_json(r.get("raw")))
 
 
 # --- reads -------------------------------------------------------------------------------------
