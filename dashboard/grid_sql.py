@@ -561,14 +561,14 @@ _CLOSED_COLUMNS = _cols(
     ("trade_id", _T), ("symbol", _T, "instrument"), ("direction", _T), ("qty", _N), ("entry_time", _TS), ("exit_time", _TS),
     ("entry_price", _N), ("exit_price", _N), ("gross_pl", _N), ("fees", _N), ("net_pl", _N), ("return_pct", _N),
     ("holding_s", _N), ("exit_reason", _T), ("entry_order_id", _T, "uuid"), ("exit_order_id", _T, "uuid"),
-    ("is_orphan", _B), ("mae", _N), ("mfe", _N), ("created_at", _TS),
+    ("is_orphan", _B), ("mae", _N), ("mfe", _N), ("created_at", _TS), ("provisional_fills", _N),
 )
 _OPEN_COLUMNS = _cols(
     ("symbol", _T, "instrument"), ("side", _T), ("qty", _N), ("avg_entry_price", _N), ("cost_basis", _N), ("entry_time", _TS),
     ("mark_price", _N), ("mark_ts", _TS), ("price_source", _T), ("price_stale", _B), ("market_value", _N),
-    ("unrealized_pl", _N), ("unrealized_plpc", _N), ("prev_close", _N), ("day_change", _N),
-    ("day_change_pct", _N), ("exposure", _N), ("weight", _N), ("entry_order_id", _T, "uuid"), ("stop_price", _N),
-    ("take_profit_price", _N), ("broker_qty", _N), ("qty_mismatch", _B), ("updated_at", _TS),
+    ("unrealized_pl", _N), ("unrealized_plpc", _N), ("prev_close", _N), ("day_change", _N), ("day_change_pct", _N),
+    ("exposure", _N), ("weight", _N), ("entry_order_id", _T, "uuid"), ("stop_price", _N), ("take_profit_price", _N),
+    ("broker_qty", _N), ("qty_mismatch", _B), ("updated_at", _TS), ("provisional_fills", _N),
 )
 _EQUITY_COLUMNS = _cols(
     ("ts", _TS), ("equity", _N), ("cash", _N), ("long_market_value", _N), ("short_market_value", _N),

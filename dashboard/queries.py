@@ -313,7 +313,7 @@ class ReadModel:
             numbers = ", ".join(f"{f8(c)} AS {c}" for c in OPEN_NUMBER_COLUMNS)
             return self.rows(
                 f"""SELECT symbol, side, entry_time, mark_ts, price_source, price_stale, qty_mismatch, updated_at,
-                           {numbers}
+                           provisional_fills, {numbers}
                     FROM public.{table} ORDER BY symbol"""
             )
 

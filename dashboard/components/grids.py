@@ -26,6 +26,14 @@ ASSET_CLASS = {"function": "params.value == null ? '' : ({us_equity: 'Equity', u
                            "crypto: 'Crypto'}[params.value] || params.value)"}
 MULTIPLIER = {"function": "params.value == null ? '' : '×' + d3.format(',~f')(params.value)"}
 RIGHT = {"function": "params.value == null ? '' : params.value.charAt(0).toUpperCase() + params.value.slice(1)"}
+# A row resting on fills only the live stream has reported (``provisional_fills`` > 0, docs/freshness.md):
+# its symbol cell carries the "provisional" tag (assets/coldharbour.css) and says why on hover.
+PROVISIONAL_CLASS = {"ch-provisional": "params.data != null && params.data.provisional_fills > 0"}
+PROVISIONAL_TOOLTIP = {
+    "function": "params.data != null && params.data.provisional_fills > 0 ? params.value + ' · provisional: ' + "
+    "params.data.provisional_fills + ' fill' + (params.data.provisional_fills == 1 ? '' : 's') + "
+    "' seen on the live stream, not yet confirmed by the broker\\'s activities' : params.value"
+}
 PL_STYLE = {
     "styleConditions": [
         {"condition": "params.value > 0", "style": {"color": "var(--ch-up)", "fontWeight": "600"}},
@@ -65,7 +73,8 @@ def contract_columns(base: tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
 def closed_columns(tz_label: str) -> list[dict[str, Any]]:
     return [
         _col("trade_id", "Trade", _TEXT, cellClass="ch-link", pinned="left", width=120),
-        _col("symbol", "Symbol", _TEXT, width=OCC_WIDTH_PX, tooltipField="symbol"),
+        _col("symbol", "Symbol", _TEXT, width=OCC_WIDTH_PX, tooltipValueGetter=PROVISIONAL_TOOLTIP,
+             cellClassRules=PROVISIONAL_CLASS),
         _col("asset_class", "Class", _TEXT, valueFormatter=ASSET_CLASS, width=90),
         _col("direction", "Dir", _TEXT, width=85),
         _col("qty", "Qty", _NUM, valueFormatter=QTY, width=95),
@@ -90,7 +99,8 @@ def open_columns(tz_label: str) -> list[dict[str, Any]]:
         ]
     }
     return [
-        {"field": "symbol", "headerName": "Symbol", "pinned": "left", "width": OCC_WIDTH_PX, "tooltipField": "symbol"},
+        {"field": "symbol", "headerName": "Symbol", "pinned": "left", "width": OCC_WIDTH_PX,
+         "tooltipValueGetter": PROVISIONAL_TOOLTIP, "cellClassRules": PROVISIONAL_CLASS},
         {"field": "asset_class", "headerName": "Class", "valueFormatter": ASSET_CLASS, "width": 90},
         {"field": "side", "headerName": "Side", "width": 80},
         {"field": "qty", "headerName": "Qty", "type": "rightAligned", "valueFormatter": QTY, "width": 90},

@@ -47,7 +47,8 @@ def position_rows(slug: str, v_pos: int, tz: str) -> tuple[list[dict[str, Any]],
     """Open positions as grid rows (times in ``tz``) and the status line above the grid.
 
     A stored number that is not finite (NaN, infinity) is sent as an empty cell and counted in the
-    status line, so a corrupt row is visible without breaking the page.
+    status line, so a corrupt row is visible without breaking the page. Rows resting on stream fills
+    not confirmed yet (``provisional_fills``) are counted there too; the grid tags their symbol.
     """
     v_pos = model().trusted(slug, "pos", v_pos)
     rows = model().open_positions(slug)
@@ -62,7 +63,9 @@ def position_rows(slug: str, v_pos: int, tz: str) -> tuple[list[dict[str, Any]],
                 bad += 1
         out.append(row)
     stale = sum(1 for r in rows if r.get("price_stale"))
-    status = f"{len(rows)} open · version {v_pos}" + (f" · {stale} stale price(s)" if stale else "")
+    provisional = sum(1 for r in rows if (r.get("provisional_fills") or 0) > 0)
+    status = f"{len(rows)} open · version {v_pos}" + (f" · {stale} stale price(s)" if stale else "") + (
+        f" · {provisional} provisional (stream fills not yet confirmed)" if provisional else "")
     return out, status + (f" · ⚠ {bad} invalid stored value(s)" if bad else "")
 
 
