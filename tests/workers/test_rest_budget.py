@@ -114,6 +114,40 @@ def test_catching_up_raises_the_limit_only_while_it_lasts() -> None:
     assert w.limit(0.0) == 20
 
 
+def test_a_catch_up_takes_the_same_share_of_its_raised_rate_that_the_headers_leave() -> None:
+    # Arrange: every Alpaca response carries the headers; a first one where nobody else spent anything,
+    # then one where the trader's bot has taken three quarters of the allowance
+    w = window(20.0, 60.0)
+    w.catching_up.add("gap repair")
+    w.observe_headers({"X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "200", "X-RateLimit-Reset": "1060"},
+                      now=0.0, now_epoch_s=1000.0)
+    # Assert: the raised rate holds (the plain budget's share, 20, must not cap it)
+    assert w.limit(1.0) == 60
+    assert w.as_dict(1.0)["lowered_by_broker"] is False
+    # Act
+    w.observe_headers({"X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "50", "X-RateLimit-Reset": "1060"},
+                      now=2.0, now_epoch_s=1002.0)
+    # Assert: a quarter of each rate: 15 while catching up, 5 after it
+    assert w.limit(3.0) == 15
+    w.catching_up.clear()
+    assert w.limit(3.0) == 5
+
+
+async def test_a_waiter_goes_as_soon_as_a_catch_up_raises_the_limit() -> None:
+    # Arrange: one call a minute (two while catching up), that one spent: a waiter sleeps until the
+    # oldest call leaves the window, a minute from now
+    budget = RequestBudget(budget_per_min=1.0, catchup_per_min=2.0, window_s=60.0)
+    await budget.acquire(Priority.RECONCILE)
+    waiter = asyncio.create_task(budget.acquire(Priority.GAP_REPAIR))
+    await asyncio.sleep(0.05)  # the waiter's first steps: queued, then asleep
+    assert budget.as_dict()["waiting"] == 1
+    # Act
+    with budget.catching_up("gap repair"):
+        # Assert: it takes the slot the raise made (liveness bound far below the minute it would sleep)
+        await asyncio.wait_for(waiter, timeout=20)
+        assert budget.as_dict()["calls_per_min_here"] == 2
+
+
 async def test_async_budget_serves_waiters_by_priority() -> None:
     # Arrange: one call per 0.2 s window, the window already used
     budget = RequestBudget(budget_per_min=300.0, catchup_per_min=300.0, window_s=0.2)

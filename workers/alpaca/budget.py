@@ -80,20 +80,38 @@ class HeaderLimit:
     """What the broker's last rate-limit headers allow us until ``until_monotonic``."""
 
     calls_per_min: int
+    """Our share at the configured budget."""
     until_monotonic: float
+    left_share: float = 1.0
+    """Of the account's allowance, what the trader's own traffic leaves (0..1): a catch-up takes the
+    same share of its raised rate (without it, any header would hold a catch-up to the plain budget)."""
 
 
-def header_share(budget_per_min: float, limit: str | None, remaining: str | None, ours: int = 0) -> int | None:
-    """Our share of what the trader's own traffic leaves: ``(remaining + ours) × budget / limit``
-    (at least 1), where ``ours`` are our calls the broker counted too; ``None`` when the headers say
-    nothing usable. With no other traffic that is the whole budget. Pure."""
+def _allowance(limit: str | None, remaining: str | None, ours: int) -> tuple[float, float] | None:
+    """``(limit, what is left of it for us: remaining + ours, at most the limit)``, or ``None`` when the
+    headers say nothing usable."""
     try:
         total, left = float(limit or ""), float(remaining or "")
     except ValueError:
         return None
     if not (math.isfinite(total) and math.isfinite(left)) or total <= 0 or left < 0:
         return None
-    return max(1, math.floor(min(total, left + ours) * budget_per_min / total))
+    return total, min(total, left + ours)
+
+
+def left_share(limit: str | None, remaining: str | None, ours: int = 0) -> float | None:
+    """What the trader's own traffic leaves of the allowance (0..1); ``ours`` are our calls the broker
+    counted too. Pure."""
+    allowance = _allowance(limit, remaining, ours)
+    return None if allowance is None else allowance[1] / allowance[0]
+
+
+def header_share(budget_per_min: float, limit: str | None, remaining: str | None, ours: int = 0) -> int | None:
+    """Our share of what the trader's own traffic leaves: ``(remaining + ours) × budget / limit``
+    (at least 1); ``None`` when the headers say nothing usable. With no other traffic that is the
+    whole budget. Pure."""
+    allowance = _allowance(limit, remaining, ours)
+    return None if allowance is None else max(1, math.floor(allowance[1] * budget_per_min / allowance[0]))
 
 
 class BudgetWindow:
@@ -130,7 +148,9 @@ class BudgetWindow:
         base = self.catchup_per_min if self.catching_up else self.budget_per_min
         allowed = math.floor(base * self.window_s / 60.0)
         if self.header is not None and now < self.header.until_monotonic:
-            allowed = min(allowed, self.header.calls_per_min)
+            share = (max(1, math.floor(self.header.left_share * base)) if self.catching_up
+                     else self.header.calls_per_min)
+            allowed = min(allowed, share)
         return max(1, allowed)
 
     def limit_for(self, priority: Priority, now: float) -> int:
@@ -202,16 +222,16 @@ class BudgetWindow:
 
     def observe_headers(self, headers: Mapping[str, str], now: float, now_epoch_s: float) -> None:
         """Lower the limit to our share of what the account has left, until its reset."""
-        share = header_share(self.budget_per_min, headers.get("X-RateLimit-Limit"),
-                             headers.get("X-RateLimit-Remaining"), self.shared_calls(now))
-        if share is None:
+        limit, remaining, ours = headers.get("X-RateLimit-Limit"), headers.get("X-RateLimit-Remaining"), self.shared_calls(now)
+        share, left = header_share(self.budget_per_min, limit, remaining, ours), left_share(limit, remaining, ours)
+        if share is None or left is None:
             return
         try:
             reset_in_s = float(headers.get("X-RateLimit-Reset") or "") - now_epoch_s
         except ValueError:
             reset_in_s = self.window_s
         reset_in_s = min(max(reset_in_s, 1.0), self.window_s)
-        self.header = HeaderLimit(share, now + reset_in_s)
+        self.header = HeaderLimit(share, now + reset_in_s, left)
 
     def as_dict(self, now: float) -> dict[str, Any]:
         """Heartbeat ``details.budget``: what the Health page shows."""
@@ -321,6 +341,9 @@ class RequestBudget:
     def catching_up(self, reason: str) -> Iterator[None]:
         """Raise the limit to the catch-up rate while this block runs (visible in the heartbeat)."""
         self.window.catching_up.add(reason)
+        # a waiter at the head sleeps until the oldest call leaves the window (up to a minute): with the
+        # limit raised it may go now (seen: an equity seed held 58 s behind a sleeping head)
+        self._wake_all()
         try:
             yield
         finally:

@@ -3,11 +3,13 @@ history, and the gap a take-over or restart left."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from core.snapshots import DrawdownTracker, SnapshotSource
+from workers.alpaca.budget import Priority, spending
 from workers.manager.seed import gap_points, seed_points
 
 if TYPE_CHECKING:
@@ -18,7 +20,13 @@ async def seed_from_history(runner: DestinationRunner) -> None:
     """Write the points :func:`~workers.manager.seed.seed_points` makes of the broker's history (first run)."""
     if runner.broker is None:
         return
-    history = await runner.broker.get_portfolio_history(period="1A", timeframe="1D")
+    # A catch-up for the REST budget: until this one call lands the destination has no equity curve at
+    # all. At the reconcile priority, behind the periodic reads, it waited ~2 min on a 20-a-minute budget;
+    # as a gap repair alone, ~1 min (the ingester's start-up backfill had filled the window at the
+    # raised rate). So it is first in line and may use the catch-up rate, shown as such on Health.
+    budget = getattr(runner.broker, "budget", None)
+    with spending(Priority.GAP_REPAIR), (budget.catching_up("equity seed") if budget else contextlib.nullcontext()):
+        history = await runner.broker.get_portfolio_history(period="1A", timeframe="1D")
     ledger = runner.ledger
     first_deposit = min((t for t, _ in ledger.deposit_events), default=None)
     first_entry = min((p.entry_time for p in runner.positions.values()), default=None)
