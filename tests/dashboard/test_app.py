@@ -222,8 +222,11 @@ def test_zoom_refines_the_chart_with_a_patch(app: Dash, seeded: Seeded) -> None:
     ops = {tuple(op["location"]): op["params"]["value"] for op in patch["operations"]}
     xs = ops[("data", 0, "x")]
     assert 150 <= len(xs) <= 2000  # 2000 points over the whole year -> ~200 in a tenth: now all of them
-    assert xs[0] >= lo[:10]
-    assert xs[-1][:10] <= hi[:10]
+    # inside the window, plus at most the one neighbour past each edge (the line reaches the edge;
+    # dashboard.equity_store.equity_window): comparing dates alone failed when hi fell late in a day
+    stamps = [pd.Timestamp(x) for x in xs]
+    assert sum(t < pd.Timestamp(lo) for t in stamps) <= 1
+    assert sum(t > pd.Timestamp(hi).tz_localize(None) for t in stamps) <= 1
     # double-click (autorange) goes back to the whole curve
     reset = _equity_call(client, {"xaxis.autorange": True}, "dest-equity.relayoutData").get_json()
     ops = {tuple(op["location"]): op["params"]["value"]

@@ -68,7 +68,9 @@ def _wait_gone(procs: list[psutil.Process], what: str) -> None:
 
 
 @pytest.fixture
-def demo_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
+def demo_env(tmp_path: Path, pg_data_dir: Path) -> Iterator[tuple[dict[str, str], str]]:
+    # the demo's embedded PostgreSQL lives outside tmp_path (see pg_data_dir): a pytest session started
+    # meanwhile on the machine re-chmods tmp_path's root, and pg_ctl could not stop the server then
     web, sim, zmq = free_port(), free_port(), free_port()
     dests = tmp_path / "destinations.toml"
     dests.write_text(
@@ -76,15 +78,15 @@ def demo_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("POSTGRESQL_", "TIMESCALE_", "COLDHARBOUR_", "DASH_AUTH"))}
     env.update(PORT=str(web), DEMO_SIM_PORT=str(sim), DEMO_ZMQ_URL=f"tcp://127.0.0.1:{zmq}", DESTINATIONS_FILE=str(dests),
-               DESTINATIONS_LOCAL_FILE=str(tmp_path / "none.toml"), DATA_DIR=str(tmp_path / "data"),
+               DESTINATIONS_LOCAL_FILE=str(tmp_path / "none.toml"), DATA_DIR=str(pg_data_dir / "data"),
                DEMO_HISTORY_DAYS="5", DEMO_BOT_RATE="0.2", PYTHONUNBUFFERED="1")
     yield env, f"http://127.0.0.1:{web}"
     # whatever a failed run left: our own data directory's server only
-    pid_file = tmp_path / "data" / "pgdata" / "postmaster.pid"
+    pid_file = pg_data_dir / "data" / "pgdata" / "postmaster.pid"
     if pid_file.exists():
         from core.embedded_pg import EmbeddedPostgres
 
-        leftover = EmbeddedPostgres(tmp_path / "data")
+        leftover = EmbeddedPostgres(pg_data_dir / "data")
         leftover.start()  # stops an orphan and starts the server as ours...
         leftover.stop()  # ...so that this stops it
 
