@@ -52,8 +52,11 @@ def stack() -> Iterator[Stack]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(stack_module, "destinations_toml", lambda n, url: plain(n, url) + STRATEGIES_TOML)
         # 120 days of history as in test_visual.py: the destination page's rolling charts need a full window
+        # Alpaca's whole allowance as the budget: at the default 20 a minute, SPY's first bars (reconciliation
+        # priority, the lowest) wait about a minute for the start-up's catch-up calls to leave the window.
+        # That is the budget working (tests/workers/test_rest_budget*.py), not what this module looks at.
         config = StackConfig(destinations=2, history_days=120, bot_rate=1.0, web="gunicorn", web_workers=2,
-                             env={"SNAPSHOT_SEC": "3600", "UI_SNAPSHOT_SEC": "1"})
+                             env={"SNAPSHOT_SEC": "3600", "UI_SNAPSHOT_SEC": "1", "REST_BUDGET_CALLS_PER_MIN": "200"})
         with Stack(config) as running:
             running.wait_ready(WAIT_S)
             for slug in running.slugs:

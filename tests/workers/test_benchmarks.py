@@ -78,6 +78,33 @@ async def test_daily_bars_paged_and_stored(simulator_session: SimHandle, pool: a
     assert {(r["slug"], r["symbol"]) for r in marks} == {(spy.slug, "SPY"), (bad.slug, "NOPE")}
 
 
+async def test_a_newly_owned_benchmark_is_fetched_at_the_next_pass_and_the_rules_republished_each_minute(
+        simulator_session: SimHandle, pool: asyncpg.Pool, settings: Settings) -> None:
+    # Arrange: nothing owned at the first pass (ownership comes a moment after the start)
+    spy = _dest(simulator_session, 0, "SPY")
+    owned: list[Destination] = []
+    now_s = [1000.0]
+    loop = BenchmarkLoop(settings, [spy], [StrategyRule("momo", prefix="momo-")], lambda: pool, lambda: owned,
+                         clock=lambda: now_s[0])
+    await loop.run_once()
+    assert await pool.fetchval("SELECT count(*) FROM public.ch_strategy_rules") == 1
+    assert loop.stats.requests == 0
+    await pool.execute("DELETE FROM public.ch_strategy_rules")  # to see whether the next pass publishes
+
+    # Act: the destination is owned now; the next pass comes a tick later
+    owned.append(spy)
+    now_s[0] += benchmarks.BENCHMARK_TICK_S
+    await loop.run_once()
+
+    # Assert: its bars are fetched at once, the configuration is not published again within the minute...
+    assert await pool.fetchval("SELECT count(*) FROM public.benchmark_bars WHERE symbol = 'SPY'") > 0
+    assert await pool.fetchval("SELECT count(*) FROM public.ch_strategy_rules") == 0
+    # ...but it is once the minute has passed
+    now_s[0] += benchmarks.BENCHMARK_INTERVAL_S
+    await loop.run_once()
+    assert await pool.fetchval("SELECT count(*) FROM public.ch_strategy_rules") == 1
+
+
 def test_data_url() -> None:
     def d(url: str) -> Destination:
         return Destination(name="x", slug="x", key_id="k", secret_key="s", base_url=url)  # noqa: S106

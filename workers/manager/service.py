@@ -25,7 +25,7 @@ from core.settings import Settings
 from core.snapshots import MarketOpen
 from core.strategies import load_strategies
 from workers.bars import BarWriter
-from workers.benchmarks import BENCHMARK_INTERVAL_S, BenchmarkLoop
+from workers.benchmarks import BENCHMARK_INTERVAL_S, BENCHMARK_TICK_S, BenchmarkLoop
 from workers.errors import describe
 from workers.heartbeat import REPLICA_ID
 from workers.locks import OwnershipLocks, OwnershipLoop
@@ -203,7 +203,7 @@ class AccountManager:
                 "benchmarks": self._keep_running("benchmarks", BenchmarkLoop(
                     s, self.destinations, load_strategies(s.destinations_file, s.destinations_local_file),
                     lambda: self.pool, lambda: [r.dest for r in self.runners.values()]).run_once,
-                    BENCHMARK_INTERVAL_S, stop),
+                    BENCHMARK_TICK_S, stop, watch_s=BENCHMARK_INTERVAL_S),
             }
             tasks = [asyncio.create_task(coro, name=name) for name, coro in loops.items()]
             await stop.wait()
