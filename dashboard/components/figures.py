@@ -30,6 +30,8 @@ MUTED = "#8a94a6"
 # ``style.height`` (dashboard.pages.common.graph). dcc.Graph resizes a figure whose layout has no
 # width by deleting ``layout.height`` and reading the container's height; a container sized only by
 # its content then measures 0 px and the chart draws over the next card.
+DRAWDOWN_TICKS = "~%"
+"""Percent ticks at their own precision (see :func:`equity_underwater`)."""
 EQUITY_HEIGHT_PX = 460
 AGGREGATE_HEIGHT_PX = 320
 MONTHLY_HEIGHT_PX = 220
@@ -176,9 +178,13 @@ def equity_underwater(
     fig.update_xaxes(rangeselector=range_selector(theme, y=1.12), row=1, col=1)
     fig.update_xaxes(title_text=f"Time, {tz_label}", row=2, col=1)
     fig.update_yaxes(title_text="Equity", **MONEY_TICKS, row=1, col=1)
-    fig.update_yaxes(title_text="Drawdown", tickformat=".0%", row=2, col=1)
+    # "~%": the ticks' own precision (0%, −0.5%, −1%): ".0%" drew a shallow drawdown's −0.5% and −1.5%
+    # as −1% and −2%, repeating labels next to their neighbours
+    fig.update_yaxes(title_text="Drawdown", tickformat=DRAWDOWN_TICKS, row=2, col=1)
     _base(fig, theme, height=EQUITY_HEIGHT_PX)
-    fig.update_layout(legend={"y": -0.15, "yanchor": "top"})
+    # below the date ticks (two lines where the year shows) and the axis title: at -0.15 a phone's
+    # slightly taller title line reached into the legend's first row
+    fig.update_layout(legend={"y": -0.19, "yanchor": "top"})
     return fig
 
 

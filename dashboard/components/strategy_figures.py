@@ -17,6 +17,9 @@ PALETTE = ("#3b7dd8", "#2e9e5b", "#d6892f", "#8e5bd6", "#d64545", "#2aa7a7", "#a
            "#7a7a7a")
 BENCH_COLOUR = "#8a94a6"
 GROWTH_HEIGHT_PX = 420
+# Growth of $1 at up to three decimals, trailing zeros trimmed (0.985, 0.99, 1): ".2f" drew a quiet
+# account's 0.985 and 0.995 as 0.99 and 1.00, repeating labels
+GROWTH_TICKS = ".3~f"
 COMPARE_HEIGHT_PX = 380
 
 
@@ -93,10 +96,10 @@ def growth_figure(growth: pd.Series, cum_pnl: pd.Series, bench_growth: pd.Series
     layout = _layout(theme,
                      xaxis={"type": "date", "anchor": "y", "domain": [0, 1], "matches": "x2", "showticklabels": False},
                      xaxis2={"type": "date", "anchor": "y3", "domain": [0, 1], "nticks": DATE_TICKS},
-                     yaxis={"title": {"text": "Growth of $1"}, "tickformat": ".2f", "domain": [0.31, 1]},
+                     yaxis={"title": {"text": "Growth of $1"}, "tickformat": GROWTH_TICKS, "domain": [0.31, 1]},
                      yaxis2={"title": {"text": "P&L"}, "tickformat": "$,.0f", "overlaying": "y", "side": "right",
                              "showgrid": False, "anchor": "x"},
-                     yaxis3={"tickformat": ".0%", "domain": [0, 0.27], "anchor": "x2"})
+                     yaxis3={"tickformat": figures.DRAWDOWN_TICKS, "domain": [0, 0.27], "anchor": "x2"})
     return {"data": data, "layout": layout}
 
 
@@ -114,7 +117,7 @@ def compare_figure(curves: Sequence[tuple[str, pd.Series]], theme: str | None) -
         colour += 0 if is_bench else 1
         data.append(_line(_dates(growth.index), _values(growth), label, line, "%{y:.4f}"))
     layout = _layout(theme, xaxis={"type": "date", "nticks": DATE_TICKS},
-                     yaxis={"title": {"text": "Growth of $1"}, "tickformat": ".2f"})
+                     yaxis={"title": {"text": "Growth of $1"}, "tickformat": GROWTH_TICKS})
     return {"data": data, "layout": layout}
 
 
